@@ -1,0 +1,28 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv, installs the package (and ImageMagick's library for Wand when missing), then runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+	@$(PY) -c "import wand.image" 2>/dev/null || sh scripts/install_imagemagick.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(PY) scripts/demo.py --workdir runs/demo
+
+test: setup
+	$(PY) -m pytest tests
+
+bench: setup
+	$(PY) scripts/benchmark.py --config configs/paper.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

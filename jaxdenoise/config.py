@@ -1,0 +1,95 @@
+"""The config schema: every field with its default, and the checks that turn bad values into one-line errors.
+
+Experiments in ``configs/`` start from ``base_config()`` and override fields; ``lock_config`` (done by the
+command line) makes a mistyped field an error, and ``validate`` rejects bad values before anything runs.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from jaxdenoise import noise as noise_lib
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0                      # params init, noise stream and data order
+    c.model = ml_collections.ConfigDict(dict(name="paper", widths=(64, 32), latent=3))
+    c.noise = "poisson:30"          # training noise spec (see jaxdenoise.noise)
+    c.eval_noise = ""               # validation noise spec; "" = the training spec (ranges: per-image draws, fixed seed)
+    c.dtype = "float32"             # activations/convs: float32 | bfloat16 (params and optimiser stay float32)
+
+    c.optimizer = "adam"            # adam | sgd
+    c.learning_rate = 1e-3
+    c.momentum = 0.9                # sgd only; 0 = plain SGD
+    c.schedule = "constant"         # constant | cosine (to 0 at the last step)
+    c.warmup_steps = 0
+    c.grad_clip = 0.0               # global-norm clipping; 0 = off
+
+    c.batch_size = 16               # global batch (split over devices on the 'data' mesh axis)
+    c.num_epochs = 25
+    c.steps_per_epoch = 0           # 0 = one full pass over the training split
+    c.steps_per_call = 1            # k train steps fused in one jit call (lax.scan)
+
+    c.eval_every_epochs = 1
+    c.eval_batch_size = 64
+    c.eval_seed = 1234              # fixed noise of the validation images (same every epoch)
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 1000  # 0 = only at evaluations and at the end
+    c.num_grid_images = 6
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "builtin"       # builtin | dir
+    c.data.dir = ""                 # raw image folder (prepared on first use) or a prepared store
+    c.data.size = 128
+    c.data.val_fraction = 0.2
+    c.data.split_seed = 0
+    c.data.resize_mode = "resize"   # resize | center_crop
+    c.data.cache_dir = ""           # where raw folders / built-in photos are prepared ("" = workdir or ~/.cache)
+    c.data.flips = False            # random flips (training only)
+    c.data.rot90 = False            # random 90-degree rotations (training only)
+    c.data.num_threads = 0          # grain read threads (0 = min(8, cores))
+    c.data.prefetch = 8             # grain prefetch buffer (batches)
+    c.data.builtin_train_crops = 256  # built-in data: crops per training photo
+    c.data.builtin_val_crops = 16     # built-in data: crops per held-out photo (plus the whole photo)
+    return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raise ValueError with a one-line message naming the first bad field."""
+    from jaxdenoise import models
+
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise ValueError(f"config: {msg}")
+
+    need(c.model.name in models.REGISTRY, f"model.name={c.model.name!r} is not one of {sorted(models.REGISTRY)}")
+    need(c.dtype in models.DTYPES, f"dtype={c.dtype!r} is not one of {sorted(models.DTYPES)}")
+    for field in ("noise", "eval_noise"):
+        spec = c[field]
+        if field == "eval_noise" and not spec:
+            continue
+        try:
+            noise_lib.parse(spec)
+        except ValueError as e:
+            raise ValueError(f"config: {field}: {e}") from None
+    need(c.optimizer in ("adam", "sgd"), f"optimizer={c.optimizer!r} is not 'adam' or 'sgd'")
+    need(c.schedule in ("constant", "cosine"), f"schedule={c.schedule!r} is not 'constant' or 'cosine'")
+    need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
+    need(0 <= c.momentum < 1, f"momentum must be in [0, 1), got {c.momentum}")
+    need(c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}")
+    need(c.num_epochs >= 1, f"num_epochs must be >= 1, got {c.num_epochs}")
+    need(c.steps_per_epoch >= 0, f"steps_per_epoch must be >= 0, got {c.steps_per_epoch}")
+    need(c.steps_per_call >= 1, f"steps_per_call must be >= 1, got {c.steps_per_call}")
+    need(c.eval_every_epochs >= 1, f"eval_every_epochs must be >= 1, got {c.eval_every_epochs}")
+    need(c.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {c.eval_batch_size}")
+    need(c.log_every_steps >= 1, f"log_every_steps must be >= 1, got {c.log_every_steps}")
+    need(c.checkpoint_every_steps >= 0, f"checkpoint_every_steps must be >= 0, got {c.checkpoint_every_steps}")
+    need(c.warmup_steps >= 0, f"warmup_steps must be >= 0, got {c.warmup_steps}")
+    need(c.grad_clip >= 0, f"grad_clip must be >= 0, got {c.grad_clip}")
+    need(c.data.source in ("builtin", "dir"), f"data.source={c.data.source!r} is not 'builtin' or 'dir'")
+    need(c.data.source != "dir" or bool(c.data.dir), "data.source='dir' needs data.dir=/path/to/images")
+    need(c.data.size >= 8 and c.data.size % 4 == 0, f"data.size must be a multiple of 4 and >= 8, got {c.data.size}")
+    need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")
+    need(c.data.resize_mode in ("resize", "center_crop"), f"data.resize_mode={c.data.resize_mode!r} is not 'resize' or 'center_crop'")
+    need(len(c.model.widths) == 2 and all(w >= 1 for w in c.model.widths), f"model.widths must be two positive ints, got {c.model.widths}")
+    need(c.model.latent >= 1, f"model.latent must be >= 1, got {c.model.latent}")

@@ -1,0 +1,98 @@
+"""The grain input pipeline: shuffled uint8 batches from a prepared store.
+
+Shape of the pipeline (grain ``MapDataset``, random access, so any position can be restored)::
+
+    range(N).shuffle(seed).repeat()        grain's per-epoch permutation (epoch e uses seed + e)
+    range(num_batches).map(batch k)        batch k of epoch e = k // steps_per_epoch takes the next B
+                                           indices of epoch e's permutation (drop_remainder per epoch)
+        -> this process's shard of the B indices (grain.sharding.ShardOptions)
+        -> read from the memmapped store, optional flips / 90-degree rotations (seeded per batch)
+    .to_iter_dataset(ReadOptions(num_threads, prefetch_buffer_size))
+
+Host output is ``uint8 [B_local, H, W, 3]``: normalisation happens on the device, so host-to-device
+traffic stays uint8. Batches never straddle epochs. The global batch at a step is the same whatever the
+number of processes, so scaling out changes no result. ``epoch_permutation`` gives the same order for
+the device-resident path.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import grain
+import numpy as np
+
+_AUG_SALT = 0x5EED_A06
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """``int64 [n]``: the order in which epoch ``epoch`` visits the store (grain's shuffle)."""
+    perm = grain.MapDataset.range(n).shuffle(seed=seed).repeat()
+    return np.fromiter((perm[epoch * n + i] for i in range(n)), np.int64, count=n)
+
+
+def augment(batch: np.ndarray, hflip: np.ndarray, vflip: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """Flip / rotate each image of ``uint8 [B, S, S, 3]`` (square): bool [B] flips, int [B] quarter turns."""
+    out = np.empty_like(batch)
+    for i, img in enumerate(batch):
+        img = img[:, ::-1] if hflip[i] else img
+        img = img[::-1] if vflip[i] else img
+        out[i] = np.rot90(img, int(rot[i]))
+    return out
+
+
+class _BatchReader:
+    """Batch index -> uint8 batch (picklable, stateless: grain threads call it in any order)."""
+
+    def __init__(self, images: np.ndarray, batch_size: int, seed: int, shard: grain.sharding.ShardOptions,
+                 flips: bool, rot90: bool):
+        self.images = images
+        self.n = images.shape[0]
+        self.batch_size = batch_size
+        self.steps_per_epoch = self.n // batch_size
+        self.seed = seed
+        self.flips, self.rot90 = flips, rot90
+        if batch_size % shard.shard_count:
+            raise ValueError(f"batch_size {batch_size} is not divisible by {shard.shard_count} processes")
+        self.local = batch_size // shard.shard_count
+        self.lo = shard.shard_index * self.local
+        self.perm = grain.MapDataset.range(self.n).shuffle(seed=seed).repeat()
+
+    def __call__(self, k: int) -> np.ndarray:
+        epoch, j = divmod(int(k), self.steps_per_epoch)
+        start = epoch * self.n + j * self.batch_size
+        idx = np.fromiter((self.perm[start + self.lo + i] for i in range(self.local)), np.int64, count=self.local)
+        order = np.argsort(idx)  # sorted reads are kinder to a memmap on disk
+        batch = np.empty((self.local,) + self.images.shape[1:], np.uint8)
+        batch[order] = self.images[idx[order]]
+        if self.flips or self.rot90:
+            rng = np.random.default_rng([self.seed, _AUG_SALT, int(k)])
+            # drawn for the whole global batch, then this shard's part: the same for any process count
+            draws = rng.integers(0, 2, (2, self.batch_size)).astype(bool) & self.flips
+            rot = rng.integers(0, 4, self.batch_size) * self.rot90
+            part = slice(self.lo, self.lo + self.local)
+            batch = augment(batch, draws[0][part], draws[1][part], rot[part])
+        return batch
+
+
+def make_loader(images: np.ndarray, batch_size: int, seed: int, num_batches: int, *,
+                shard: Optional[grain.sharding.ShardOptions] = None, flips: bool = False, rot90: bool = False,
+                num_threads: int = 0, prefetch: int = 8) -> grain.IterDataset:
+    """An ``IterDataset`` of ``num_batches`` uint8 batches; iterate it, ``get_state`` / ``set_state`` its iterator.
+
+    images: ``uint8 [N, H, W, 3]`` (a memmap from ``store.open_split``). Raises ValueError (one line) when
+    the split is empty or smaller than one batch. num_threads 0: min(8, cores).
+    """
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("the training split is empty")
+    if n < batch_size:
+        raise ValueError(f"the training split has {n} images, fewer than one batch of {batch_size}")
+    if rot90 and images.shape[1] != images.shape[2]:
+        raise ValueError("rot90 augmentation needs square images")
+    shard = shard or grain.sharding.ShardOptions(0, 1)
+    reader = _BatchReader(images, batch_size, seed, shard, flips, rot90)
+    ds = grain.MapDataset.range(num_batches).map(reader)
+    threads = num_threads or min(8, os.cpu_count() or 1)
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
+

@@ -1,0 +1,125 @@
+"""Prepare a folder of photos of any size and format into a store (see ``store.py``).
+
+The paper resizes every image to 128x128 with Wand and keeps the clean set in its own directory; this does
+that for folders of tens of thousands of files, with all cores, and never stops on a bad file: each one is
+listed in ``manifest["skipped"]`` with its reason. SRC is only ever read.
+"""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from jaxdenoise.data import imageio, store
+
+
+def is_val(relpath: str, seed: int, val_fraction: float) -> bool:
+    """Deterministic split from a seeded hash of the relative path.
+
+    Depends on nothing but (seed, path), so adding or removing other files never moves an image between
+    the splits.
+    """
+    digest = hashlib.sha256(f"{seed}/{relpath}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction
+
+
+def list_files(src: str) -> List[str]:
+    """Relative paths (POSIX separators) of every non-hidden file under src, sorted."""
+    out = []
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if not name.startswith("."):
+                out.append(os.path.relpath(os.path.join(root, name), src).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def _work(args: Tuple[str, str, int, str]):
+    """Worker: one file -> (relpath, uint8 image, png bytes, None) or (relpath, None, None, reason)."""
+    src, rel, size, mode = args
+    try:
+        arr = imageio.load_rgb(os.path.join(src, rel), size, mode)
+    except imageio.ImageReadError as e:
+        return rel, None, None, str(e)
+    except Exception as e:  # a bad file never stops the run; the reason names the surprise
+        return rel, None, None, f"{type(e).__name__}: {imageio._first_line(e)}"
+    return rel, arr, store.png_bytes(arr), None
+
+
+def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.2, seed: int = 0,
+                   mode: str = "resize", workers: Optional[int] = None, progress: bool = True) -> Dict:
+    """Read every image under ``src`` through Wand, resize to ``size``, split, and write a store to ``out``.
+
+    Returns the manifest. Raises ValueError for bad arguments (one line); bad files are skipped, not raised.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if size < imageio.MIN_SIDE:
+        raise ValueError(f"size must be at least {imageio.MIN_SIDE}, got {size}")
+    if mode not in ("resize", "center_crop"):
+        raise ValueError(f"unknown resize mode {mode!r}: use 'resize' or 'center_crop'")
+    src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
+    if not os.path.isdir(src_abs):
+        raise ValueError(f"source folder not found: {src}")
+    if out_abs == src_abs or out_abs.startswith(src_abs + os.sep):
+        raise ValueError(f"--out {out} lies inside --src {src}: choose a folder outside the source")
+    files = list_files(src_abs)
+    if not files:
+        raise ValueError(f"no files under {src}")
+    val_set = {f for f in files if is_val(f, seed, val_fraction)}
+    writer = store.StoreWriter(out_abs, size, {"train": len(files) - len(val_set), "val": len(val_set)})
+    skipped = []
+    workers = workers or os.cpu_count() or 1
+    tasks = [(src_abs, f, size, mode) for f in files]
+    t0 = time.perf_counter()
+    bar = _progress(len(files), "preparing", progress)
+    # spawn, not fork: the caller may have JAX's threads running
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for rel, arr, png, reason in pool.imap(_work, tasks, chunksize=8):
+            if reason is None:
+                writer.add("val" if rel in val_set else "train", arr, rel, png)
+            else:
+                skipped.append({"path": rel, "reason": reason})
+            bar.update(1)
+    bar.close()
+    manifest = writer.close(seed=seed, val_fraction=val_fraction, mode=mode, source=src_abs,
+                            split_rule="sha256(f'{seed}/{relpath}') < val_fraction", skipped=skipped)
+    dt = time.perf_counter() - t0
+    done = manifest["train_count"] + manifest["val_count"]
+    print(f"prepared {done} images ({manifest['train_count']} train / {manifest['val_count']} val) "
+          f"at {size}x{size} in {dt:.1f} s ({done / max(dt, 1e-9):.0f} img/s, {workers} processes); "
+          f"skipped {len(skipped)}" + (f" (see {out}/manifest.json)" if skipped else ""), file=sys.stderr)
+    return manifest
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def ensure_prepared(src: str, cache: str, size: int, val_fraction: float, seed: int,
+                    mode: str = "resize") -> str:
+    """A prepared store for ``src``: ``src`` itself when it already is one, else ``cache`` (made on first use).
+
+    The cache is reused only when its manifest matches the requested size, split and source.
+    """
+    if store.is_store(src):
+        m = store.read_manifest(src)
+        if m.get("size") != size:
+            raise ValueError(f"prepared store {src} holds {m.get('size')}px images but the config asks for {size}px")
+        return src
+    if store.is_store(cache):
+        m = store.read_manifest(cache)
+        want = {"size": size, "val_fraction": val_fraction, "seed": seed, "mode": mode,
+                "source": os.path.realpath(src)}
+        if all(m.get(k) == v for k, v in want.items()):
+            return cache
+    prepare_folder(src, cache, size=size, val_fraction=val_fraction, seed=seed, mode=mode)
+    return cache
+

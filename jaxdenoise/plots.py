@@ -1,0 +1,86 @@
+"""Figures of a run: validation PSNR and MSE per epoch (the paper's Figs. 7 and 8) and image grids."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_eval_rows(workdir: str) -> List[Dict]:
+    """Eval rows of ``WORKDIR/metrics.jsonl`` (the last one per epoch, if a resumed run repeated an epoch)."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {METRICS_FILE} in {workdir}: not a training workdir, or no epoch finished")
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            row = json.loads(line)
+            if row.get("kind") == "eval":
+                rows[row["epoch"]] = row
+    return [rows[e] for e in sorted(rows)]
+
+
+def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | None = None) -> List[str]:
+    """Write ``psnr_per_epoch.png`` and ``mse_per_epoch.png`` into ``out_dir``; several runs share the axes.
+
+    The noisy-input PSNR of the first run is drawn dashed beside the PSNR curves. Returns the paths.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(labels) if labels else [os.path.basename(os.path.normpath(w)) or w for w in workdirs]
+    runs = [(label, read_eval_rows(w)) for label, w in zip(labels, workdirs)]
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for key, ylabel, fname in (("psnr", "validation PSNR (dB)", "psnr_per_epoch.png"),
+                               ("mse", "validation MSE", "mse_per_epoch.png")):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for label, rows in runs:
+            if rows:
+                ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+        if key == "psnr" and runs and runs[0][1]:
+            rows = runs[0][1]
+            ax.plot([r["epoch"] for r in rows], [r["noisy_psnr"] for r in rows], ls="--", color="grey",
+                    label=f"{runs[0][0]}: noisy input")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} per epoch (data range 1, RGB, no border crop)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, fname)
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Rows of images side by side: columns is a list of ``[N, H, W, 3]`` arrays (float in [0, 1] or uint8).
+
+    Returns ``uint8 [N*(H+pad)+pad, C*(W+pad)+pad, 3]`` with white gutters (e.g. clean | noisy | denoised).
+    """
+    cols = [np.asarray(c) for c in columns]
+    cols = [c if c.dtype == np.uint8 else (np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8) for c in cols]
+    n, h, w, _ = cols[0].shape
+    grid = np.full((n * (h + pad) + pad, len(cols) * (w + pad) + pad, 3), 255, np.uint8)
+    for j, c in enumerate(cols):
+        for i in range(n):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            grid[y:y + h, x:x + w] = c[i]
+    return grid
+
+
+def save_png(image: np.ndarray, path: str) -> str:
+    from PIL import Image
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path

@@ -1,0 +1,145 @@
+"""Train and eval steps and the train state: pure functions, no I/O. Compiled by ``train.py`` / ``benchmark.py``.
+
+The hot path: ``uint8 [B, H, W, 3]`` clean batch -> float [0, 1] on device -> noise from
+``fold_in(rng, step)`` -> model -> MSE -> optax update. Metrics come back as device scalars; the caller
+decides when to fetch them.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdenoise import metrics as M
+from jaxdenoise.noise import NoiseModel
+
+Metrics = Dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training (checkpointed whole). ``step`` is an int32 scalar."""
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+    """optax optimiser from the config: adam | sgd (momentum), lr with optional warmup + cosine, clipping.
+
+    Reads ``optimizer``, ``learning_rate``, ``momentum``, ``schedule`` ('constant' | 'cosine' to 0 at
+    ``total_steps``), ``warmup_steps``, ``grad_clip`` (global norm; 0 = off).
+    """
+    lr = config.learning_rate
+    if config.schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps,
+                                                max(total_steps, config.warmup_steps + 1))
+    elif config.schedule == "constant":
+        if config.warmup_steps > 0:
+            lr = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+    else:
+        raise ValueError(f"unknown schedule {config.schedule!r}: use 'constant' or 'cosine'")
+    if config.optimizer == "adam":
+        tx = optax.adam(lr)
+    elif config.optimizer == "sgd":
+        tx = optax.sgd(lr, momentum=config.momentum or None)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}: use 'adam' or 'sgd'")
+    if config.grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
+    return tx
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+               image_shape: Tuple[int, int, int]) -> TrainState:
+    """Fresh state; ``image_shape`` is (H, W, 3). Pure: usable under ``jax.eval_shape`` for restores."""
+    params = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def to_float(batch: jax.Array) -> jax.Array:
+    """``uint8 [..]`` in 0..255 -> ``float32`` in [0, 1] (on device: host traffic stays uint8)."""
+    return batch.astype(jnp.float32) * (1.0 / 255.0)
+
+
+def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformation, noise: NoiseModel) -> Tuple[TrainState, Metrics]:
+    """One optimisation step. batch: ``uint8 [B, H, W, 3]``; rng: the run's key (noise uses fold_in(rng, step)).
+
+    Returns the new state and scalar metrics: loss (MSE), psnr (denoised vs clean, mean over images),
+    noisy_psnr (input vs clean), grad_norm.
+    """
+    clean = to_float(batch)
+    noisy = noise(jax.random.fold_in(rng, state.step), clean)
+
+    def loss_fn(params):
+        out = model.apply({"params": params}, noisy)
+        return jnp.mean(jnp.square(out - clean)), out
+
+    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    out = jax.lax.stop_gradient(out)
+    metrics = {
+        "loss": loss,
+        "psnr": jnp.mean(M.psnr_per_image(out, clean)),
+        "noisy_psnr": jnp.mean(M.psnr_per_image(noisy, clean)),
+        "grad_norm": optax.global_norm(grads),
+    }
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def multi_train_step(state: TrainState, batches: jax.Array, rng: jax.Array, **kw) -> Tuple[TrainState, Metrics]:
+    """k train steps in one call: batches ``uint8 [k, B, H, W, 3]`` -> metrics stacked ``[k]``.
+
+    A ``lax.scan`` over ``train_step``: the same parameters as k separate calls (same step-indexed noise),
+    one dispatch instead of k (small batches on a GPU are launch-bound otherwise).
+    """
+    def body(s, b):
+        return train_step(s, b, rng, **kw)
+    return jax.lax.scan(body, state, batches)
+
+
+def eval_noisy(noise: NoiseModel, rng: jax.Array, clean: jax.Array, index: jax.Array) -> jax.Array:
+    """Noisy images with noise keyed by each image's index in its split: ``fold_in(rng, index)``.
+
+    The same image gets the same noise whatever the batch size or padding, every epoch.
+    clean: ``float [B, H, W, 3]``; index: ``int32 [B]``.
+    """
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
+    return jax.vmap(lambda k, x: noise(k, x[None])[0])(keys, clean)
+
+
+def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, model: nn.Module,
+              noise: NoiseModel) -> Metrics:
+    """Per-image metrics ``[B]`` for a (possibly padded) batch: the caller drops padded rows.
+
+    batch: ``uint8 [B, H, W, 3]``; index: ``int32 [B]`` positions in the split (sets the noise).
+    Returns psnr, ssim, mse (denoised vs clean) and noisy_psnr, noisy_ssim.
+    """
+    clean = to_float(batch)
+    noisy = eval_noisy(noise, rng, clean, index)
+    out = model.apply({"params": params}, noisy)
+    mse = M.mse_per_image(out, clean)
+    return {
+        "psnr": M.psnr_from_mse(mse),
+        "mse": mse,
+        "ssim": M.ssim_per_image(out, clean),
+        "noisy_psnr": M.psnr_per_image(noisy, clean),
+        "noisy_ssim": M.ssim_per_image(noisy, clean),
+    }
+
+
+def denoise_step(params, noisy: jax.Array, *, model: nn.Module) -> jax.Array:
+    """Model output for ``float [B, H, W, 3]`` noisy images in [0, 1]."""
+    return model.apply({"params": params}, noisy)
+
+
+def bind(fn: Callable, **static) -> Callable:
+    """``fn`` with its keyword-only (static) arguments fixed, ready for ``jax.jit``."""
+    return functools.partial(fn, **static)

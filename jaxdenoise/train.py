@@ -1,0 +1,415 @@
+"""The training loop: the one place that decides when to log, evaluate and checkpoint.
+
+``train_and_evaluate(config, workdir)``: data -> mesh and shardings -> state (fresh or restored from the
+latest checkpoint) -> compile -> loop. A run lives in one workdir::
+
+    config.json          the config used (JSON)
+    metrics.jsonl        one object per train log point ("kind": "train") and per evaluation ("kind": "eval")
+    tb/                  TensorBoard events (scalars, and a clean | noisy | denoised grid per evaluation)
+    grid.png             the latest grid
+    psnr_per_epoch.png, mse_per_epoch.png   validation curves (the paper's Figs. 7 and 8), at the end
+    checkpoints/         orbax: latest and best (by validation PSNR)
+
+Rerunning the same command resumes from the latest checkpoint (state, rng, data-iterator position).
+SIGTERM / Ctrl-C finish the current step, save a checkpoint and raise ``Interrupted``.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxdenoise import checkpointing, config as config_lib, metrics as metrics_lib, models, noise as noise_lib
+from jaxdenoise import plots, steps
+from jaxdenoise.data import builtin, loader, prepare, store
+
+
+class TrainingDiverged(RuntimeError):
+    """Loss or gradient norm became NaN/inf; the message names the step."""
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM/SIGINT: a checkpoint was saved; the message says where."""
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------
+def resolve_store(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Path of the prepared store the config asks for, preparing it on first use."""
+    d = config.data
+    if d.source == "builtin":
+        return builtin.builtin_store(d.size, d.builtin_train_crops, d.builtin_val_crops, seed=d.split_seed,
+                                     cache_dir=d.cache_dir or None)
+    if not os.path.isdir(d.dir):
+        raise ValueError(f"data.dir={d.dir!r} does not exist")
+    cache = d.cache_dir or os.path.join(workdir, "data")
+    return prepare.ensure_prepared(d.dir, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode)
+
+
+class DevicePrefetcher:
+    """Host batches -> device arrays, ``depth`` ahead of the step (the transfer overlaps the compute).
+
+    Yields ``(device_batch, data_state)``, where ``data_state`` is the grain iterator's state right after
+    this batch was read: what a checkpoint taken after the step must store. With ``k > 1`` each device
+    batch stacks k host batches, ``uint8 [k, B, H, W, 3]``, for ``steps.multi_train_step``.
+    """
+
+    def __init__(self, iterator, sharding: NamedSharding, k: int = 1, depth: int = 2):
+        self.it, self.sharding, self.k, self.depth = iterator, sharding, k, depth
+        self.queue: collections.deque = collections.deque()
+
+    def _pull(self) -> None:
+        host = [next(self.it) for _ in range(self.k)]
+        host = host[0] if self.k == 1 else np.stack(host)
+        dev = jax.make_array_from_process_local_data(self.sharding, host)
+        self.queue.append((dev, self.it.get_state()))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while len(self.queue) < self.depth:
+            try:
+                self._pull()
+            except StopIteration:
+                break
+        if not self.queue:
+            raise StopIteration
+        return self.queue.popleft()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+class Evaluator:
+    """Whole validation split, fixed noise (``fold_in(eval_seed, image index)``), padded last batch.
+
+    One compilation: every batch has ``eval_batch_size`` rows; padded rows repeat the last image and are
+    dropped on the host. ``__call__(params)`` returns mean psnr, ssim, mse, noisy_psnr, noisy_ssim.
+    """
+
+    def __init__(self, images: np.ndarray, model, noise: noise_lib.NoiseModel, batch_size: int, seed: int,
+                 mesh: jax.sharding.Mesh, num_grid: int):
+        self.images = images
+        n_dev = mesh.devices.size
+        self.batch_size = -(-batch_size // n_dev) * n_dev  # a multiple of the device count
+        self.rng = jax.random.PRNGKey(seed)
+        repl, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+        self.rows = rows
+        self.step = jax.jit(steps.bind(steps.eval_step, model=model, noise=noise),
+                            in_shardings=(repl, rows, rows, repl), out_shardings=repl)
+        g = min(num_grid, images.shape[0])
+        self.grid_clean = np.asarray(images[:g])
+
+        def grid_fn(params, clean_u8):
+            clean = steps.to_float(clean_u8)
+            noisy = steps.eval_noisy(noise, self.rng, clean, jnp.arange(clean.shape[0]))
+            return noisy, model.apply({"params": params}, noisy)
+        self.grid_fn = jax.jit(grid_fn)
+
+    def __call__(self, params) -> Dict[str, float]:
+        n, bs = self.images.shape[0], self.batch_size
+        sums: Dict[str, float] = collections.defaultdict(float)
+        for start in range(0, n, bs):
+            idx = np.arange(start, start + bs)
+            valid = int(min(bs, n - start))
+            src = np.minimum(idx, n - 1)
+            batch = jax.make_array_from_process_local_data(self.rows, np.asarray(self.images[src]))
+            index = jax.make_array_from_process_local_data(self.rows, idx.astype(np.int32))
+            out = jax.device_get(self.step(params, batch, index, self.rng))
+            for k, v in out.items():
+                sums[k] += float(np.sum(v[:valid], dtype=np.float64))
+        return {k: v / n for k, v in sums.items()}
+
+    def grid(self, params) -> np.ndarray:
+        """``uint8`` grid: rows of clean | noisy | denoised validation images."""
+        noisy, out = jax.device_get(self.grid_fn(params, self.grid_clean))
+        return plots.image_grid([self.grid_clean, noisy, out])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metric writing
+# ----------------------------------------------------------------------------------------------------------
+class MetricWriter:
+    """metrics.jsonl + TensorBoard (tensorboardX) in the workdir."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, plots.METRICS_FILE)
+        self.tb = None
+        try:
+            from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+        except ImportError:  # tensorboardX is a dependency; a broken install only loses the TB copy
+            pass
+
+    def write(self, row: Dict[str, Any], group: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "epoch", "kind") and isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"{group}/{k}", v, row["step"])
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        if self.tb is not None:
+            self.tb.add_image(tag, image, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------------------
+class _StopFlag:
+    """SIGTERM / SIGINT set a flag that the loop reads after each step; a second Ctrl-C aborts at once."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint...",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over every device, axis 'data' (one device is a mesh of one)."""
+    return jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+    """Train (or resume) the configured model in ``workdir``; returns the final validation metrics."""
+    config_lib.validate(config)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=1) + "\n")
+
+    # ---- data
+    store_path = resolve_store(config, workdir)
+    train_images = store.open_split(store_path, "train")
+    val_images = store.open_split(store_path, "val")
+    size = train_images.shape[1]
+    spe = config.steps_per_epoch or train_images.shape[0] // config.batch_size
+    k = config.steps_per_call
+    if spe == 0:
+        raise ValueError(f"config: the training split ({train_images.shape[0]} images) is smaller than one batch "
+                         f"of {config.batch_size}")
+    if spe % k:
+        raise ValueError(f"config: steps_per_call={k} must divide the steps per epoch ({spe})")
+    total_steps = config.num_epochs * spe
+
+    # ---- devices
+    mesh = make_mesh()
+    n_dev = mesh.devices.size
+    if config.batch_size % n_dev:
+        raise ValueError(f"config: batch_size={config.batch_size} is not divisible by the {n_dev} devices")
+    repl = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data") if k == 1 else P(None, "data"))
+
+    # ---- model, optimiser, state
+    model = models.create(config.model, config.dtype)
+    tx = steps.make_optimizer(config, total_steps)
+    train_noise = noise_lib.parse(config.noise)
+    eval_noise = noise_lib.parse(config.eval_noise or config.noise)
+    init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    init = jax.jit(lambda r: {"train_state": steps.init_state(model, tx, r, (size, size, 3)), "rng": run_rng},
+                   out_shardings=repl)
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+    batches = loader.make_loader(
+        train_images, config.batch_size, config.seed, total_steps,
+        shard=_process_shard(), flips=config.data.flips, rot90=config.data.rot90,
+        num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+    data_iter = iter(batches)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        abstract = checkpointing.abstract_like(jax.eval_shape(init, init_rng), repl)
+        restored, data_state = ckpt.restore(latest, abstract, with_data=True)
+        data_iter.set_state(data_state)
+        state, rng = restored["train_state"], restored["rng"]
+        log(f"resumed from {ckpt.directory}/{latest} (step {latest} of {total_steps})")
+    else:
+        fresh = init(init_rng)
+        state, rng = fresh["train_state"], fresh["rng"]
+    step = int(state.step)
+
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    log(_summary(config, n_params, mesh, train_images.shape[0], val_images.shape[0], spe, total_steps, store_path))
+
+    evaluator = Evaluator(val_images, model, eval_noise, config.eval_batch_size, config.eval_seed, mesh,
+                          config.num_grid_images)
+    writer = MetricWriter(workdir)
+    try:
+        if step >= total_steps:
+            log(f"nothing to train: the run is complete at step {step} (raise num_epochs to continue)")
+            result = _final_eval(evaluator, state, step, spe)
+        else:
+            result = _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, model, tx, train_noise,
+                           repl, batch_sharding, spe, total_steps, k)
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    return result
+
+
+def _process_shard():
+    import grain
+    return grain.sharding.ShardOptions(jax.process_index(), jax.process_count())
+
+
+def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path) -> str:
+    dev = mesh.devices.flat[0]
+    return "\n".join([
+        f"jaxdenoise: model={config.model.name} ({n_params:,} params, {config.dtype}), noise={config.noise}, "
+        f"{config.optimizer} lr={config.learning_rate:g} ({config.schedule}), batch={config.batch_size}",
+        f"  devices: {mesh.devices.size} x {dev.platform} ({dev.device_kind}); data: {n_train} train / {n_val} val "
+        f"images from {store_path}",
+        f"  {config.num_epochs} epochs x {spe} steps = {total} steps; eval every {config.eval_every_epochs} "
+        f"epoch(s); PSNR/SSIM: {metrics_lib.CONVENTION}",
+    ])
+
+
+def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, model, tx, noise, repl,
+          batch_sharding, spe, total_steps, k) -> Dict[str, float]:
+    from tqdm import tqdm
+
+    step = int(state.step)
+    fn = steps.multi_train_step if k > 1 else steps.train_step
+    jitted = jax.jit(steps.bind(fn, model=model, tx=tx, noise=noise), in_shardings=(repl, batch_sharding, repl),
+                     out_shardings=(repl, repl), donate_argnums=0)
+    prefetch = DevicePrefetcher(data_iter, batch_sharding, k)
+    first_batch, first_data_state = next(prefetch)
+    log("compiling the train step...")
+    t0 = time.perf_counter()
+    compiled = jitted.lower(state, first_batch, rng).compile()
+    log(f"compiled in {time.perf_counter() - t0:.1f} s")
+
+    pending: List[Tuple[int, Dict[str, jax.Array]]] = []
+    window = {"t": time.perf_counter(), "images": 0}
+    last_saved = step
+    last_eval: Dict[str, float] = {}
+    bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stdout,
+               mininterval=1.0, disable=None)
+
+    def flush() -> Optional[Dict[str, float]]:
+        """Fetch pending metrics (the only blocking point), stop on NaN/inf, write one averaged row."""
+        if not pending:
+            return None
+        host = jax.device_get([m for _, m in pending])
+        rows = []
+        for (end, _), m in zip(pending, host):
+            m = {key: np.atleast_1d(np.asarray(v, np.float64)) for key, v in m.items()}
+            for i in range(len(m["loss"])):
+                s = end - len(m["loss"]) + i + 1
+                if not (np.isfinite(m["loss"][i]) and np.isfinite(m["grad_norm"][i])):
+                    raise TrainingDiverged(
+                        f"training diverged at step {s}: loss={m['loss'][i]}, grad_norm={m['grad_norm'][i]}; "
+                        f"last good checkpoint kept at {ckpt.directory}/{ckpt.latest_step()} "
+                        f"(lower learning_rate or set grad_clip)")
+                rows.append({key: float(v[i]) for key, v in m.items()})
+        end = pending[-1][0]
+        pending.clear()
+        now = time.perf_counter()
+        ips = window["images"] / max(now - window["t"], 1e-9)
+        window.update(t=now, images=0)
+        row = {"kind": "train", "step": end, "epoch": round(end / spe, 4),
+               **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}, "img_per_s": round(ips, 2)}
+        writer.write(row, "train")
+        bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", img_s=f"{ips:.1f}", refresh=False)
+        return row
+
+    def save(step: int, metrics=None) -> None:
+        nonlocal last_saved
+        ckpt.save(step, {"train_state": state, "rng": rng}, data_state, metrics=metrics)
+        last_saved = step
+
+    with _StopFlag() as stop:
+        batch, data_state = first_batch, first_data_state
+        while True:
+            state, m = compiled(state, batch, rng)
+            step += k
+            pending.append((step, m))
+            window["images"] += k * config.batch_size
+            bar.update(k)
+            epoch_done = step % spe == 0
+            epoch = step // spe
+            if step % config.log_every_steps < k or epoch_done or stop.signum or step >= total_steps:
+                flush()
+            if epoch_done and (epoch % config.eval_every_epochs == 0 or step >= total_steps):
+                last_eval = _evaluate(evaluator, state, step, epoch, writer, workdir, bar)
+                save(step, {"psnr": last_eval["psnr"]})
+            elif (config.checkpoint_every_steps and step - last_saved >= config.checkpoint_every_steps) \
+                    or stop.signum or (step >= total_steps and last_saved != step):
+                flush()
+                save(step)
+            if stop.signum:
+                bar.close()
+                ckpt.wait()
+                raise Interrupted(f"stopped by {signal.Signals(stop.signum).name} after step {step}; checkpoint "
+                                  f"saved in {ckpt.directory}/{step}; rerun the same command to resume")
+            if step >= total_steps:
+                break
+            batch, data_state = next(prefetch)
+    bar.close()
+    ckpt.wait()
+    paths = plots.plot_curves([workdir], workdir)
+    best = ckpt.best_step()
+    log(f"done: {step} steps. best checkpoint: {ckpt.directory}/{best}; latest: {ckpt.directory}/{step}")
+    log(f"plots: {', '.join(paths)}; grid: {os.path.join(workdir, 'grid.png')}; metrics: {writer.path}")
+    return last_eval
+
+
+def _evaluate(evaluator: Evaluator, state, step: int, epoch: int, writer: MetricWriter, workdir: str,
+              bar=None) -> Dict[str, float]:
+    t0 = time.perf_counter()
+    res = evaluator(state.params)
+    row = {"kind": "eval", "step": step, "epoch": epoch, **{k: float(v) for k, v in res.items()},
+           "eval_s": round(time.perf_counter() - t0, 2)}
+    writer.write(row, "val")
+    grid = evaluator.grid(state.params)
+    plots.save_png(grid, os.path.join(workdir, "grid.png"))
+    writer.image("val/clean_noisy_denoised", grid, step)
+    msg = (f"epoch {epoch} (step {step}): val PSNR {res['psnr']:.2f} dB (noisy {res['noisy_psnr']:.2f}), "
+           f"SSIM {res['ssim']:.4f} (noisy {res['noisy_ssim']:.4f}), MSE {res['mse']:.6f} "
+           f"[{evaluator.images.shape[0]} images, {metrics_lib.CONVENTION}]")
+    (bar.write if bar is not None else log)(msg)
+    return row
+
+
+def _final_eval(evaluator, state, step, spe) -> Dict[str, float]:
+    res = evaluator(state.params)
+    log(f"validation at step {step}: PSNR {res['psnr']:.2f} dB (noisy {res['noisy_psnr']:.2f}), "
+        f"SSIM {res['ssim']:.4f}, MSE {res['mse']:.6f} [{metrics_lib.CONVENTION}]")
+    return {"step": step, "epoch": step // spe, **res}
