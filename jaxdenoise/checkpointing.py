@@ -120,3 +120,32 @@ def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0][:240] if lines else type(e).__name__
 
+
+
+def load_params(workdir: str, which: str | int = "best") -> Tuple[Any, Any, int]:
+    """(config, params, step) of a run's checkpoint, restored onto abstract shapes built from its config.
+
+    Needs nothing but the workdir (its config.json and checkpoints/); CheckpointError (one line) when the
+    workdir, the checkpoint or its compatibility with the saved config is missing.
+    """
+    from jaxdenoise import models, steps
+
+    config = read_run_config(workdir)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise CheckpointError(f"no checkpoints directory in {workdir} (no checkpoint was saved yet)")
+    ckpt = Checkpointer(ckpt_dir, read_only=True)
+    try:
+        step = resolve_step(ckpt, which)
+        model = models.create(config.model, config.dtype)
+        tx = steps.make_optimizer(config, total_steps=1)
+        size = config.data.size
+
+        def init(rng):
+            return {"train_state": steps.init_state(model, tx, rng, (size, size, 3)), "rng": rng}
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = abstract_like(jax.eval_shape(init, jax.random.PRNGKey(0)), sharding)
+        state, _ = ckpt.restore(step, abstract)
+    finally:
+        ckpt.close()
+    return config, state["train_state"].params, step

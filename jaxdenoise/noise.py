@@ -106,19 +106,40 @@ def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float) -> jax.Array
     inv = 1.0 / (j0 + 1.0)
     # lgamma and division inside the unrolled chain stop XLA from vectorising it: keep them in their own pass
     u, p, inv, j0, shifted = jax.lax.optimization_barrier((u, p, inv, j0, shifted))
-    cdf, count = p, jnp.zeros_like(lam)
-    for i in range(1, width + 1):
+    carry = (jnp.zeros_like(lam), p, p, inv)  # count, p, cdf, inv
+    if width <= _UNROLL_MAX:
+        carry = _shifted_steps(carry, lam, u, j0, shifted, 1, width)
+    else:
+        # XLA:CPU's code for one fused chain much longer than ~200 steps slows down super-linearly (the
+        # rate-500 window ran ~1 ms per element, rate 2000 worse), and the optimization barriers are
+        # stripped before fusion there: long windows run as a loop of short unrolled chunks instead
+        loops, rest = divmod(width, _CHUNK)
+        carry = jax.lax.fori_loop(0, loops, lambda t, c: _shifted_steps(
+            c, lam, u, j0, shifted, (1 + t * _CHUNK).astype(jnp.float32), _CHUNK), carry)
+        carry = _shifted_steps(carry, lam, u, j0, shifted, 1 + loops * _CHUNK, rest)
+    return jax.lax.optimization_barrier(j0 + carry[0])
+
+
+_UNROLL_MAX = 160  # longest shifted window unrolled in one piece (rates up to ~180)
+_CHUNK = 16  # steps per loop iteration beyond that
+
+
+def _shifted_steps(carry, lam, u, j0, shifted, first, n: int):
+    """``n`` inversion steps i = first, ..., first + n - 1 (``first``: a Python int, or traced float32)."""
+    count, p, cdf, inv = carry
+    for k in range(n):
+        i = first + k
         count = count + (cdf < u).astype(jnp.float32)
         p = p * lam * inv  # inv = 1 / (j0 + i)
         cdf = cdf + p
         # next reciprocal 1 / (j0 + i + 1) without a division: series guess from 1 / (j0 + i), then two
         # Newton steps (relative error <= (1/17)**12 since a shifted j0 is >= 16); unshifted: a constant
-        b = j0 + float(i + 1)
+        b = j0 + (i + 1.0)
         g = inv * (1.0 - inv + inv * inv)
         g = g * (2.0 - b * g)
         g = g * (2.0 - b * g)
-        inv = jnp.where(shifted, g, 1.0 / (i + 1))
-    return jax.lax.optimization_barrier(j0 + count)
+        inv = jnp.where(shifted, g, 1.0 / (i + 1.0))
+    return count, p, cdf, inv
 
 
 # ----------------------------------------------------------------------------------------------------------

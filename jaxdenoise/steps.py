@@ -89,7 +89,7 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
         "loss": loss,
         "psnr": jnp.mean(M.psnr_per_image(out, clean)),
         "noisy_psnr": jnp.mean(M.psnr_per_image(noisy, clean)),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
     }
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

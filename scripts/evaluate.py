@@ -1,0 +1,43 @@
+"""Evaluate a trained run from its workdir: a table of PSNR/SSIM per noise spec, model vs noisy vs baselines.
+
+    python scripts/evaluate.py --workdir runs/x [--checkpoint best|latest|STEP] [--data DIR]
+        [--noise poisson:30 --noise gaussian:25] [--baselines bm3d,nlm] [--json out.json] [--resize 128]
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+
+from jaxdenoise import checkpointing, evaluate
+
+flags.DEFINE_string("workdir", None, "training workdir (its config.json and checkpoints/)", required=True)
+flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
+flags.DEFINE_string("data", None, "a file or folder of images of any size (default: the run's validation split)")
+flags.DEFINE_multi_string("noise", [], "noise spec(s), one row group each (default: the run's eval noise)")
+flags.DEFINE_list("baselines", [], "classical denoisers to compare: bm3d, nlm")
+flags.DEFINE_string("json", None, "also write the rows as JSON here")
+flags.DEFINE_integer("resize", None, "resize every image to this square size first")
+flags.DEFINE_integer("seed", None, "noise seed (default: the run's eval_seed)")
+flags.DEFINE_integer("tile", 512, "tile side for images larger than this")
+flags.DEFINE_integer("overlap", 32, "tile overlap in pixels")
+flags.DEFINE_string("grid", None, "comparison grid PNG (default: WORKDIR/eval_grid.png)")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.ERROR)
+    grid = FLAGS.grid or os.path.join(FLAGS.workdir, "eval_grid.png")
+    try:
+        rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
+                            FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid)
+    except (ValueError, ImportError, checkpointing.CheckpointError) as e:
+        sys.exit(f"error: {e}")
+    print(evaluate.format_table(rows))
+    print(f"comparison grid (clean | noisy | model | baselines): {grid}")
+    if FLAGS.json:
+        evaluate.write_json(rows, FLAGS.json)
+
+
+if __name__ == "__main__":
+    app.run(main)

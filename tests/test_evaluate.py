@@ -1,0 +1,109 @@
+"""Evaluation from checkpoints, tiled denoising of any-size photos, plots."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxdenoise import checkpointing, denoise, evaluate, metrics, plots, train
+from tests.test_train import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("evalrun")
+    wd = base / "run"
+    train.train_and_evaluate(tiny_config(base / "cache", num_epochs=1), str(wd))
+    return str(wd)
+
+
+def _smooth(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([0.5 + 0.4 * np.sin(6 * x + rng.random()), 0.5 + 0.4 * np.cos(5 * y), 0.3 + 0.5 * x * y], -1)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(_smooth(37, 53)).save(d / "odd.png")
+    Image.fromarray(_smooth(40, 30, 1)[..., 0]).save(d / "grey.png")            # greyscale
+    Image.fromarray(_smooth(64, 64, 2)).save(d / "sq.jpg", quality=95)
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)           # corrupt
+    return d
+
+
+def test_evaluate_writes_rows_and_is_deterministic(run_dir, photo_dir, tmp_path):
+    kw = dict(data=str(photo_dir), noise_specs=["poisson:30", "gaussian:25"], baselines=["nlm"],
+              grid_path=str(tmp_path / "grid.png"))
+    rows = evaluate.run(run_dir, "best", **kw)
+    assert [(r["noise"], r["method"].split(" ")[0]) for r in rows] == [
+        ("poisson:30", "noisy"), ("poisson:30", "paper"), ("poisson:30", "nlm"),
+        ("gaussian:25", "noisy"), ("gaussian:25", "paper"), ("gaussian:25", "nlm")]
+    for r in rows:
+        assert r["images"] == 3
+        assert np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 and r["sec_per_mp"] >= 0
+    # classical NLM must beat the noisy input on smooth images
+    assert rows[2]["psnr"] > rows[0]["psnr"]
+    evaluate.write_json(rows, str(tmp_path / "out.json"))
+    back = json.loads((tmp_path / "out.json").read_text())
+    assert set(back[0]) == {"noise", "method", "psnr", "ssim", "sec_per_mp", "images"}
+    assert (tmp_path / "grid.png").is_file()
+    again = evaluate.run(run_dir, "best", **kw)
+    assert [(r["psnr"], r["ssim"]) for r in again] == [(r["psnr"], r["ssim"]) for r in rows]
+
+
+def test_evaluate_defaults_to_the_validation_split(run_dir):
+    rows = evaluate.run(run_dir, "latest")
+    assert len(rows) == 2 and rows[0]["images"] == 6
+    text = evaluate.format_table(rows)
+    assert "noisy input" in text and "data range 1" in text
+
+
+def test_tiled_equals_whole_image_where_it_fits(run_dir):
+    apply, stride, _ = denoise.load_denoiser(run_dir)
+    img = _smooth(150, 118).astype(np.float32) / 255
+    img = np.clip(img + np.random.default_rng(0).normal(0, 0.05, img.shape), 0, 1).astype(np.float32)
+    whole = denoise.denoise(apply, img, stride, tile=0)
+    tiled = denoise.denoise(apply, img, stride, tile=64, overlap=32, batch=3)
+    assert whole.shape == tiled.shape == img.shape
+    psnr = float(metrics.psnr_per_image(whole[None], tiled[None])[0])
+    assert psnr >= 45.0, psnr
+
+
+def test_denoise_folder_handles_odd_sizes_grey_and_bad_files(run_dir, photo_dir, tmp_path):
+    before = {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)}
+    res = denoise.denoise_paths(run_dir, str(photo_dir), str(tmp_path / "out"), tile=32, overlap=8, batch=2,
+                                progress=False)
+    assert sorted(os.path.basename(p) for p in res["written"]) == ["grey.png", "odd.png", "sq.png"]
+    assert [s["path"] for s in res["skipped"]] == ["broken.png"]
+    assert np.asarray(Image.open(tmp_path / "out" / "odd.png")).shape == (37, 53, 3)
+    assert np.asarray(Image.open(tmp_path / "out" / "grey.png")).shape == (40, 30, 3)
+    assert {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)} == before
+    # an output folder equal to the input never overwrites it
+    res = denoise.denoise_paths(run_dir, str(photo_dir / "odd.png"), str(photo_dir), keep_format=True,
+                                progress=False)
+    assert res["written"] == [] and "overwrite" in res["skipped"][0]["reason"]
+    assert {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)} == before
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, run_dir):
+    with pytest.raises(checkpointing.CheckpointError, match="not a training workdir"):
+        evaluate.run(str(tmp_path))
+    with pytest.raises(checkpointing.CheckpointError, match="no checkpoint at step 999"):
+        evaluate.run(run_dir, "999")
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), "--workdir", str(tmp_path)],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_plot_is_written(run_dir, tmp_path):
+    paths = plots.plot_curves([run_dir, run_dir], str(tmp_path), labels=["a", "b"])
+    assert [os.path.basename(p) for p in paths] == ["psnr_per_epoch.png", "mse_per_epoch.png"]
+    assert all(os.path.getsize(p) > 1000 for p in paths)
