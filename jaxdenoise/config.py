@@ -49,6 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.rot90 = False            # random 90-degree rotations (training only)
     c.data.num_threads = 0          # grain read threads (0 = min(8, cores))
     c.data.prefetch = 8             # grain prefetch buffer (batches)
+    c.data.device_resident = False  # keep the training split on the device, gather batches there
     c.data.builtin_train_crops = 256  # built-in data: crops per training photo
     c.data.builtin_val_crops = 16     # built-in data: crops per held-out photo (plus the whole photo)
     return c
@@ -91,5 +92,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.data.size >= 8 and c.data.size % 4 == 0, f"data.size must be a multiple of 4 and >= 8, got {c.data.size}")
     need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")
     need(c.data.resize_mode in ("resize", "center_crop"), f"data.resize_mode={c.data.resize_mode!r} is not 'resize' or 'center_crop'")
+    need(not (c.data.device_resident and (c.data.flips or c.data.rot90)),
+         "data.device_resident does not support data.flips / data.rot90")
     need(len(c.model.widths) == 2 and all(w >= 1 for w in c.model.widths), f"model.widths must be two positive ints, got {c.model.widths}")
     need(c.model.latent >= 1, f"model.latent must be >= 1, got {c.model.latent}")

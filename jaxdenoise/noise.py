@@ -100,11 +100,9 @@ def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float) -> jax.Array
         return jax.lax.optimization_barrier(count)
     j0 = _window_start(lam)
     shifted = j0 > 0
-    safe = jnp.maximum(lam, 1e-30)
-    # p(j0) = exp(-lam) lam^j0 / j0!, in log space (exp(-lam) alone underflows for lam > 87)
-    p = jnp.exp(-lam + j0 * jnp.log(safe) - jax.lax.lgamma(j0 + 1.0))
+    p = _pmf_at_start(lam, j0, shifted)
     inv = 1.0 / (j0 + 1.0)
-    # lgamma and division inside the unrolled chain stop XLA from vectorising it: keep them in their own pass
+    # logs and divisions inside the unrolled chain stop XLA from vectorising it: keep them in their own pass
     u, p, inv, j0, shifted = jax.lax.optimization_barrier((u, p, inv, j0, shifted))
     carry = (jnp.zeros_like(lam), p, p, inv)  # count, p, cdf, inv
     if width <= _UNROLL_MAX:
@@ -118,6 +116,31 @@ def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float) -> jax.Array
             c, lam, u, j0, shifted, (1 + t * _CHUNK).astype(jnp.float32), _CHUNK), carry)
         carry = _shifted_steps(carry, lam, u, j0, shifted, 1 + loops * _CHUNK, rest)
     return jax.lax.optimization_barrier(j0 + carry[0])
+
+
+def _pmf_at_start(lam, j0, shifted):
+    """p(j0) = exp(-lam) lam^j0 / j0! in float32, to a relative error below 1e-5 for every rate.
+
+    Computed in log space (exp(-lam) alone underflows for lam > 87), but not as
+    ``-lam + j0 log(lam) - lgamma(j0 + 1)``: those terms reach 1e4 and cancel, leaving float32 errors up to
+    2e-3 in p(j0), which scale the whole CDF (at rate 2000 about 5e-4 of the samples piled up at the window's
+    end, 5.6 sigma above the mean). Stirling's series instead: with m = j0, r = (lam - m) / m,
+    log p(m) = m (log1p(r) - r) - log(2 pi m) / 2 - 1/(12 m) + 1/(360 m^3) - 1/(1260 m^5), where
+    log1p(r) - r = -r s + 2 s^3 (1/3 + s^2/5 + ...), s = r / (2 + r), has no cancellation for small r.
+    Unshifted windows start at 0: p(0) = exp(-lam).
+    """
+    m = jnp.where(shifted, j0, 1.0)
+    r = (lam - m) / m
+    s = r / (2.0 + r)
+    s2 = s * s
+    poly = 1.0 / 15
+    for k in (13, 11, 9, 7, 5, 3):
+        poly = 1.0 / k + s2 * poly
+    log1p_minus_r = jnp.where(r > 1.0, jnp.log1p(r) - r, -r * s + 2.0 * s * s2 * poly)
+    inv = 1.0 / m
+    log_p = (m * log1p_minus_r - 0.5 * jnp.log(2.0 * math.pi * m)
+             - inv * (1.0 / 12 - inv * inv * (1.0 / 360 - inv * inv * (1.0 / 1260))))
+    return jnp.where(shifted, jnp.exp(log_p), jnp.exp(-lam))
 
 
 _UNROLL_MAX = 160  # longest shifted window unrolled in one piece (rates up to ~180)

@@ -1,0 +1,53 @@
+"""Step and input-path throughput: prints a table (and JSON with --json); optionally beside PyTorch.
+
+    python scripts/benchmark.py --config configs/paper.py [--config.batch_size=16] [--steps N]
+        [--json out.json] [--compare-torch] [--store PREPARED_STORE]
+
+With --compare-torch, the PyTorch reference (shared/peers/torch_paper_ae.py; needs torch, e.g.
+`pip install torch==2.13.0` on CPU) runs in the same invocation, NCHW and channels_last, best of both.
+"""
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxdenoise import benchmark
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+config_flags.DEFINE_config_file("config", os.path.join(_REPO, "configs", "paper.py"), "experiment config",
+                                lock_config=True)
+flags.DEFINE_integer("steps", 20, "timed train steps")
+flags.DEFINE_string("json", None, "write the results as JSON here")
+flags.DEFINE_bool("compare_torch", False, "also run the PyTorch reference and print the ratio")
+flags.DEFINE_string("torch_peer", os.path.join(_REPO, "..", "shared", "peers", "torch_paper_ae.py"),
+                    "path of the PyTorch reference trainer")
+flags.DEFINE_string("torch_device", "cpu", "device for the PyTorch reference (cpu | cuda)")
+flags.DEFINE_string("store", None, "prepared store for the loader measurements (default: the config's data)")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.ERROR)
+    config = FLAGS.config
+    if config.data.source == "dir" and not config.data.dir and not FLAGS.store:
+        with config.unlocked():
+            config.data.source = "builtin"  # the loader needs some real photos: the built-in ones
+    try:
+        res = benchmark.run(config, FLAGS.steps, FLAGS.store)
+        if FLAGS.compare_torch:
+            res.update(benchmark.compare_torch(FLAGS.torch_peer, config.batch_size, config.data.size,
+                                               max(FLAGS.steps, 10), FLAGS.torch_device))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {e}")
+    print(benchmark.format_table(res))
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+            json.dump(res, f, indent=1)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,97 @@
+"""Throughput features: multi-step calls, bfloat16, no implicit transfers in the loop, benchmark JSON."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxdenoise import benchmark, models, noise, steps, train
+from jaxdenoise.data import loader
+from tests.test_train import tiny_config
+
+
+def _setup(dtype="float32"):
+    cfg = tiny_config("/nonexistent")
+    model = models.create(cfg.model, dtype)
+    tx = steps.make_optimizer(cfg, 100)
+    state = steps.init_state(model, tx, jax.random.PRNGKey(0), (16, 16, 3))
+    kw = dict(model=model, tx=tx, noise=noise.parse("poisson:30"))
+    return state, kw
+
+
+def test_multi_step_equals_k_single_steps():
+    state, kw = _setup()
+    batches = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 4, 16, 16, 3), np.uint8))
+    rng = jax.random.PRNGKey(7)
+    single = jax.jit(steps.bind(steps.train_step, **kw))
+    s = state
+    losses = []
+    for i in range(3):
+        s, m = single(s, batches[i], rng)
+        losses.append(float(m["loss"]))
+    multi, mm = jax.jit(steps.bind(steps.multi_train_step, **kw))(state, batches, rng)
+    assert int(multi.step) == int(s.step) == 3
+    np.testing.assert_allclose(np.asarray(mm["loss"]), losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s.params), jax.tree.leaves(multi.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_trains_with_float32_params():
+    state, kw = _setup("bfloat16")
+    batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), np.uint8))
+    fn = jax.jit(steps.bind(steps.train_step, **kw))
+    first = None
+    for _ in range(8):
+        state, m = fn(state, batch, jax.random.PRNGKey(0))
+        first = first if first is not None else float(m["loss"])
+    assert float(m["loss"]) < first
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.opt_state) if hasattr(p, "dtype")
+               and jnp.issubdtype(p.dtype, jnp.floating))
+
+
+def test_training_loop_makes_no_implicit_transfers():
+    """The hot loop (prefetch -> step) under transfer_guard('disallow'): only explicit transfers happen."""
+    state, kw = _setup()
+    mesh = train.make_mesh()
+    repl, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    state = jax.device_put(state, repl)
+    rng = jax.device_put(jax.random.PRNGKey(0), repl)
+    images = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), np.uint8)
+    it = iter(loader.make_loader(images, 4, 0, 10))
+    prefetch = train.DevicePrefetcher(it, rows)
+    step = jax.jit(steps.bind(steps.train_step, **kw), in_shardings=(repl, rows, repl), out_shardings=(repl, repl),
+                   donate_argnums=0)
+    batch, _ = next(prefetch)
+    compiled = step.lower(state, batch, rng).compile()
+    with jax.transfer_guard("disallow"):
+        for _ in range(4):
+            state, m = compiled(state, batch, rng)
+            batch, _ = next(prefetch)
+        host = jax.device_get(m)
+    assert np.isfinite(host["loss"])
+    with pytest.raises(Exception):  # the guard is live: an implicit host->device copy is refused
+        with jax.transfer_guard("disallow"):
+            compiled(state, np.zeros((4, 16, 16, 3), np.uint8), rng)
+
+
+def test_benchmark_reports_the_documented_keys(tmp_path):
+    cfg = tiny_config(tmp_path / "cache")
+    res = benchmark.run(cfg, steps_n=2, loader_batches=5)
+    for key in ("train_img_per_s", "end_to_end_img_per_s", "loader_img_per_s", "noise_fraction", "compile_s",
+                "flops_per_img", "bytes_per_img", "device", "batch_size", "dtype"):
+        assert key in res, key
+    assert res["train_img_per_s"] > 0 and res["flops_per_img"] > 0 and 0 < res["noise_fraction"]
+    assert res["batch_size"] == 8 and res["dtype"] == "float32"
+    assert "train step" in benchmark.format_table(res)
+
+
+def test_device_resident_data_trains_the_same_as_the_grain_loader(tmp_path):
+    a, b = tmp_path / "grain", tmp_path / "resident"
+    train.train_and_evaluate(tiny_config(tmp_path / "cache", num_epochs=2), str(a))
+    train.train_and_evaluate(tiny_config(tmp_path / "cache", num_epochs=2, **{"data.device_resident": True}), str(b))
+    from jaxdenoise import checkpointing
+    _, pa, _ = checkpointing.load_params(str(a), "latest")
+    _, pb, _ = checkpointing.load_params(str(b), "latest")
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
