@@ -1,0 +1,274 @@
+"""Noise models and the inverse-CDF Poisson sampler: parsing, shapes, determinism, statistics."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from jaxdenoise import noise
+
+GOOD_SPECS = ["paper", "paper:noclip", "poisson:30", "poisson:5-60", "gaussian:25", "gaussian:5-50",
+              "poisson_gaussian:30,10", "salt_pepper:0.05", "poisson:30:noclip", "poisson_gaussian:10-60,2-15",
+              "salt_pepper:0.01-0.1", "gaussian:25:clip", "poisson_gaussian:10-60,2-15:noclip"]
+BAD_SPECS = ["poisson", "poisson:abc", "gauss:25", "poisson:60-5", "", "   ", "salt_pepper:2", "gaussian:-5",
+             "poisson:0", "poisson:1-2-3", "poisson_gaussian:30", "poisson_gaussian:30,10,5", "paper:30",
+             "poisson:30:loud", "salt_pepper:0.05:noclip:clip", "poisson:nan", "gaussian:inf", "poisson:5000"]
+
+
+def _x(shape=(2, 8, 8, 3), seed=0):
+    return jax.random.uniform(jax.random.key(seed), shape, jnp.float32)
+
+
+_sample = jax.jit(noise.poisson_sample, static_argnums=2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# parsing
+# ----------------------------------------------------------------------------------------------------------
+def test_parse_good_specs():
+    m = noise.parse("paper")
+    assert (m.kind, m.clip) == ("paper", True)
+    assert noise.parse("paper:noclip").clip is False
+    assert noise.parse("poisson:30").peak == (30.0, 30.0)
+    assert noise.parse("poisson:5-60").peak == (5.0, 60.0)
+    assert noise.parse("gaussian:25").sigma == (25.0, 25.0)
+    assert noise.parse("gaussian:5-50").sigma == (5.0, 50.0)
+    m = noise.parse("poisson_gaussian:30,10")
+    assert (m.kind, m.peak, m.sigma) == ("poisson_gaussian", (30.0, 30.0), (10.0, 10.0))
+    assert noise.parse("poisson_gaussian:10-60,2-15").sigma == (2.0, 15.0)
+    assert noise.parse("salt_pepper:0.05").amount == (0.05, 0.05)
+    assert noise.parse("poisson:30:noclip").clip is False and noise.parse("gaussian:25:clip").clip is True
+    for spec in GOOD_SPECS:
+        m = noise.parse(spec)
+        assert m.spec == spec and m.kind in noise.KINDS
+        hash(m)  # usable as a static jit argument
+
+
+@pytest.mark.parametrize("spec", BAD_SPECS)
+def test_parse_bad_specs(spec):
+    with pytest.raises(ValueError) as e:
+        noise.parse(spec)
+    assert str(e.value).strip() and "\n" not in str(e.value)
+
+
+def test_parse_rejects_non_strings():
+    with pytest.raises(ValueError):
+        noise.parse(None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# every model
+# ----------------------------------------------------------------------------------------------------------
+MODEL_SPECS = ["paper", "paper:noclip", "poisson:30", "poisson:5-60", "gaussian:25", "gaussian:5-50",
+               "poisson_gaussian:30,10", "poisson_gaussian:10-60,2-15:noclip", "salt_pepper:0.05"]
+
+
+@pytest.mark.parametrize("spec", MODEL_SPECS)
+def test_model_shape_range_determinism_and_jit(spec):
+    model = noise.parse(spec)
+    x = _x()
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    y = model(k1, x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    y = np.asarray(y)
+    assert np.all(np.isfinite(y))
+    if model.clip:
+        assert y.min() >= 0.0 and y.max() <= 1.0
+    else:
+        assert y.min() >= 0.0 or model.kind in ("gaussian", "poisson_gaussian")
+    np.testing.assert_array_equal(np.asarray(model(k1, x)), y)
+    assert not np.array_equal(np.asarray(model(k2, x)), y)
+    assert not np.array_equal(y, np.asarray(x)), "noise must change the image"
+    jitted = jax.jit(model)
+    yj = np.asarray(jitted(k1, x))
+    assert yj.shape == x.shape and yj.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(jitted(k1, x)), yj)
+    # jit may fuse float ops differently from eager mode: almost every element agrees all the same
+    assert np.mean(np.abs(yj - y) > 1e-5) < 0.01
+    np.testing.assert_array_equal(np.asarray(noise.apply(spec, k1, x)), y)
+
+
+def test_model_as_a_static_jit_argument():
+    f = jax.jit(lambda k, x, m: m(k, x), static_argnums=2)
+    x, key = _x(), jax.random.key(3)
+    a = np.asarray(f(key, x, noise.parse("poisson:5-60")))
+    np.testing.assert_array_equal(np.asarray(f(key, x, noise.parse("poisson:5-60"))), a)
+    assert not np.array_equal(np.asarray(f(key, x, noise.parse("poisson:5-50"))), a)
+
+
+def test_other_float_dtype_is_kept():
+    x = _x().astype(jnp.bfloat16)
+    y = noise.parse("poisson:30")(jax.random.key(0), x)
+    assert y.dtype == jnp.bfloat16 and y.shape == x.shape
+
+
+def test_noclip_may_exceed_one():
+    x = jnp.full((2, 16, 16, 3), 0.9, jnp.float32)
+    assert float(noise.parse("paper:noclip")(jax.random.key(0), x).max()) > 1.0
+    assert float(noise.parse("paper")(jax.random.key(0), x).max()) == 1.0
+    assert float(noise.parse("gaussian:50:noclip")(jax.random.key(0), x).max()) > 1.0
+
+
+def test_paper_noise_adds_a_nonnegative_integer():
+    x = _x((4, 16, 16, 3), seed=3)
+    y = noise.parse("paper:noclip")(jax.random.key(5), x)
+    d = np.asarray(y, np.float64) - np.asarray(x, np.float64)
+    assert np.all(np.abs(d - np.round(d)) < 1e-5), "the fractional part of x must be kept exactly"
+    assert np.round(d).min() >= 0
+    # Poisson(x): mean of the added counts equals the mean of x
+    n = d.size
+    assert abs(np.round(d).mean() - float(x.mean())) < 5 * np.sqrt(float(x.mean()) / n)
+    assert np.round(d).max() >= 1
+
+
+def test_poisson_noise_is_unbiased_with_variance_x_over_peak():
+    x = jnp.full((4, 32, 32, 3), 0.5, jnp.float32)
+    y = np.asarray(noise.parse("poisson:30:noclip")(jax.random.key(7), x), np.float64)
+    n = y.size
+    assert abs(y.mean() - 0.5) < 5 * np.sqrt(0.5 / 30 / n)
+    assert abs(y.var() / (0.5 / 30) - 1) < 0.1
+    assert np.allclose(y * 30, np.round(y * 30), atol=1e-3), "counts divided by the peak"
+
+
+def test_gaussian_noise_std():
+    x = jnp.full((4, 32, 32, 3), 0.5, jnp.float32)
+    for sigma in (5.0, 25.0):
+        d = np.asarray(noise.parse(f"gaussian:{sigma:g}:noclip")(jax.random.key(11), x), np.float64) - 0.5
+        assert abs(d.mean()) < 5 * sigma / 255 / np.sqrt(d.size)
+        assert abs(d.std() / (sigma / 255) - 1) < 0.05
+    d = np.asarray(noise.parse("poisson_gaussian:30,10:noclip")(jax.random.key(12), x), np.float64) - 0.5
+    assert abs(d.var() / (0.5 / 30 + (10 / 255) ** 2) - 1) < 0.1
+
+
+def test_salt_pepper_fraction():
+    x = jnp.full((4, 32, 32, 3), 0.5, jnp.float32)
+    y = np.asarray(noise.parse("salt_pepper:0.05")(jax.random.key(13), x))
+    changed = y != 0.5
+    assert set(np.unique(y[changed]).tolist()) <= {0.0, 1.0}
+    se = np.sqrt(0.05 * 0.95 / y.size)
+    assert abs(changed.mean() - 0.05) < 5 * se
+    assert abs((y == 0).mean() - 0.025) < 5 * se and abs((y == 1).mean() - 0.025) < 5 * se
+    assert not np.any(np.asarray(noise.parse("salt_pepper:0")(jax.random.key(13), x)) != 0.5)
+
+
+def _per_image(y, x):
+    return np.asarray(y - x, np.float64).reshape(y.shape[0], -1)
+
+
+def test_ranges_draw_parameters_per_image():
+    x = jnp.full((8, 16, 16, 3), 0.5, jnp.float32)
+    key = jax.random.key(21)
+    var = _per_image(noise.parse("poisson:5-60:noclip")(key, x), x).var(axis=1)
+    assert var.max() / var.min() > 2, var
+    fixed = _per_image(noise.parse("poisson:30:noclip")(key, x), x).var(axis=1)
+    assert fixed.max() / fixed.min() < 1.5, fixed
+    # log-uniform peak in [5, 60]: each image's variance x / peak lies within the range (with sampling slack)
+    assert var.min() > 0.5 / 60 * 0.7 and var.max() < 0.5 / 5 * 1.3
+    std = _per_image(noise.parse("gaussian:5-50:noclip")(key, x), x).std(axis=1)
+    assert std.max() / std.min() > 2 and std.min() > 5 / 255 * 0.8 and std.max() < 50 / 255 * 1.2
+    frac = (_per_image(noise.parse("salt_pepper:0.01-0.3")(key, x), x) != 0).mean(axis=1)
+    assert frac.max() / max(frac.min(), 1e-3) > 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the Poisson sampler against the exact distribution
+# ----------------------------------------------------------------------------------------------------------
+def _chi_square_pvalue(samples: np.ndarray, rate: float) -> float:
+    """Chi-square goodness of fit against Poisson(rate), adjacent bins merged so every expected count >= 5."""
+    n = samples.size
+    top = int(max(samples.max(), stats.poisson.isf(1e-12, rate))) + 1
+    ks = np.arange(top + 1)
+    observed = np.bincount(samples.astype(np.int64), minlength=top + 1)[: top + 1].astype(np.float64)
+    expected = n * stats.poisson.pmf(ks, rate)
+    expected[-1] += n * stats.poisson.sf(top, rate)  # the last bin holds the whole right tail
+    assert observed.sum() == n
+    obs_bins, exp_bins, o, e = [], [], 0.0, 0.0
+    for ok, ek in zip(observed, expected):
+        o, e = o + ok, e + ek
+        if e >= 5:
+            obs_bins.append(o)
+            exp_bins.append(e)
+            o, e = 0.0, 0.0
+    if e > 0 or o > 0:  # the remainder joins the last full bin
+        obs_bins[-1] += o
+        exp_bins[-1] += e
+    if len(obs_bins) < 2:
+        return 1.0
+    exp_bins = np.asarray(exp_bins)
+    exp_bins *= n / exp_bins.sum()
+    return float(stats.chisquare(obs_bins, exp_bins).pvalue)
+
+
+# (rate, max_rate): the rate sets the distribution, max_rate the window (rates 64.5 and up take the
+# shifted window); the last two check a rate far below the window's max_rate
+POISSON_CASES = [(r, r) for r in (0.001, 0.05, 0.5, 1.0, 4.0, 30.0, 63.0, 64.5, 100.0, 150.0, 500.0, 1000.0,
+                                  2000.0)] + [(4.0, 150.0), (64.5, 2000.0)]
+
+
+@pytest.mark.parametrize("rate,max_rate", POISSON_CASES)
+def test_poisson_sample_matches_the_exact_distribution(rate, max_rate):
+    n = 200_000
+    key = jax.random.key(int(rate * 1000) + int(max_rate))
+    x = np.asarray(_sample(key, jnp.full((n,), rate, jnp.float32), float(max_rate)))
+    assert x.dtype == np.float32 and x.shape == (n,)
+    assert np.all(x >= 0) and np.array_equal(x, np.round(x)), "samples must be non-negative integers"
+    ref = np.random.default_rng(int(rate * 1000)).poisson(rate, n)
+    se_mean = np.sqrt(rate / n)
+    se_var = np.sqrt((rate + 2 * rate**2) / n)  # Var of the sample variance of a Poisson
+    assert abs(x.mean() - rate) < 5 * se_mean, (x.mean(), rate)
+    assert abs(x.var() - rate) < 5 * se_var, (x.var(), rate)
+    assert abs(x.mean() - ref.mean()) < 5 * np.sqrt(2) * se_mean
+    assert abs(x.var() - ref.var()) < 5 * np.sqrt(2) * se_var
+    p = _chi_square_pvalue(x, rate)
+    assert p > 1e-4, f"Poisson({rate}) samples do not fit the exact pmf: chi-square p = {p:.2e}"
+    assert _chi_square_pvalue(ref.astype(np.float32), rate) > 1e-4  # the test itself accepts true samples
+
+
+@pytest.mark.parametrize("rate", [150.0, 2000.0])
+def test_no_pile_up_at_the_window_end(rate):
+    # if the window's CDF stops short of 1 (float32 error in p(j0) or in the sums), every uniform above it
+    # yields the window's last point, many standard deviations above the mean
+    n = 400_000
+    x = np.asarray(_sample(jax.random.key(17), jnp.full((n,), rate, jnp.float32), rate))
+    far = x > rate + 5 * np.sqrt(rate)
+    expected = n * stats.poisson.sf(rate + 5 * np.sqrt(rate), rate)  # ~0.1 samples
+    assert far.sum() <= expected + 10, (far.sum(), expected, x.max())
+
+
+def test_chi_square_check_detects_a_wrong_rate():
+    x = np.asarray(_sample(jax.random.key(0), jnp.full((200_000,), 30.0, jnp.float32), 30.0))
+    assert _chi_square_pvalue(x, 30.5) < 1e-4
+    assert _chi_square_pvalue(np.round(np.random.default_rng(0).normal(30, np.sqrt(30), 200_000)), 30.0) < 1e-4
+
+
+@pytest.mark.parametrize("max_rate", [1.0, 63.0, 500.0])
+def test_poisson_sample_rate_zero_and_mixed_rates(max_rate):
+    assert not np.asarray(_sample(jax.random.key(1), jnp.zeros((1000,), jnp.float32), max_rate)).any()
+    # elementwise rates: each element follows its own rate
+    lam = jnp.asarray(np.repeat([0.0, 0.5, max_rate / 2, max_rate], 20_000), jnp.float32)
+    x = np.asarray(_sample(jax.random.key(2), lam, max_rate)).reshape(4, -1)
+    assert not x[0].any()
+    for row, rate in zip(x[1:], (0.5, max_rate / 2, max_rate)):
+        assert abs(row.mean() - rate) < 5 * np.sqrt(rate / row.size)
+
+
+def test_poisson_sample_shape_and_bad_max_rate():
+    lam = jnp.full((2, 3, 4, 3), 2.0, jnp.float32)
+    x = noise.poisson_sample(jax.random.key(0), lam, 4.0)
+    assert x.shape == lam.shape and x.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(noise.poisson_sample(jax.random.key(0), lam, 4.0)))
+    for bad in (0.0, -1.0, noise.MAX_RATE * 2):
+        with pytest.raises(ValueError):
+            noise.poisson_sample(jax.random.key(0), lam, bad)
+
+
+def test_window_width_grows_like_the_standard_deviation():
+    widths = [noise.window_width(r) for r in (1.0, 30.0, 100.0, 500.0, 2000.0)]
+    assert widths == sorted(widths)
+    for rate in (1.0, 30.0, 100.0, 500.0, 2000.0):  # the window covers all but 2**-25 of the mass
+        j0 = float(noise._window_start(np.float64(rate), np))
+        if j0 > 0:
+            assert stats.poisson.cdf(j0 - 1, rate) < 2**-25
+        assert stats.poisson.sf(j0 + noise.window_width(rate) - 1, rate) < 2**-25
