@@ -16,7 +16,7 @@ Per-image parameters drawn from a range are not known to the baseline: it uses t
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
+from typing import Callable
 
 import numpy as np
 
@@ -76,6 +76,3 @@ def make(name: str, noise: NoiseModel) -> Callable[[np.ndarray], np.ndarray]:
         return np.clip(den(y, max(sigma, 1e-3)), 0, 1)
     return estimated
 
-
-def describe() -> Dict[str, str]:
-    return {"bm3d": "BM3D (bm3d package, colour profile)", "nlm": "non-local means (scikit-image)"}
