@@ -74,12 +74,14 @@ def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def run(workdir: str, which: str | int = "best", data: str | None = None, noise_specs: Sequence[str] = (),
         baselines: Sequence[str] = (), resize: int | None = None, seed: int | None = None, tile: int = 512,
-        overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3) -> List[Dict]:
+        overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3,
+        limit: int | None = None) -> List[Dict]:
     """The evaluation table: per noise spec, rows for the noisy input, the model and each baseline.
 
     Rows: ``{noise, method, psnr, ssim, sec_per_mp, images}`` (means over images; sec_per_mp excludes
     compilation). Data: ``data`` (a file or folder, images at their own size unless ``resize``) or the run's
-    validation split. Noise for image i is drawn from ``fold_in(PRNGKey(seed), i)``: same command, same numbers.
+    validation split; ``limit`` keeps the first N images. Noise for image i is drawn from
+    ``fold_in(PRNGKey(seed), i)``: same command, same numbers.
     """
     from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib, plots, train
 
@@ -91,7 +93,8 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
             print(f"skipped {s['path']}: {s['reason']}")
     else:
         split = store.open_split(train.resolve_store(config, workdir), "val")
-        named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
+        named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(min(split.shape[0], limit or split.shape[0]))]
+    named = named[:limit] if limit else named  # (folders: after reading)
     seed = config.eval_seed if seed is None else seed
     model_name = f"{config.model.name} (step {info['step']})"
     for b in baselines:

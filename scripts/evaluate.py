@@ -20,6 +20,7 @@ flags.DEFINE_integer("resize", None, "resize every image to this square size fir
 flags.DEFINE_integer("seed", None, "noise seed (default: the run's eval_seed)")
 flags.DEFINE_integer("tile", 512, "tile side for images larger than this")
 flags.DEFINE_integer("overlap", 32, "tile overlap in pixels")
+flags.DEFINE_integer("limit", None, "evaluate only the first N images (e.g. to keep slow baselines short)")
 flags.DEFINE_string("grid", None, "comparison grid PNG (default: WORKDIR/eval_grid.png)")
 FLAGS = flags.FLAGS
 
@@ -30,7 +31,7 @@ def main(argv):
     grid = FLAGS.grid or os.path.join(FLAGS.workdir, "eval_grid.png")
     try:
         rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
-                            FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid)
+                            FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit)
     except (ValueError, ImportError, checkpointing.CheckpointError) as e:
         sys.exit(f"error: {e}")
     print(evaluate.format_table(rows))
