@@ -20,10 +20,10 @@ config_flags.DEFINE_config_file("config", os.path.join(_REPO, "configs", "paper.
                                 lock_config=True)
 flags.DEFINE_integer("steps", 20, "timed train steps")
 flags.DEFINE_string("json", None, "write the results as JSON here")
-flags.DEFINE_bool("compare_torch", False, "also run the PyTorch reference and print the ratio")
-flags.DEFINE_string("torch_peer", os.path.join(_REPO, "..", "shared", "peers", "torch_paper_ae.py"),
+flags.DEFINE_bool("compare-torch", False, "also run the PyTorch reference and print the ratio")
+flags.DEFINE_string("torch-peer", os.path.join(_REPO, "..", "shared", "peers", "torch_paper_ae.py"),
                     "path of the PyTorch reference trainer")
-flags.DEFINE_string("torch_device", "cpu", "device for the PyTorch reference (cpu | cuda)")
+flags.DEFINE_string("torch-device", "cpu", "device for the PyTorch reference (cpu | cuda)")
 flags.DEFINE_string("store", None, "prepared store for the loader measurements (default: the config's data)")
 FLAGS = flags.FLAGS
 
@@ -32,14 +32,17 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
     config = FLAGS.config
-    if config.data.source == "dir" and not config.data.dir and not FLAGS.store:
-        with config.unlocked():
-            config.data.source = "builtin"  # the loader needs some real photos: the built-in ones
+    if config.data.source == "dir" and not config.data.dir:
+        with config.unlocked():  # the loader needs real photos: --store, else the built-in ones
+            if FLAGS.store:
+                config.data.dir = FLAGS.store
+            else:
+                config.data.source = "builtin"
     try:
         res = benchmark.run(config, FLAGS.steps, FLAGS.store)
-        if FLAGS.compare_torch:
-            res.update(benchmark.compare_torch(FLAGS.torch_peer, config.batch_size, config.data.size,
-                                               max(FLAGS.steps, 10), FLAGS.torch_device))
+        if FLAGS["compare-torch"].value:
+            res.update(benchmark.compare_torch(FLAGS["torch-peer"].value, config.batch_size, config.data.size,
+                                               max(FLAGS.steps, 10), FLAGS["torch-device"].value))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         sys.exit(f"error: {e}")
     print(benchmark.format_table(res))

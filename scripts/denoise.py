@@ -15,7 +15,7 @@ flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
 flags.DEFINE_integer("tile", 256, "tile side for images larger than this (0: whole image always)")
 flags.DEFINE_integer("overlap", 32, "tile overlap in pixels (blended with a smooth window)")
 flags.DEFINE_integer("batch", 8, "tiles per device call")
-flags.DEFINE_bool("keep_format", False, "write the input's format instead of PNG")
+flags.DEFINE_bool("keep-format", False, "write the input's format instead of PNG")
 FLAGS = flags.FLAGS
 
 
@@ -24,7 +24,7 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
     try:
         res = denoise.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
-                                    FLAGS.overlap, FLAGS.batch, FLAGS.keep_format)
+                                    FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value)
     except (ValueError, checkpointing.CheckpointError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {len(res['written'])} image(s) to {FLAGS.output}; skipped {len(res['skipped'])}")
