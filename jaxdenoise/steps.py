@@ -135,11 +135,6 @@ def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, mod
     }
 
 
-def denoise_step(params, noisy: jax.Array, *, model: nn.Module) -> jax.Array:
-    """Model output for ``float [B, H, W, 3]`` noisy images in [0, 1]."""
-    return model.apply({"params": params}, noisy)
-
-
 def bind(fn: Callable, **static) -> Callable:
     """``fn`` with its keyword-only (static) arguments fixed, ready for ``jax.jit``."""
     return functools.partial(fn, **static)
