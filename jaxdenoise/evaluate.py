@@ -93,8 +93,8 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
             print(f"skipped {s['path']}: {s['reason']}")
     else:
         split = store.open_split(train.resolve_store(config, workdir), "val")
-        named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(min(split.shape[0], limit or split.shape[0]))]
-    named = named[:limit] if limit else named  # (folders: after reading)
+        named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
+    named = named[:limit] if limit else named
     seed = config.eval_seed if seed is None else seed
     model_name = f"{config.model.name} (step {info['step']})"
     for b in baselines:
