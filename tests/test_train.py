@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxdenoise import checkpointing, config as config_lib, models, noise, steps, train
-from jaxdenoise.models.layers import ConvTranspose2x
+from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, max_pool_2x2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,6 +84,32 @@ def test_subpixel_transposed_conv_equals_flax_conv_transpose():
     ours = ConvTranspose2x(7)
     assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
     np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("cin,cout", [(64, 3), (3, 8)])  # 64 -> 3 takes the matmul kernel gradient
+def test_conv3x3_equals_flax_conv_forward_and_backward(cin, cout):
+    import flax.linen as nn
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, cin))
+    ref = nn.Conv(cout, (3, 3), padding="SAME")
+    params = jax.tree.map(lambda p: p + 0.1, ref.init(jax.random.PRNGKey(1), x))
+    ours = Conv3x3(cout)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
+    loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))  # a non-uniform output gradient
+    np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
+    got = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+    want = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_like_select_and_scatter():
+    import flax.linen as nn
+    # ReLU outputs rounded to 0.1: many exact ties, zeros included
+    x = jnp.round(jnp.maximum(jax.random.normal(jax.random.PRNGKey(0), (2, 8, 6, 5)), 0), 1)
+    g = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 3, 5))
+    ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(max_pool_2x2(x), ref(x))
+    np.testing.assert_array_equal(jax.vjp(max_pool_2x2, x)[1](g)[0], jax.vjp(ref, x)[1](g)[0])
 
 
 def test_unknown_model_and_dtype_are_errors():

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import ConvTranspose2x
+from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, max_pool_2x2
 
 
 class PaperAutoencoder(nn.Module):
@@ -45,13 +45,13 @@ class PaperAutoencoder(nn.Module):
     @nn.compact
     def __call__(self, x):
         w1, w2 = self.widths
-        conv = lambda f, name: nn.Conv(f, (3, 3), padding="SAME", dtype=self.dtype, name=name)
+        conv = lambda f, name: Conv3x3(f, dtype=self.dtype, name=name)
         convt = lambda f, name: ConvTranspose2x(f, dtype=self.dtype, name=name)
         x = x.astype(self.dtype)
         x = nn.relu(conv(w1, "E1")(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
         x = nn.relu(conv(w2, "E3")(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
         x = nn.relu(conv(self.latent, "E5")(x))
         x = nn.sigmoid(conv(w2, "D1")(x))
         x = nn.relu(convt(w2, "D2")(x))
