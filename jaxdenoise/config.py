@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_epochs = 25
     c.steps_per_epoch = 0           # 0 = one full pass over the training split
     c.steps_per_call = 1            # k train steps fused in one jit call (lax.scan)
+    c.micro_batch = 0               # images per device per gradient chunk; 0 = auto (CPU: ~2x128^2 px, else whole)
 
     c.eval_every_epochs = 1
     c.eval_batch_size = 64
@@ -80,6 +81,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}")
     need(c.num_epochs >= 1, f"num_epochs must be >= 1, got {c.num_epochs}")
     need(c.steps_per_epoch >= 0, f"steps_per_epoch must be >= 0, got {c.steps_per_epoch}")
+    need(c.micro_batch >= 0, f"micro_batch must be >= 0 (0 = auto), got {c.micro_batch}")
     need(c.steps_per_call >= 1, f"steps_per_call must be >= 1, got {c.steps_per_call}")
     need(c.eval_every_epochs >= 1, f"eval_every_epochs must be >= 1, got {c.eval_every_epochs}")
     need(c.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {c.eval_batch_size}")

@@ -68,8 +68,14 @@ def to_float(batch: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation, noise: NoiseModel) -> Tuple[TrainState, Metrics]:
+               tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1) -> Tuple[TrainState, Metrics]:
     """One optimisation step. batch: ``uint8 [B, H, W, 3]``; rng: the run's key (noise uses fold_in(rng, step)).
+
+    chunks: the gradient is summed over this many equal micro-batches of the (already noised) batch, one
+    after another: the same loss and gradient as the whole batch (up to float rounding), with activations
+    small enough to stay in the CPU's caches (``micro_batch_chunks``). Image ``i`` of the chunk ``c`` is batch
+    row ``i * chunks + c``, so with the batch sharded over devices in contiguous blocks every chunk stays
+    spread evenly over the devices (no data movement) when ``chunks`` divides the per-device batch.
 
     Returns the new state and scalar metrics: loss (MSE), psnr (denoised vs clean, mean over images),
     noisy_psnr (input vs clean), grad_norm.
@@ -77,32 +83,73 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     clean = to_float(batch)
     noisy = noise(jax.random.fold_in(rng, state.step), clean)
 
-    def loss_fn(params):
+    def loss_fn(params, noisy, clean):
         out = model.apply({"params": params}, noisy)
-        return jnp.mean(jnp.square(out - clean)), out
+        return jnp.mean(jnp.square(out - clean)) / chunks, out
 
-    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if chunks == 1:
+        (loss, out), grads = grad_fn(state.params, noisy, clean)
+        psnr = jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), clean))
+    else:
+        split = lambda x: x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:])
+        noisy_c, clean_c = split(noisy), split(clean)
+        loss, grads, psnr = 0.0, None, 0.0
+        # A Python loop, not lax.scan: XLA's CPU backend runs convolutions inside a while loop ~8x slower.
+        for c in range(chunks):
+            (l, out), g = grad_fn(state.params, noisy_c[:, c], clean_c[:, c])
+            loss = loss + l
+            grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+            psnr = psnr + jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), clean_c[:, c])) / chunks
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    out = jax.lax.stop_gradient(out)
     metrics = {
         "loss": loss,
-        "psnr": jnp.mean(M.psnr_per_image(out, clean)),
+        "psnr": psnr,
         "noisy_psnr": jnp.mean(M.psnr_per_image(noisy, clean)),
         "grad_norm": optax.tree.norm(grads),
     }
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def multi_train_step(state: TrainState, batches: jax.Array, rng: jax.Array, **kw) -> Tuple[TrainState, Metrics]:
+# Pixels per device per micro-batch when ``micro_batch = 0`` on CPU: two 128x128 images. Measured on the
+# 2-core dev CPU (32 MiB L3), paper model, batch 16: whole batch 1.00x, 8 images 1.3x, 4 images 1.5x,
+# 2 images 1.7x, 1 image 1.7x (docs/benchmarks.md).
+CPU_MICRO_BATCH_PIXELS = 2 * 128 * 128
+
+
+def micro_batch_chunks(micro_batch: int, per_device_batch: int, image_side: int, platform: str) -> int:
+    """The ``chunks`` argument of ``train_step`` for config ``micro_batch`` (images per device per chunk).
+
+    ``micro_batch = 0`` picks: on CPU the largest divisor of the per-device batch whose chunk holds at most
+    ``CPU_MICRO_BATCH_PIXELS``; on GPU/TPU the whole batch (their caches are not what limits them).
+    Raises ValueError when an explicit ``micro_batch`` does not divide the per-device batch.
+    """
+    if micro_batch < 0:
+        raise ValueError(f"config: micro_batch must be >= 0, got {micro_batch}")
+    if micro_batch == 0:
+        if platform != "cpu":
+            return 1
+        fits = [m for m in range(1, per_device_batch + 1)
+                if per_device_batch % m == 0 and m * image_side * image_side <= CPU_MICRO_BATCH_PIXELS]
+        return per_device_batch // max(fits or [1])
+    if per_device_batch % micro_batch:
+        raise ValueError(f"config: micro_batch={micro_batch} must divide the per-device batch ({per_device_batch})")
+    return per_device_batch // micro_batch
+
+
+def multi_train_step(state: TrainState, batches: jax.Array, rng: jax.Array, *, unroll: bool = False,
+                     **kw) -> Tuple[TrainState, Metrics]:
     """k train steps in one call: batches ``uint8 [k, B, H, W, 3]`` -> metrics stacked ``[k]``.
 
     A ``lax.scan`` over ``train_step``: the same parameters as k separate calls (same step-indexed noise),
-    one dispatch instead of k (small batches on a GPU are launch-bound otherwise).
+    one dispatch instead of k (small batches on a GPU are launch-bound otherwise). unroll: unroll the scan
+    fully; XLA's CPU backend runs convolutions inside a while loop ~8x slower (measured: 3.3 s vs 0.4 s per
+    step of the paper model), so ``train.jit_train_step`` unrolls on CPU.
     """
     def body(s, b):
         return train_step(s, b, rng, **kw)
-    return jax.lax.scan(body, state, batches)
+    return jax.lax.scan(body, state, batches, unroll=batches.shape[0] if unroll else 1)
 
 
 def eval_noisy(noise: NoiseModel, rng: jax.Array, clean: jax.Array, index: jax.Array) -> jax.Array:

@@ -252,6 +252,25 @@ def make_mesh() -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
 
 
+def jit_train_step(config: ml_collections.ConfigDict, model, tx, noise, mesh: jax.sharding.Mesh, image_side: int):
+    """The jitted train step for this config: ``(state, batch, rng) -> (state, metrics)``, state donated, state
+    and metrics replicated, the batch on the mesh's 'data' axis; ``steps_per_call > 1`` takes stacked
+    ``[k, B, H, W, 3]`` batches (``steps.multi_train_step``). Returns (jitted, batch_sharding, chunks), chunks
+    being the micro-batches per step (``steps.micro_batch_chunks``).
+    """
+    k = config.steps_per_call
+    platform = mesh.devices.flat[0].platform
+    chunks = steps.micro_batch_chunks(config.micro_batch, config.batch_size // mesh.devices.size, image_side,
+                                      platform)
+    repl = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data") if k == 1 else P(None, "data"))
+    kw = dict(model=model, tx=tx, noise=noise, chunks=chunks)
+    fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw) if k > 1 else steps.bind(steps.train_step, **kw)
+    jitted = jax.jit(fn,
+                     in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl), donate_argnums=0)
+    return jitted, batch_sharding, chunks
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
     """Train (or resume) the configured model in ``workdir``; returns the final validation metrics."""
     config_lib.validate(config)
@@ -279,12 +298,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     if config.batch_size % n_dev:
         raise ValueError(f"config: batch_size={config.batch_size} is not divisible by the {n_dev} devices")
     repl = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data") if k == 1 else P(None, "data"))
 
     # ---- model, optimiser, state
     model = models.create(config.model, config.dtype)
     tx = steps.make_optimizer(config, total_steps)
     train_noise = noise_lib.parse(config.noise)
+    train_step, batch_sharding, chunks = jit_train_step(config, model, tx, train_noise, mesh, size)
     eval_noise = noise_lib.parse(config.eval_noise or config.noise)
     init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     init = jax.jit(lambda r: {"train_state": steps.init_state(model, tx, r, (size, size, 3)), "rng": run_rng},
@@ -310,7 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     step = int(state.step)
 
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    log(_summary(config, n_params, mesh, train_images.shape[0], val_images.shape[0], spe, total_steps, store_path))
+    log(_summary(config, n_params, mesh, train_images.shape[0], val_images.shape[0], spe, total_steps, store_path,
+                 chunks))
 
     evaluator = Evaluator(val_images, model, eval_noise, config.eval_batch_size, config.eval_seed, mesh,
                           config.num_grid_images)
@@ -320,8 +340,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             log(f"nothing to train: the run is complete at step {step} (raise num_epochs to continue)")
             result = _final_eval(evaluator, state, step, spe)
         else:
-            result = _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, model, tx, train_noise,
-                           repl, batch_sharding, spe, total_steps, k)
+            result = _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, train_step,
+                           batch_sharding, spe, total_steps, k)
     finally:
         ckpt.wait()
         ckpt.close()
@@ -334,11 +354,12 @@ def _process_shard():
     return grain.sharding.ShardOptions(jax.process_index(), jax.process_count())
 
 
-def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path) -> str:
+def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path, chunks) -> str:
     dev = mesh.devices.flat[0]
     return "\n".join([
         f"jaxdenoise: model={config.model.name} ({n_params:,} params, {config.dtype}), noise={config.noise}, "
-        f"{config.optimizer} lr={config.learning_rate:g} ({config.schedule}), batch={config.batch_size}",
+        f"{config.optimizer} lr={config.learning_rate:g} ({config.schedule}), batch={config.batch_size}"
+        + (f" (gradient in {chunks} micro-batches)" if chunks > 1 else ""),
         f"  devices: {mesh.devices.size} x {dev.platform} ({dev.device_kind}); data: {n_train} train / {n_val} val "
         f"images from {store_path}",
         f"  {config.num_epochs} epochs x {spe} steps = {total} steps; eval every {config.eval_every_epochs} "
@@ -346,14 +367,11 @@ def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path) -> 
     ])
 
 
-def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, model, tx, noise, repl,
-          batch_sharding, spe, total_steps, k) -> Dict[str, float]:
+def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitted, batch_sharding, spe,
+          total_steps, k) -> Dict[str, float]:
     from tqdm import tqdm
 
     step = int(state.step)
-    fn = steps.multi_train_step if k > 1 else steps.train_step
-    jitted = jax.jit(steps.bind(fn, model=model, tx=tx, noise=noise), in_shardings=(repl, batch_sharding, repl),
-                     out_shardings=(repl, repl), donate_argnums=0)
     prefetch = data_iter if isinstance(data_iter, DeviceResidentBatches) else DevicePrefetcher(
         data_iter, batch_sharding, k)
     first_batch, first_data_state = next(prefetch)

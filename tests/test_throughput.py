@@ -36,6 +36,88 @@ def test_multi_step_equals_k_single_steps():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+def test_micro_batches_give_the_same_step_as_the_whole_batch():
+    state, kw = _setup()
+    batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8))
+    rng = jax.random.PRNGKey(3)
+    whole, mw = jax.jit(steps.bind(steps.train_step, **kw))(state, batch, rng)
+    for chunks in (2, 8):
+        part, mp = jax.jit(steps.bind(steps.train_step, chunks=chunks, **kw))(state, batch, rng)
+        for key in ("loss", "psnr", "noisy_psnr", "grad_norm"):
+            np.testing.assert_allclose(float(mp[key]), float(mw[key]), rtol=1e-5, err_msg=key)
+        for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(part.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_micro_batch_config_picks_chunks():
+    # auto: CPU chunks of at most 2 x 128^2 pixels, the largest that divides the per-device batch
+    assert steps.micro_batch_chunks(0, 16, 128, "cpu") == 8
+    assert steps.micro_batch_chunks(0, 16, 64, "cpu") == 2
+    assert steps.micro_batch_chunks(0, 12, 128, "cpu") == 6
+    assert steps.micro_batch_chunks(0, 8, 512, "cpu") == 8  # one image is already over: one per chunk
+    assert steps.micro_batch_chunks(0, 16, 128, "gpu") == 1  # accelerators: the whole batch
+    assert steps.micro_batch_chunks(4, 16, 128, "gpu") == 4
+    with pytest.raises(ValueError, match="micro_batch=5 must divide the per-device batch"):
+        steps.micro_batch_chunks(5, 16, 128, "cpu")
+
+
+def test_unrolled_multi_step_equals_the_scan():
+    state, kw = _setup()
+    batches = jnp.asarray(np.random.default_rng(1).integers(0, 256, (2, 4, 16, 16, 3), np.uint8))
+    rng = jax.random.PRNGKey(2)
+    a, ma = jax.jit(steps.bind(steps.multi_train_step, **kw))(state, batches, rng)
+    b, mb = jax.jit(steps.bind(steps.multi_train_step, unroll=True, chunks=2, **kw))(state, batches, rng)
+    np.testing.assert_allclose(np.asarray(ma["loss"]), np.asarray(mb["loss"]), rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+_TWO_DEVICES = """
+import jax, numpy as np
+from jaxdenoise import models, noise, steps, train
+from tests.test_train import tiny_config
+assert jax.device_count() == 2
+cfg = tiny_config("/nonexistent", micro_batch=2)
+model, mesh = models.create(cfg.model), train.make_mesh()
+tx = steps.make_optimizer(cfg, 10)
+state = steps.init_state(model, tx, jax.random.PRNGKey(0), (16, 16, 3))
+jitted, rows, chunks = train.jit_train_step(cfg, model, tx, noise.parse(cfg.noise), mesh, 16)
+assert chunks == 2, chunks  # 8 images over 2 devices = 4 per device, in micro-batches of 2
+batch = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8)
+rng = jax.random.PRNGKey(1)
+want, _ = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise.parse(cfg.noise)))(state, batch, rng)
+got, m = jitted(state, jax.device_put(batch, rows), rng)
+for a, b in zip(jax.tree.leaves(want.params), jax.tree.leaves(got.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+print("ok", float(m["loss"]))
+"""
+
+
+def test_micro_batches_on_a_two_device_mesh_match_one_device():
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], capture_output=True, text=True, env=env, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("ok")
+
+
+def test_retain_freed_memory_applies_in_a_fresh_process():
+    import os
+    import subprocess
+    import sys
+    code = "from jaxdenoise import hostmem; print(hostmem.retain_freed_memory())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "JAXDENOISE_RETAIN_MEMORY": "0"})
+    assert off.stdout.strip() == "False"
+    import platform
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert on.stdout.strip() == "True", on.stderr
+
+
 def test_bfloat16_trains_with_float32_params():
     state, kw = _setup("bfloat16")
     batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), np.uint8))
