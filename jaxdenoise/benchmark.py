@@ -8,7 +8,8 @@ Reports (``run`` returns them as a dict, ``format_table`` prints them):
 - noise_fraction: the noise model alone (same batch shape, jitted) over the step time;
 - loader_img_per_s: the grain loader reading a prepared store (the real read path, no device);
 - end_to_end_img_per_s: loader -> device prefetch -> step, as the training loop runs it;
-- flops_per_img, bytes_per_img: XLA's cost analysis of one step, per image; roofline_fraction: the larger of
+- flops_per_img, bytes_per_img: XLA's cost analysis of one step, per image; flop_fraction, bytes_fraction:
+  those rates over the peaks (bytes above 1: XLA counts cache hits too); roofline_fraction: the larger of
   (FLOP/s over peak FLOP/s) and (bytes/s over peak bandwidth), with peaks from ``PEAKS`` for known
   accelerators or measured on the spot (a large matmul, a large copy) for CPUs;
 - peak_mem_bytes: device peak memory where the backend reports it, else the process's peak RSS.
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxdenoise import config as config_lib, models, noise as noise_lib, steps, train
+from jaxdenoise import config as config_lib, hostmem, models, noise as noise_lib, steps, train
 from jaxdenoise.data import loader, store
 
 # (peak dense FLOP/s for float32, for bfloat16, memory bandwidth B/s); datasheet values, SXM parts
@@ -39,15 +40,21 @@ PEAKS = {
 }
 
 
-def _time(fn, n: int) -> float:
-    """Seconds per call of ``fn`` over ``n`` calls, blocking once at the end."""
-    out = fn()
-    jax.block_until_ready(out)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        out = fn()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) / n
+def _time(fn, n: int, windows: int = 3, warmup: int = 2) -> float:
+    """Seconds per call of ``fn``: the median of ``windows`` windows of ``n / windows`` calls each, blocking
+    once at the end of each window (never per call), after ``warmup`` calls (the first calls of a fresh
+    executable also fault in its buffers)."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    per = max(1, n // windows)
+    times = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        for _ in range(per):
+            out = fn()
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / per)
+    return float(np.median(times))
 
 
 def device_peaks(device, dtype: str) -> tuple:
@@ -72,16 +79,13 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     mesh = train.make_mesh()
     repl = NamedSharding(mesh, P())
     k, b, size = config.steps_per_call, config.batch_size, config.data.size
-    batch_sharding = NamedSharding(mesh, P("data") if k == 1 else P(None, "data"))
     model = models.create(config.model, config.dtype)
     tx = steps.make_optimizer(config, total_steps=10**6)
     noise = noise_lib.parse(config.noise)
+    jitted, batch_sharding, chunks = train.jit_train_step(config, model, tx, noise, mesh, size)
     state = jax.jit(lambda r: steps.init_state(model, tx, r, (size, size, 3)), out_shardings=repl)(
         jax.random.PRNGKey(0))
     rng = jax.random.PRNGKey(1)
-    fn = steps.multi_train_step if k > 1 else steps.train_step
-    jitted = jax.jit(steps.bind(fn, model=model, tx=tx, noise=noise), in_shardings=(repl, batch_sharding, repl),
-                     out_shardings=(repl, repl), donate_argnums=0)
     shape = ((k,) if k > 1 else ()) + (b, size, size, 3)
     host = np.random.default_rng(0).integers(0, 256, (4,) + shape, dtype=np.uint8)
     pool = [jax.device_put(h, batch_sharding) for h in host]
@@ -107,14 +111,15 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     noise_s = _time(lambda: noise_fn(rng, x), max(5, steps_n // 2))
 
     # cost analysis of a single step
-    single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise))
+    single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks))
     cost = single.lower(holder["state"], jnp.zeros((b, size, size, 3), jnp.uint8), rng).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) / b
     nbytes = float(cost.get("bytes accessed", 0.0)) / b
     device = jax.devices()[0]
     peak_flops, peak_bw, peak_src = device_peaks(device, config.dtype)
-    roofline = max(flops * train_ips / peak_flops, nbytes * train_ips / peak_bw)
+    flop_frac, byte_frac = flops * train_ips / peak_flops, nbytes * train_ips / peak_bw
+    roofline = max(flop_frac, byte_frac)
 
     # the input path
     path = store_path or train.resolve_store(config, workdir)
@@ -128,71 +133,87 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
         next(it)
     loader_ips = loader_batches * b / (time.perf_counter() - t0)
 
-    it = iter(loader.make_loader(images, b, 0, (calls + 3) * k, num_threads=config.data.num_threads,
+    it = iter(loader.make_loader(images, b, 0, (calls + 8) * k, num_threads=config.data.num_threads,
                                  prefetch=config.data.prefetch))
     prefetch = train.DevicePrefetcher(it, batch_sharding, k)
-    batch, _ = next(prefetch)
-    holder["state"], m = compiled(holder["state"], batch, rng)
-    jax.block_until_ready(m)
-    t0 = time.perf_counter()
-    for _ in range(calls):
+
+    def one_from_loader():
         batch, _ = next(prefetch)
         holder["state"], m = compiled(holder["state"], batch, rng)
-    jax.block_until_ready(m)
-    e2e_ips = calls * k * b / (time.perf_counter() - t0)
+        return m
+    e2e_ips = k * b / _time(one_from_loader, calls)
 
     stats = device.memory_stats() or {}
     peak_mem = stats.get("peak_bytes_in_use") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "device": f"{device.platform}:{device.device_kind}", "num_devices": mesh.devices.size,
         "jax": jax.__version__, "model": config.model.name, "noise": config.noise, "dtype": config.dtype,
-        "batch_size": b, "steps_per_call": k, "image_size": size,
+        "batch_size": b, "steps_per_call": k, "micro_batches": chunks, "image_size": size,
         "compile_s": round(compile_s, 3), "step_ms": round(1e3 * step_s, 3),
         "train_img_per_s": round(train_ips, 2), "noise_ms": round(1e3 * noise_s, 3),
         "noise_fraction": round(noise_s / step_s, 4), "loader_img_per_s": round(loader_ips, 1),
         "end_to_end_img_per_s": round(e2e_ips, 2), "end_to_end_over_step": round(e2e_ips / train_ips, 3),
         "flops_per_img": flops, "bytes_per_img": nbytes, "peak_flops": peak_flops, "peak_bytes_per_s": peak_bw,
         "peak_source": peak_src, "roofline_fraction": round(roofline, 4),
+        "flop_fraction": round(flop_frac, 4), "bytes_fraction": round(byte_frac, 4),
         "peak_mem_bytes": int(peak_mem), "peak_mem_source": "device" if stats else "process RSS",
     }
 
 
 def compare_torch(peer: str, batch: int, size: int, steps_n: int, device: str = "cpu",
                   extra=()) -> Dict:
-    """Run the PyTorch reference in a subprocess, NCHW and channels_last; the best and both results."""
+    """Run the PyTorch reference in subprocesses, NCHW and channels_last (on CPU each also with the glibc
+    malloc settings our scripts use, ``hostmem.GLIBC_ENV``, so that neither side has an allocator edge);
+    returns the best run, the best per layout and every run (``torch_runs``)."""
     if not os.path.isfile(peer):
         raise FileNotFoundError(f"PyTorch reference not found at {peer} (use --torch-peer)")
-    results = {}
-    for name, flags in (("nchw", []), ("channels_last", ["--channels-last"])):
-        cmd = [sys.executable, peer, "--device", device, "--batch", str(batch), "--size", str(size),
-               "--steps", str(steps_n)] + flags + list(extra)
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise RuntimeError(f"torch reference failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    best = max(results, key=lambda n: results[n]["img_per_s"])
-    return {"torch_best_layout": best, "torch_img_per_s": results[best]["img_per_s"],
-            "torch_nchw_img_per_s": results["nchw"]["img_per_s"],
-            "torch_channels_last_img_per_s": results["channels_last"]["img_per_s"],
-            "torch_version": results[best]["torch"]}
+    envs = {"": None}
+    if device == "cpu":
+        envs["+malloc"] = {**os.environ, **hostmem.GLIBC_ENV}
+    runs = {}
+    for layout, flags in (("nchw", []), ("channels_last", ["--channels-last"])):
+        for suffix, env in envs.items():
+            cmd = [sys.executable, peer, "--device", device, "--batch", str(batch), "--size", str(size),
+                   "--steps", str(steps_n)] + flags + list(extra)
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                raise RuntimeError(f"torch reference failed: "
+                                   f"{out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
+            runs[layout + suffix] = json.loads(out.stdout.strip().splitlines()[-1])
+    best = max(runs, key=lambda n: runs[n]["img_per_s"])
+    per_layout = {layout: max(v["img_per_s"] for n, v in runs.items() if n.split("+")[0] == layout)
+                  for layout in ("nchw", "channels_last")}
+    return {"torch_best_layout": best, "torch_img_per_s": runs[best]["img_per_s"],
+            "torch_nchw_img_per_s": per_layout["nchw"],
+            "torch_channels_last_img_per_s": per_layout["channels_last"],
+            "torch_runs": {n: v["img_per_s"] for n, v in runs.items()},
+            "torch_version": runs[best]["torch"]}
+
+
+# XLA's "bytes accessed" counts every operand read and write; above the memory bandwidth they are cache hits.
+_CACHE_NOTE = ": above 100 % XLA's byte count is mostly served from cache"
 
 
 def format_table(r: Dict) -> str:
     rows = [
-        ("device", r["device"]), ("batch / steps_per_call / dtype", f"{r['batch_size']} / {r['steps_per_call']} / {r['dtype']}"),
+        ("device", r["device"]), ("batch / steps_per_call / micro-batches / dtype",
+         f"{r['batch_size']} / {r['steps_per_call']} / {r['micro_batches']} / {r['dtype']}"),
         ("compile", f"{r['compile_s']:.2f} s"),
         ("train step (device-resident data)", f"{r['train_img_per_s']:.1f} img/s ({r['step_ms']:.1f} ms/step)"),
         ("noise model share of the step", f"{100 * r['noise_fraction']:.1f} % ({r['noise_ms']:.2f} ms, {r['noise']})"),
         ("grain loader (prepared store)", f"{r['loader_img_per_s']:.0f} img/s"),
         ("end to end (loader + step)", f"{r['end_to_end_img_per_s']:.1f} img/s ({r['end_to_end_over_step']:.2f}x the step)"),
         ("XLA cost per image", f"{r['flops_per_img'] / 1e9:.2f} GFLOP, {r['bytes_per_img'] / 1e6:.1f} MB"),
-        ("roofline fraction", f"{100 * r['roofline_fraction']:.1f} % (peaks {r['peak_flops'] / 1e12:.2f} TFLOP/s, "
+        ("roofline fraction", f"{100 * r['roofline_fraction']:.1f} % (FLOP {100 * r['flop_fraction']:.0f} %, "
+                              f"bytes {100 * r['bytes_fraction']:.0f} %{_CACHE_NOTE if r['bytes_fraction'] > 1 else ''}; "
+                              f"peaks {r['peak_flops'] / 1e12:.2f} TFLOP/s, "
                               f"{r['peak_bytes_per_s'] / 1e9:.0f} GB/s, {r['peak_source']})"),
         ("peak memory", f"{r['peak_mem_bytes'] / 2**20:.0f} MiB ({r['peak_mem_source']})"),
     ]
     if "torch_img_per_s" in r:
-        rows.append(("PyTorch reference (best layout)", f"{r['torch_img_per_s']:.1f} img/s ({r['torch_best_layout']}; "
-                     f"nchw {r['torch_nchw_img_per_s']:.1f}, channels_last {r['torch_channels_last_img_per_s']:.1f})"))
+        runs = ", ".join(f"{n} {v:.1f}" for n, v in r.get("torch_runs", {}).items())
+        rows.append(("PyTorch reference (best run)", f"{r['torch_img_per_s']:.1f} img/s ({r['torch_best_layout']}; "
+                     f"{runs})"))
         rows.append(("jaxdenoise / PyTorch", f"{r['train_img_per_s'] / r['torch_img_per_s']:.2f}x step, "
                      f"{r['end_to_end_img_per_s'] / r['torch_img_per_s']:.2f}x end to end"))
     w = max(len(a) for a, _ in rows)

@@ -6,6 +6,8 @@
 With --compare-torch, the PyTorch reference (shared/peers/torch_paper_ae.py; needs torch, e.g.
 `pip install torch==2.13.0` on CPU) runs in the same invocation, NCHW and channels_last, best of both.
 """
+from jaxdenoise import hostmem  # first: glibc's malloc settings must precede the threads jax starts
+hostmem.retain_freed_memory()
 import json
 import os
 import sys

@@ -2,6 +2,8 @@
 
     python scripts/demo.py --workdir runs/demo [--config configs/demo.py] [--config.FIELD=...]
 """
+from jaxdenoise import hostmem  # first: glibc's malloc settings must precede the threads jax starts
+hostmem.retain_freed_memory()
 import os
 import sys
 

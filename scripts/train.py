@@ -2,6 +2,8 @@
 
 Rerunning the same command resumes from the latest checkpoint in the workdir.
 """
+from jaxdenoise import hostmem  # first: glibc's malloc settings must precede the threads jax starts
+hostmem.retain_freed_memory()
 import sys
 
 from absl import app, flags, logging
