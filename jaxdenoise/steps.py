@@ -112,9 +112,9 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-# Pixels per device per micro-batch when ``micro_batch = 0`` on CPU: two 128x128 images. Measured on the
-# 2-core dev CPU (32 MiB L3), paper model, batch 16: whole batch 1.00x, 8 images 1.3x, 4 images 1.5x,
-# 2 images 1.7x, 1 image 1.7x (docs/benchmarks.md).
+# Pixels per device per micro-batch when ``micro_batch = 0`` on CPU: two 128x128 images (~8 MB per
+# 128x128x64 activation). Paper model, batch 16, on the 2-core dev CPU (32 MiB L3; docs/benchmarks.md),
+# ms per step: whole batch 484-525, 8 images 279-285, 4 images 232-235, 2 images 222-252, 1 image 218-227.
 CPU_MICRO_BATCH_PIXELS = 2 * 128 * 128
 
 
