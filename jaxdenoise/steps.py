@@ -114,7 +114,8 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
 
 # Pixels per device per micro-batch when ``micro_batch = 0`` on CPU: two 128x128 images (~8 MB per
 # 128x128x64 activation). Paper model, batch 16, on the 2-core dev CPU (32 MiB L3; docs/benchmarks.md),
-# ms per step: whole batch 484-525, 8 images 279-285, 4 images 232-235, 2 images 222-252, 1 image 218-227.
+# ms per step: 8 images 279-285, 4 images 232-235, 2 images 222-252, 1 image 218-227; the whole batch was
+# 1.6x slower than 2-image chunks with glibc's default malloc (518-534 vs 325-338 ms).
 CPU_MICRO_BATCH_PIXELS = 2 * 128 * 128
 
 
