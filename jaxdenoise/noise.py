@@ -86,6 +86,10 @@ def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float) -> jax.Array
         raise ValueError(f"Poisson max_rate must be in (0, {MAX_RATE}], got {max_rate}")
     width = window_width(float(max_rate))
     lam = jnp.asarray(lam, jnp.float32)
+    shape = lam.shape
+    # flat: XLA:CPU vectorises an elementwise chain along the minor dimension, which for images is the
+    # 3 channels (measured 20.0 -> 16.4 ms for 16x128x128x3 at rate 30; the same uniforms, so the same samples)
+    lam = lam.reshape(-1)
     u = jax.random.uniform(key, lam.shape, jnp.float32)
     if _shift_free(max_rate):
         # every window starts at 0: p(0) = exp(-lam) (no underflow below rate 64), divisors are constants
@@ -97,7 +101,7 @@ def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float) -> jax.Array
             p = p * lam * (1.0 / i)
             cdf = cdf + p
         # a fusion boundary: consumers (e.g. Gaussian read noise) fused into the chain de-vectorise it
-        return jax.lax.optimization_barrier(count)
+        return jax.lax.optimization_barrier(count).reshape(shape)
     j0 = _window_start(lam)
     shifted = j0 > 0
     p = _pmf_at_start(lam, j0, shifted)
@@ -115,7 +119,7 @@ def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float) -> jax.Array
         carry = jax.lax.fori_loop(0, loops, lambda t, c: _shifted_steps(
             c, lam, u, j0, shifted, (1 + t * _CHUNK).astype(jnp.float32), _CHUNK), carry)
         carry = _shifted_steps(carry, lam, u, j0, shifted, 1 + loops * _CHUNK, rest)
-    return jax.lax.optimization_barrier(j0 + carry[0])
+    return jax.lax.optimization_barrier(j0 + carry[0]).reshape(shape)
 
 
 def _pmf_at_start(lam, j0, shifted):
