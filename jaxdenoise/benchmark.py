@@ -108,7 +108,7 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     x = jax.device_put(jnp.asarray(host[0].reshape((-1, size, size, 3))[:b], jnp.float32) / 255.0,
                        NamedSharding(mesh, P("data")))
     noise_fn = jax.jit(lambda key, x: noise(key, x))
-    noise_s = _time(lambda: noise_fn(rng, x), max(5, steps_n // 2))
+    noise_s = _time(lambda: noise_fn(rng, x), max(60, 3 * steps_n))  # ~3-20 ms a call: many, or VM hiccups dominate
 
     # cost analysis of a single step
     single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks))
