@@ -110,9 +110,12 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     noise_fn = jax.jit(lambda key, x: noise(key, x))
     noise_s = _time(lambda: noise_fn(rng, x), max(60, 3 * steps_n))  # ~3-20 ms a call: many, or VM hiccups dominate
 
-    # cost analysis of a single step
-    single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks))
-    cost = single.lower(holder["state"], jnp.zeros((b, size, size, 3), jnp.uint8), rng).compile().cost_analysis()
+    # cost analysis of a single step (the timed executable itself unless it runs k steps per call)
+    if k == 1:
+        cost = compiled.cost_analysis()
+    else:
+        single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks))
+        cost = single.lower(holder["state"], jnp.zeros((b, size, size, 3), jnp.uint8), rng).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) / b
     nbytes = float(cost.get("bytes accessed", 0.0)) / b

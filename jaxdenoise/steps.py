@@ -88,25 +88,22 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
         return jnp.mean(jnp.square(out - clean)) / chunks, out
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    if chunks == 1:
-        (loss, out), grads = grad_fn(state.params, noisy, clean)
-        psnr = jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), clean))
-    else:
+    if chunks > 1:
         # Materialise the noisy batch once. Left alone, XLA fuses the noise model's elementwise chain into
         # each of its 2 x chunks consumers (every chunk's slice and E1's kernel-gradient transpose) and runs
         # it 17 times over, de-vectorised along the 3 channels: poisson:30 then cost ~55 ms of a ~230 ms CPU
         # step instead of ~16 ms. A conditional is a fusion boundary (optimization_barrier is not, on CPU);
         # its predicate is always true, but XLA cannot know that from the step counter.
         noisy = jax.lax.cond(state.step >= 0, lambda a: a, jnp.zeros_like, noisy)
-        split = lambda x: x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:])
-        noisy_c, clean_c = split(noisy), split(clean)
-        loss, grads, psnr = 0.0, None, 0.0
-        # A Python loop, not lax.scan: XLA's CPU backend runs convolutions inside a while loop ~8x slower.
-        for c in range(chunks):
-            (l, out), g = grad_fn(state.params, noisy_c[:, c], clean_c[:, c])
-            loss = loss + l
-            grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-            psnr = psnr + jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), clean_c[:, c])) / chunks
+    split = lambda x: x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:])
+    noisy_c, clean_c = split(noisy), split(clean)
+    loss, grads, psnr = 0.0, None, 0.0
+    # A Python loop, not lax.scan: XLA's CPU backend runs convolutions inside a while loop ~8x slower.
+    for c in range(chunks):
+        (l, out), g = grad_fn(state.params, noisy_c[:, c], clean_c[:, c])
+        loss = loss + l
+        grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+        psnr = psnr + jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), clean_c[:, c])) / chunks
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
@@ -130,10 +127,9 @@ def micro_batch_chunks(micro_batch: int, per_device_batch: int, image_side: int,
 
     ``micro_batch = 0`` picks: on CPU the largest divisor of the per-device batch whose chunk holds at most
     ``CPU_MICRO_BATCH_PIXELS``; on GPU/TPU the whole batch (their caches are not what limits them).
-    Raises ValueError when an explicit ``micro_batch`` does not divide the per-device batch.
+    Raises ValueError when an explicit ``micro_batch`` does not divide the per-device batch
+    (``config.validate`` has already rejected negative values).
     """
-    if micro_batch < 0:
-        raise ValueError(f"config: micro_batch must be >= 0, got {micro_batch}")
     if micro_batch == 0:
         if platform != "cpu":
             return 1

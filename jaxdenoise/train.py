@@ -265,9 +265,11 @@ def jit_train_step(config: ml_collections.ConfigDict, model, tx, noise, mesh: ja
     repl = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data") if k == 1 else P(None, "data"))
     kw = dict(model=model, tx=tx, noise=noise, chunks=chunks)
-    fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw) if k > 1 else steps.bind(steps.train_step, **kw)
-    jitted = jax.jit(fn,
-                     in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl), donate_argnums=0)
+    if k > 1:
+        fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw)
+    else:
+        fn = steps.bind(steps.train_step, **kw)
+    jitted = jax.jit(fn, in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl), donate_argnums=0)
     return jitted, batch_sharding, chunks
 
 

@@ -61,22 +61,6 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _conv(x, kernel)
 
 
-class Conv3x3(nn.Module):
-    """``nn.Conv(features, (3, 3), padding="SAME")`` with the same parameters (kernel ``[3, 3, Cin, features]``
-    lecun-normal, bias zeros) and function, computed by ``conv3x3``. ``[B, H, W, Cin]`` -> ``[B, H, W, features]``.
-    """
-    features: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        cin = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        return conv3x3(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
-
-
 @jax.custom_vjp
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2, stride-2 max-pool: ``[B, H, W, C]`` (H, W even) -> ``[B, H/2, W/2, C]``, as ``nn.max_pool``.
@@ -139,23 +123,35 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(x.shape[0], 2 * h, 2 * w, kernel.shape[-1])
 
 
-class ConvTranspose2x(nn.Module):
-    """3x3, stride-2, 'SAME' transposed conv (output side doubled), computed as a sub-pixel conv.
-
-    Same parameters (``kernel [3, 3, Cin, Cout]``, ``bias [Cout]``) and the same function as
-    ``nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding="SAME")`` (tested), but computed by
-    ``conv_transpose_2x``: XLA's CPU backend runs the input-dilated convolution of a transposed conv 5-10x
-    slower than plain convs, forward and backward.
-    ``float [B, H, W, Cin]`` -> ``[B, 2H, 2W, features]``.
-    """
+class _Kernel3x3(nn.Module):
+    """A 3x3 layer with flax's Conv/ConvTranspose parameters (kernel ``[3, 3, Cin, features]`` lecun-normal,
+    bias ``[features]`` zeros), computing ``op(x, kernel) + bias`` in ``dtype``; subclasses set ``op``."""
     features: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    op = None  # staticmethod (x, kernel) -> y; not a dataclass field
 
     @nn.compact
     def __call__(self, x):
         cin = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        y = conv_transpose_2x(x.astype(self.dtype), kernel.astype(self.dtype))
-        return y + bias.astype(self.dtype)
+        return self.op(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
+class Conv3x3(_Kernel3x3):
+    """``nn.Conv(features, (3, 3), padding="SAME")`` with the same parameters and function, computed by
+    ``conv3x3``. ``[B, H, W, Cin]`` -> ``[B, H, W, features]``.
+    """
+    op = staticmethod(conv3x3)
+
+
+class ConvTranspose2x(_Kernel3x3):
+    """3x3, stride-2, 'SAME' transposed conv (output side doubled), computed as a sub-pixel conv.
+
+    Same parameters and the same function as ``nn.ConvTranspose(features, (3, 3), strides=(2, 2),
+    padding="SAME")`` (tested), but computed by ``conv_transpose_2x``: XLA's CPU backend runs the
+    input-dilated convolution of a transposed conv 5-10x slower than plain convs, forward and backward.
+    ``float [B, H, W, Cin]`` -> ``[B, 2H, 2W, features]``.
+    """
+    op = staticmethod(conv_transpose_2x)
