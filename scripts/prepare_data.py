@@ -1,15 +1,18 @@
 """Prepare a folder of images into a jaxdenoise store (PNG folder, packed uint8 arrays, manifest.json).
 
     python scripts/prepare_data.py --src ~/photos --out data/faces128 [--size 128] [--val-fraction 0.2]
+
+--out must be a new or empty folder, or a store this script wrote (it is then replaced whole, only once the
+new one is complete); --src is never written.
 """
-import sys
+from absl import flags
 
-from absl import app, flags
-
+from jaxdenoise import cli
 from jaxdenoise.data import prepare
 
 flags.DEFINE_string("src", None, "folder of images (searched recursively; never modified)", required=True)
-flags.DEFINE_string("out", None, "output folder for the prepared store", required=True)
+flags.DEFINE_string("out", None, "output folder for the prepared store (new, empty, or a store to replace)",
+                    required=True)
 flags.DEFINE_integer("size", 128, "output side in pixels")
 flags.DEFINE_float("val-fraction", 0.2, "fraction of images in the validation split")
 flags.DEFINE_integer("seed", 0, "seed of the split hash")
@@ -20,12 +23,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    try:
-        prepare.prepare_folder(FLAGS.src, FLAGS.out, size=FLAGS.size, val_fraction=FLAGS["val-fraction"].value,
-                               seed=FLAGS.seed, mode=FLAGS.mode, workers=FLAGS.workers or None)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    prepare.prepare_folder(FLAGS.src, FLAGS.out, size=FLAGS.size, val_fraction=FLAGS["val-fraction"].value,
+                           seed=FLAGS.seed, mode=FLAGS.mode, workers=FLAGS.workers or None)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -72,26 +72,21 @@ def builtin_store(size: int = 128, train_crops_per_photo: int = 256, val_crops_p
     out = os.path.join(cache_dir or default_cache_dir(), f"builtin-{key}")
     if store.is_store(out):
         return out
-    tmp = out + f".partial-{os.getpid()}"
-    writer = store.StoreWriter(tmp, size, {"train": len(TRAIN_PHOTOS) * train_crops_per_photo,
-                                           "val": len(VAL_PHOTOS) * (val_crops_per_photo + 1)})
-    for split, photos, n in (("train", TRAIN_PHOTOS, train_crops_per_photo),
-                             ("val", VAL_PHOTOS, val_crops_per_photo)):
-        for package, name in photos:
-            photo = imageio.load_rgb(photo_path(package, name))
-            # one stream per photo, so the crops of one photo do not depend on the others
-            rng = np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
-            if split == "val":
-                writer.add(split, imageio.resize_array(photo, size, size), f"{package}:{name}#whole")
-            for i, crop in enumerate(random_crops(photo, n, size, rng, flips=(split == "train"))):
-                writer.add(split, crop, f"{package}:{name}#crop{i}")
-    writer.close(seed=seed, val_fraction=None, mode="builtin-crops", source="builtin", skipped=[],
-                 photos={"train": [n for _, n in TRAIN_PHOTOS], "val": [n for _, n in VAL_PHOTOS]})
-    # publish atomically: concurrent first uses (tests in parallel) each build their own, one wins
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
+    # built aside and published only if no store is there yet: concurrent first uses (tests in parallel)
+    # each build their own, the first to finish wins
+    capacity = {"train": len(TRAIN_PHOTOS) * train_crops_per_photo,
+                "val": len(VAL_PHOTOS) * (val_crops_per_photo + 1)}
+    with store.StoreWriter(out, size, capacity, replace=False) as writer:
+        for split, photos, n in (("train", TRAIN_PHOTOS, train_crops_per_photo),
+                                 ("val", VAL_PHOTOS, val_crops_per_photo)):
+            for package, name in photos:
+                photo = imageio.load_rgb(photo_path(package, name))
+                # one stream per photo, so the crops of one photo do not depend on the others
+                rng = np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
+                if split == "val":
+                    writer.add(split, imageio.resize_array(photo, size, size), f"{package}:{name}#whole")
+                for i, crop in enumerate(random_crops(photo, n, size, rng, flips=(split == "train"))):
+                    writer.add(split, crop, f"{package}:{name}#crop{i}")
+        writer.close(seed=seed, val_fraction=None, mode="builtin-crops", source="builtin", skipped=[],
+                     photos={"train": [n for _, n in TRAIN_PHOTOS], "val": [n for _, n in VAL_PHOTOS]})
     return out
-

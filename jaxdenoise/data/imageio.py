@@ -5,8 +5,9 @@ Guards, in the order they run, so that no file can make ImageMagick do anything 
    forced to the one the bytes name (no PS/PDF/SVG/MSL/text coders, no guessing from the file name).
 2. Resource limits (memory, map, disk, width, height) are set once per process, so no file can make
    ImageMagick allocate gigabytes.
-3. ``ping`` reads only the header: images under ``MIN_SIDE`` px or over ``MAX_PIXELS`` are rejected before
-   any pixel is decoded.
+3. The size the header claims (read by ``header_size``, then by ImageMagick's ``ping``): images under
+   ``MIN_SIDE`` px, over ``MAX_PIXELS`` or over ImageMagick's width/height limit are rejected before any
+   pixel is decoded.
 4. Decode, first frame only (GIF, multi-page TIFF), EXIF orientation applied, CMYK/grey/palette converted to
    sRGB, alpha composited over white, any bit depth reduced to 8 bits.
 
@@ -16,9 +17,12 @@ stores (the GPU machines have no ImageMagick) never touch it.
 from __future__ import annotations
 
 import os
-from typing import Optional
+import struct
+from typing import Optional, Tuple
 
 import numpy as np
+
+from jaxdenoise.fsutil import first_line
 
 MAX_PIXELS = 40_000_000  # header claims above this are rejected before decoding
 MIN_SIDE = 8
@@ -56,11 +60,12 @@ def sniff_format(head: bytes) -> Optional[str]:
 
 
 _limits_set = False
+_max_side = _LIMITS["width"]  # lowered to ImageMagick's own policy (Debian: 16000 px) once it is loaded
 
 
 def _wand():
     """Import Wand (needs libMagickWand) and apply resource limits once per process."""
-    global _limits_set
+    global _limits_set, _max_side
     try:
         import wand.image  # noqa: F401
         import wand.resource
@@ -75,6 +80,10 @@ def _wand():
                 wand.resource.limits[name] = value
             except (KeyError, ValueError, TypeError):  # older ImageMagick lacks some resources
                 pass
+        try:  # policy.xml can only lower a limit: the effective one is what ImageMagick reports
+            _max_side = int(min(wand.resource.limits["width"], wand.resource.limits["height"]))
+        except (KeyError, ValueError, TypeError):
+            pass
         _limits_set = True
     return wand
 
@@ -104,19 +113,19 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SID
     wand = _wand()
     from wand.exceptions import WandException
     from wand.image import Image
+    claimed = header_size(data, fmt)
+    if claimed is not None:  # before ping: ImageMagick's refusal of a huge header says nothing about size
+        _check_size(*claimed, max_pixels=max_pixels, min_side=0)  # small: ping's call (JPEG DNL, GIF frames)
     try:
         with Image.ping(blob=data, format=fmt) as hdr:
             w, h = hdr.width, hdr.height
     except WandException as e:
-        raise ImageReadError(f"unreadable {fmt} header: {_first_line(e)}") from e
-    if w * h > max_pixels:
-        raise ImageReadError(f"header claims {w}x{h} ({w * h / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP limit")
-    if min(w, h) < min_side:
-        raise ImageReadError(f"too small: {w}x{h} (under {min_side} px)")
+        raise ImageReadError(f"unreadable {fmt} header: {_reason(e)}") from e
+    _check_size(w, h, max_pixels=max_pixels, min_side=min_side)
     try:
         img = Image(blob=data, format=fmt)
     except WandException as e:
-        raise ImageReadError(f"corrupt {fmt}: {_first_line(e)}") from e
+        raise ImageReadError(f"corrupt {fmt}: {_reason(e)}") from e
     try:
         if len(img.sequence) > 1:  # GIF / multi-page TIFF: the first frame only
             first = Image(image=img.sequence[0])
@@ -134,7 +143,7 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SID
             raise ImageReadError("decoded to an empty image")
     except WandException as e:
         img.close()
-        raise ImageReadError(f"corrupt {fmt}: {_first_line(e)}") from e
+        raise ImageReadError(f"corrupt {fmt}: {_reason(e)}") from e
     except BaseException:
         img.close()
         raise
@@ -142,8 +151,15 @@ def decode(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SID
 
 
 def to_array(img) -> np.ndarray:
-    """``uint8 [H, W, 3]`` RGB pixels of a decoded Wand image."""
+    """``uint8 [H, W, 3]`` RGB pixels of a decoded Wand image.
+
+    Raises ImageReadError when ImageMagick has no pixels to give: a damaged animated WebP frame decodes to an
+    image with a size but no pixel data, and the blob then comes back empty (None from Wand).
+    """
     blob = img.make_blob("rgb")
+    if not blob or len(blob) != img.width * img.height * 3:
+        raise ImageReadError(f"corrupt {img.format.lower()}: ImageMagick decoded a {img.width}x{img.height} "
+                             f"image without pixel data")
     return np.frombuffer(blob, np.uint8).reshape(img.height, img.width, 3).copy()
 
 
@@ -177,7 +193,7 @@ def load_rgb(path: str | os.PathLike, size: Optional[int] = None, mode: str = "r
             img.resize(size, size, filter="lanczos")
         return to_array(img)
     except wand.exceptions.WandException as e:
-        raise ImageReadError(f"cannot resize: {_first_line(e)}") from e
+        raise ImageReadError(f"cannot resize: {_reason(e)}") from e
     finally:
         img.close()
 
@@ -206,6 +222,111 @@ def _jpeg_complete(data: bytes) -> bool:
     return False
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
+def _check_size(w: int, h: int, *, max_pixels: int, min_side: int) -> None:
+    if w * h > max_pixels:
+        raise ImageReadError(f"too large: {w}x{h} ({w * h / 1e6:.0f} MP), "
+                             f"over the {max_pixels / 1e6:.0f} MP limit")
+    if max(w, h) > _max_side:
+        raise ImageReadError(f"too large: {w}x{h}, over ImageMagick's {_max_side} px limit on a side")
+    if min(w, h) < min_side:
+        raise ImageReadError(f"too small: {w}x{h} (under {min_side} px)")
+
+
+# Wand's text when ImageMagick failed without saying why; it blames a missing delegate, which misleads
+_NO_REASON = "returns false, but did"
+
+
+def _reason(e: BaseException) -> str:
+    """One line from a Wand error, without Wand's misleading 'a delegate is missing' boilerplate."""
+    text = first_line(e, limit=200)
+    return "ImageMagick could not decode it (no reason given)" if _NO_REASON in text else text
+
+
+def header_size(data: bytes, fmt: str) -> Optional[Tuple[int, int]]:
+    """(width, height) that the header of ``fmt`` bytes claims, or None when it cannot be found cheaply.
+
+    Only a first guard against absurd sizes: ImageMagick's ping still has the last word.
+    """
+    try:
+        if fmt == "png" and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if fmt == "gif":
+            return _gif_size(data)
+        if fmt == "bmp":
+            if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 core header: 16-bit sides
+                return struct.unpack("<HH", data[18:22])
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)  # negative height: rows stored top-down
+        if fmt == "webp":
+            return _webp_size(data)
+        if fmt == "jpeg":
+            return _jpeg_size(data)
+        if fmt == "tiff":
+            return _tiff_size(data)
+    except (struct.error, IndexError):  # header shorter than it should be: ping will say so
+        return None
+    return None
+
+
+def _gif_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """Sides of the first frame (its image descriptor; the logical screen can be larger, or 0x0)."""
+    flags = data[10]
+    i = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global colour table
+    while i < len(data) and data[i] == 0x21:  # extension: label, then sub-blocks up to an empty one
+        i += 2
+        while i < len(data) and data[i]:
+            i += 1 + data[i]
+        i += 1
+    if data[i:i + 1] != b"\x2c":
+        return None
+    return struct.unpack("<HH", data[i + 5:i + 9])
+
+
+def _webp_size(data: bytes) -> Optional[Tuple[int, int]]:
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # 24-bit canvas width-1, height-1
+        return (int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1)
+    if chunk == b"VP8L" and data[20:21] == b"\x2f":  # 14-bit width-1, height-1 packed after the signature
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # 14-bit width, height after the start code
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+def _jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """Sides from the first start-of-frame segment (SOF0..SOF15, not DHT/JPG/DAC)."""
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        if marker == 0xDA:  # scan data before any frame header
+            return None
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:
+            i += 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def _tiff_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """ImageWidth (256) and ImageLength (257) of the first IFD."""
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack(order + "I", data[4:8])[0]
+    count = struct.unpack(order + "H", data[ifd:ifd + 2])[0]
+    sides = {}
+    for k in range(count):
+        entry = data[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+        tag, typ = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):  # SHORT (type 3) or LONG
+            sides[tag] = struct.unpack(order + "H", entry[8:10])[0] if typ == 3 else \
+                struct.unpack(order + "I", entry[8:12])[0]
+    return (sides[256], sides[257]) if len(sides) == 2 else None

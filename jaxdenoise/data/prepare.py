@@ -2,7 +2,8 @@
 
 The paper resizes every image to 128x128 with Wand and keeps the clean set in its own directory; this does
 that for folders of tens of thousands of files, with all cores, and never stops on a bad file: each one is
-listed in ``manifest["skipped"]`` with its reason. SRC is only ever read.
+listed in ``manifest["skipped"]`` with its reason. SRC is only ever read, and OUT is only ever replaced
+when it is empty or a store of ours (``store.StoreWriter``: built aside, swapped in when complete).
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-
+from jaxdenoise import fsutil
 from jaxdenoise.data import imageio, store
 
 
@@ -47,7 +47,7 @@ def _work(args: Tuple[str, str, int, str]):
     except imageio.ImageReadError as e:
         return rel, None, None, str(e)
     except Exception as e:  # a bad file never stops the run; the reason names the surprise
-        return rel, None, None, f"{type(e).__name__}: {imageio._first_line(e)}"
+        return rel, None, None, f"{type(e).__name__}: {fsutil.first_line(e)}"
     return rel, arr, store.png_bytes(arr), None
 
 
@@ -55,7 +55,9 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
                    mode: str = "resize", workers: Optional[int] = None, progress: bool = True) -> Dict:
     """Read every image under ``src`` through Wand, resize to ``size``, split, and write a store to ``out``.
 
-    Returns the manifest. Raises ValueError for bad arguments (one line); bad files are skipped, not raised.
+    Returns the manifest. Raises ValueError (one line) for bad arguments, for an ``out`` that overlaps
+    ``src`` and for one that is not an empty folder or a store of ours (``store.check_replaceable``); bad
+    files are skipped, not raised.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -66,29 +68,32 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     if not os.path.isdir(src_abs):
         raise ValueError(f"source folder not found: {src}")
-    if out_abs == src_abs or out_abs.startswith(src_abs + os.sep):
+    if fsutil.is_within(out_abs, src_abs):
         raise ValueError(f"--out {out} lies inside --src {src}: choose a folder outside the source")
+    if fsutil.is_within(src_abs, out_abs):
+        raise ValueError(f"--out {out} contains --src {src}: choose a folder outside the source")
+    store.check_replaceable(out_abs)  # now, not after listing a large source (the writer checks again)
     files = list_files(src_abs)
     if not files:
         raise ValueError(f"no files under {src}")
     val_set = {f for f in files if is_val(f, seed, val_fraction)}
-    writer = store.StoreWriter(out_abs, size, {"train": len(files) - len(val_set), "val": len(val_set)})
     skipped = []
     workers = workers or os.cpu_count() or 1
     tasks = [(src_abs, f, size, mode) for f in files]
     t0 = time.perf_counter()
-    bar = _progress(len(files), "preparing", progress)
-    # spawn, not fork: the caller may have JAX's threads running
-    with mp.get_context("spawn").Pool(workers) as pool:
-        for rel, arr, png, reason in pool.imap(_work, tasks, chunksize=8):
-            if reason is None:
-                writer.add("val" if rel in val_set else "train", arr, rel, png)
-            else:
-                skipped.append({"path": rel, "reason": reason})
-            bar.update(1)
-    bar.close()
-    manifest = writer.close(seed=seed, val_fraction=val_fraction, mode=mode, source=src_abs,
-                            split_rule="sha256(f'{seed}/{relpath}') < val_fraction", skipped=skipped)
+    with store.StoreWriter(out_abs, size, {"train": len(files) - len(val_set), "val": len(val_set)}) as writer:
+        bar = _progress(len(files), "preparing", progress)
+        # spawn, not fork: the caller may have JAX's threads running
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for rel, arr, png, reason in pool.imap(_work, tasks, chunksize=8):
+                if reason is None:
+                    writer.add("val" if rel in val_set else "train", arr, rel, png)
+                else:
+                    skipped.append({"path": rel, "reason": reason})
+                bar.update(1)
+        bar.close()
+        manifest = writer.close(seed=seed, val_fraction=val_fraction, mode=mode, source=src_abs,
+                                split_rule="sha256(f'{seed}/{relpath}') < val_fraction", skipped=skipped)
     dt = time.perf_counter() - t0
     done = manifest["train_count"] + manifest["val_count"]
     print(f"prepared {done} images ({manifest['train_count']} train / {manifest['val_count']} val) "
@@ -107,13 +112,15 @@ def ensure_prepared(src: str, cache: str, size: int, val_fraction: float, seed: 
                     mode: str = "resize") -> str:
     """A prepared store for ``src``: ``src`` itself when it already is one, else ``cache`` (made on first use).
 
-    The cache is reused only when its manifest matches the requested size, split and source.
+    The cache is reused only when its manifest matches the requested size, split and source; a crash
+    while it was being replaced is repaired first (``store.recover``).
     """
     if store.is_store(src):
         m = store.read_manifest(src)
         if m.get("size") != size:
             raise ValueError(f"prepared store {src} holds {m.get('size')}px images but the config asks for {size}px")
         return src
+    store.recover(cache)
     if store.is_store(cache):
         m = store.read_manifest(cache)
         want = {"size": size, "val_fraction": val_fraction, "seed": seed, "mode": mode,

@@ -1,4 +1,4 @@
-"""The prepared store: what a preparation writes and what the loader reads.
+"""The prepared store: what a preparation writes, what the loader reads, and how one replaces another safely.
 
 Layout of a store directory::
 
@@ -8,29 +8,60 @@ Layout of a store directory::
     clean/val/*.png
 
 Everything is written deterministically (no time stamps, fixed PNG settings), so the same input gives
-byte-identical files.
+byte-identical files. The store's marker is ``manifest["store"] == "jaxdenoise"``; stores written before the
+marker existed are recognised by ``format_version`` and ``train_files``. (The marker lives in the manifest,
+not in a file of its own, so a store holds exactly the files listed above.)
+
+Nothing but a store (or an empty folder) is ever replaced, and never one holding a file jaxdenoise did not
+write. A store is built aside, in the hidden sibling ``.NAME.jaxdenoise-new.HOST.PID``, marked as ours by
+``.jaxdenoise-writing`` (written before anything else), and published by ``close``:
+
+    1. rename NAME -> .NAME.jaxdenoise-old.HOST.PID       (when NAME exists)
+    2. rename .NAME.jaxdenoise-new.HOST.PID -> NAME
+    3. rename the old store to .NAME.jaxdenoise-trash-old.HOST.PID and delete it
+
+so a crash at any point leaves a whole store under NAME or under the "old" name. ``recover``, run before every
+write, repairs what a crash left, touching only siblings of ours whose writer process is gone: an "old" store
+goes back to NAME when NAME is missing (a crash between 1 and 2), else to the trash, like a marked "new" one;
+the trash is deleted.
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import shutil
-from typing import Any, Dict, List
+import socket
+from typing import Any, Dict, List, Optional
 
 import numpy as np
+
+from jaxdenoise import fsutil
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 FORMAT_VERSION = 1
+MARK = "jaxdenoise"  # manifest["store"]
+WRITING = ".jaxdenoise-writing"  # first file of a store being built aside: {"host", "pid"} of its writer
+_ASIDE = re.compile(r"(new|old|trash-new|trash-old)\.(.+)\.(\d+)")  # after the ".NAME.jaxdenoise-" prefix
+_PNG = re.compile(r"\d{6,}\.png")
+_HOST = socket.gethostname()
+_building: set = set()  # aside folders this process is writing now (a reused PID is not a live writer)
 
 
 class StoreError(ValueError):
-    """A missing, incomplete or unusable prepared store; the message is one line."""
+    """A missing, incomplete, unusable or irreplaceable prepared store; the message is one line."""
 
 
 def is_store(path: str | os.PathLike) -> bool:
-    return os.path.isfile(os.path.join(path, MANIFEST))
+    """True when ``path`` holds a manifest jaxdenoise wrote (marked, or a store from before the marker)."""
+    try:
+        with open(os.path.join(path, MANIFEST)) as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and (m.get("store") == MARK or ("format_version" in m and "train_files" in m))
 
 
 def read_manifest(path: str | os.PathLike) -> Dict[str, Any]:
@@ -83,50 +114,186 @@ def _npy_header(shape) -> bytes:
     return buf.getvalue()
 
 
+def foreign_file(path: str | os.PathLike) -> Optional[str]:
+    """Relative path of one entry under a store folder that jaxdenoise did not write, or None.
+
+    Ours: manifest.json, train.npy, val.npy, clean/{train,val}/NNNNNN.png. Links are never ours.
+    """
+    path = os.fspath(path)
+    ours = {MANIFEST: False, "train.npy": False, "val.npy": False, "clean": True}  # name -> is a folder
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_symlink() or ours.get(entry.name) != entry.is_dir():
+            return entry.name
+    clean = os.path.join(path, "clean")
+    if not os.path.isdir(clean):
+        return None
+    for split in sorted(os.scandir(clean), key=lambda e: e.name):
+        if split.name not in SPLITS or split.is_symlink() or not split.is_dir():
+            return f"clean/{split.name}"
+        for png in sorted(os.scandir(split.path), key=lambda e: e.name):
+            if not _PNG.fullmatch(png.name) or png.is_symlink() or not png.is_file():
+                return f"clean/{split.name}/{png.name}"
+    return None
+
+
+def check_replaceable(out: str | os.PathLike) -> None:
+    """Raise StoreError (one line) unless ``out`` is missing, an empty folder, or a store of ours alone."""
+    out = os.fspath(out)
+    if not os.path.lexists(out):
+        return
+    if not os.path.isdir(out):
+        raise StoreError(f"{out} is a file, not a folder: choose a folder for the store")
+    try:
+        entries = sorted(os.listdir(out))
+        if not entries:
+            return
+        if not is_store(out):
+            raise StoreError(f"{out} is not empty and is not a jaxdenoise store (it holds {entries[0]}): "
+                             f"choose a new or empty folder")
+        stranger = foreign_file(out)
+    except OSError as e:
+        raise StoreError(f"cannot inspect {out}: {fsutil.describe(e)}") from e
+    if stranger is not None:
+        raise StoreError(f"{out} is a store but holds {stranger}, which jaxdenoise did not write: "
+                         f"move it away or choose another folder")
+
+
+def _aside(out: str, kind: str) -> str:
+    parent, name = os.path.split(out)
+    return os.path.join(parent, f".{name}.jaxdenoise-{kind}.{_HOST}.{os.getpid()}")
+
+
+def _writer_gone(host: str, pid: int, path: str) -> bool:
+    """True when the process that named ``path`` after itself (host, pid) no longer runs."""
+    if host != _HOST:  # another machine sharing the folder: its processes are out of sight
+        return False
+    if pid == os.getpid():
+        return path not in _building
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _discard(path: str) -> None:
+    """Delete a folder of ours: first renamed to the trash, so a crash mid-delete leaves a name we know."""
+    parent, name = os.path.split(path)
+    trash = os.path.join(parent, re.sub(r"\.jaxdenoise-(new|old)\.", r".jaxdenoise-trash-\1.", name, count=1))
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover(out: str | os.PathLike) -> None:
+    """Repair what a crashed preparation of ``out`` left beside it (see the module docstring)."""
+    out = os.path.realpath(out)
+    parent, name = os.path.split(out)
+    prefix = f".{name}.jaxdenoise-"
+    try:
+        names = sorted(n for n in os.listdir(parent) if n.startswith(prefix))
+    except OSError:  # no parent yet, or unreadable: then nothing of ours is there either
+        return
+    for aside in names:
+        m = _ASIDE.fullmatch(aside[len(prefix):])
+        path = os.path.join(parent, aside)
+        if m is None or not _writer_gone(m.group(2), int(m.group(3)), path):
+            continue
+        kind = m.group(1)
+        if kind == "old" and is_store(path):
+            if not os.path.lexists(out):
+                os.rename(path, out)  # the crash fell between the two renames of a swap
+            else:
+                _discard(path)
+        elif kind == "new" and (os.path.isfile(os.path.join(path, WRITING)) or is_store(path)):
+            _discard(path)
+        elif kind.startswith("trash"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _make_parent(out: str) -> None:
+    """Create the folders above ``out``; a file in the way is a one-line StoreError naming it."""
+    above = os.path.dirname(out)
+    ancestor = above
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise StoreError(f"cannot create the store {out}: {ancestor} is a file, not a folder")
+    try:
+        os.makedirs(above, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create the store {out}: {fsutil.describe(e, above)}") from e
+
+
 class StoreWriter:
     """Writes a store incrementally: images arrive one by one, counts are known only at the end.
 
+    The store is built aside and published by ``close`` (see the module docstring); until then ``out`` is
+    untouched. ``replace=False`` publishes only where no store exists yet (a concurrent writer that published
+    first wins, and this one's work is discarded). Use as a context manager: an exception discards the work.
+
     Each split's ``.npy`` is allocated for an upper bound of images, filled in order, and at ``close`` its
     header is rewritten for the real count and the file truncated, so nothing is copied twice.
+    Raises StoreError (one line) when ``out`` may not be replaced or cannot be written.
     """
 
-    def __init__(self, out: str | os.PathLike, size: int, capacity: Dict[str, int]):
-        self.out = os.fspath(out)
+    def __init__(self, out: str | os.PathLike, size: int, capacity: Dict[str, int], replace: bool = True):
+        self.out = os.path.realpath(out)
         self.size = size
-        os.makedirs(self.out, exist_ok=True)
-        # a re-run replaces a previous store completely (stale PNGs would otherwise survive)
-        for name in (MANIFEST, "train.npy", "val.npy"):
-            if os.path.exists(os.path.join(self.out, name)):
-                os.remove(os.path.join(self.out, name))
-        shutil.rmtree(os.path.join(self.out, "clean"), ignore_errors=True)
+        self.replace = replace
+        recover(self.out)
+        check_replaceable(self.out)
+        _make_parent(self.out)
+        self.tmp = _aside(self.out, "new")
         self.files: Dict[str, List[str]] = {s: [] for s in SPLITS}
         self._arrays = {}
-        for split in SPLITS:
-            os.makedirs(os.path.join(self.out, "clean", split), exist_ok=True)
-            shape = (max(1, capacity.get(split, 0)), size, size, 3)  # memmap cannot be empty
-            self._arrays[split] = np.lib.format.open_memmap(
-                os.path.join(self.out, f"{split}.npy.partial"), mode="w+", dtype=np.uint8, shape=shape)
+        try:
+            os.mkdir(self.tmp)
+            _building.add(self.tmp)
+            fsutil.atomic_write(os.path.join(self.tmp, WRITING), json.dumps({"host": _HOST, "pid": os.getpid()}))
+            for split in SPLITS:
+                os.makedirs(os.path.join(self.tmp, "clean", split))
+                shape = (max(1, capacity.get(split, 0)), size, size, 3)  # memmap cannot be empty
+                self._arrays[split] = np.lib.format.open_memmap(
+                    os.path.join(self.tmp, f"{split}.npy.partial"), mode="w+", dtype=np.uint8, shape=shape)
+        except OSError as e:
+            self.abort()
+            where = os.path.dirname(self.out)
+            raise StoreError(f"cannot write the store {self.out}: {fsutil.describe(e, where)}") from e
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
 
     def add(self, split: str, image: np.ndarray, source: str, png: bytes | None = None) -> None:
         """Append ``uint8 [size, size, 3]`` to a split; ``source`` is recorded in the manifest."""
         i = len(self.files[split])
         self._arrays[split][i] = image
-        with open(os.path.join(self.out, "clean", split, f"{i:06d}.png"), "wb") as f:
+        with open(os.path.join(self.tmp, "clean", split, f"{i:06d}.png"), "wb") as f:
             f.write(png if png is not None else png_bytes(image))
         self.files[split].append(source)
 
     def close(self, **manifest_fields: Any) -> Dict[str, Any]:
+        """Complete the store aside, publish it under ``out`` and return its manifest."""
         for split in SPLITS:
             arr = self._arrays.pop(split)
             n = len(self.files[split])
             offset = arr.offset
             arr.flush()
             del arr
-            partial = os.path.join(self.out, f"{split}.npy.partial")
+            partial = os.path.join(self.tmp, f"{split}.npy.partial")
             _finalize_npy(partial, offset, (n, self.size, self.size, 3))
-            os.replace(partial, os.path.join(self.out, f"{split}.npy"))
+            os.replace(partial, os.path.join(self.tmp, f"{split}.npy"))
         manifest = {
             "format_version": FORMAT_VERSION,
+            "store": MARK,
             "size": self.size,
             "train_count": len(self.files["train"]),
             "val_count": len(self.files["val"]),
@@ -134,13 +301,39 @@ class StoreWriter:
             "train_files": self.files["train"],
             "val_files": self.files["val"],
         }
-        # the manifest is written last: a store without one is incomplete and is never opened
-        tmp = os.path.join(self.out, MANIFEST + ".partial")
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, os.path.join(self.out, MANIFEST))
+        fsutil.atomic_write(os.path.join(self.tmp, MANIFEST), json.dumps(manifest, indent=1) + "\n")
+        os.remove(os.path.join(self.tmp, WRITING))  # complete: the manifest marks it as ours from here on
+        self._publish()
         return manifest
+
+    def _publish(self) -> None:
+        vacant = not os.path.lexists(self.out) or (os.path.isdir(self.out) and not os.listdir(self.out))
+        if not self.replace or vacant:
+            try:
+                os.rename(self.tmp, self.out)  # replaces an empty folder; fails on one that is not (any more)
+            except OSError:
+                if self.replace or not is_store(self.out):
+                    raise
+                self.abort()  # a concurrent writer published the same store first
+            _building.discard(self.tmp)
+            return
+        check_replaceable(self.out)  # again: something may have been put there while we worked
+        old = _aside(self.out, "old")
+        os.rename(self.out, old)
+        try:
+            os.rename(self.tmp, self.out)
+        except OSError:
+            os.rename(old, self.out)
+            raise
+        _building.discard(self.tmp)
+        _discard(old)
+
+    def abort(self) -> None:
+        """Discard the work (the aside folder); ``out`` is left as it was."""
+        self._arrays.clear()
+        if os.path.lexists(self.tmp):
+            _discard(self.tmp)
+        _building.discard(self.tmp)
 
 
 def _finalize_npy(path: str, old_offset: int, shape) -> None:

@@ -1,0 +1,117 @@
+"""File-system safety shared by every job that writes: atomic writes, no-clobber writes, path overlap, and
+one-line descriptions of OS errors.
+
+Every file jaxdenoise writes goes through ``atomic_write`` (or is written aside and renamed in the same way):
+a crash, a full disk or a second process never leaves a half-written file under the final name, and
+``overwrite=False`` never replaces a file that appeared in the meantime (``os.link`` fails when the name
+exists, so the check and the write are one step).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from typing import Callable, Union
+
+Data = Union[bytes, str]
+
+
+def first_line(e: BaseException, limit: int = 240) -> str:
+    """The first non-empty line of an exception's message (or its type name), at most ``limit`` chars."""
+    for line in str(e).strip().splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(e).__name__
+
+
+def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """True when ``path`` is ``root`` or lies under it (symlinks resolved)."""
+    p, r = os.path.realpath(path), os.path.realpath(root)
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when one of two folders contains the other (or they are the same)."""
+    return is_within(a, b) or is_within(b, a)
+
+
+def describe(e: OSError, path: str | os.PathLike | None = None) -> str:
+    """A one-line, plain description of an OS error: 'no space left on PATH', 'PATH is read-only', ..."""
+    if e.errno is None:  # raised by our own code with a message of its own
+        return first_line(e)
+    where = os.fspath(path) if path is not None else (e.filename or "")
+    code = e.errno
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        return f"no space left on {where}"
+    if code == errno.EROFS:
+        return f"{where} is on a read-only file system"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {where}"
+    if code == errno.ENOTDIR:
+        return f"{where}: a path component is a file, not a folder"
+    if code == errno.EEXIST:
+        return f"{where} already exists"
+    if code == errno.ENOENT:
+        return f"{where} does not exist"
+    return f"{where}: {e.strerror or first_line(e)}"
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for ENOSPC/EDQUOT, also when a library wrapped it (orbax, TensorStore: the text says so)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e).lower()
+    return "no space left on device" in text or "disk quota exceeded" in text
+
+
+def atomic_write(path: str | os.PathLike, data: Data | Callable[[str], None], *, overwrite: bool = True,
+                 fsync: bool = True) -> bool:
+    """Write ``path`` all at once: to a hidden temporary file beside it, then rename (or link) into place.
+
+    data: bytes, str (UTF-8), or a callable that writes the file at the temporary path it is given (for
+    encoders that want a file name). overwrite=False never replaces an existing file: returns False and
+    writes nothing when ``path`` exists (also when it appeared while we wrote). Raises OSError as the OS
+    gave it (the temporary file is removed).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not overwrite and os.path.lexists(path):
+        return False
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        if callable(data):
+            os.close(fd)
+            fd = -1
+            data(tmp)
+            if fsync:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+        else:
+            with os.fdopen(fd, "wb") as f:
+                fd = -1
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        if overwrite:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # fails with EEXIST if the name exists: check and write in one step
+        except FileExistsError:
+            return False
+        except OSError as e:  # no hard links here (FAT, some network file systems): reserve the name
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                return False
+            os.replace(tmp, path)
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
