@@ -86,11 +86,13 @@ def test_denoise_folder_handles_odd_sizes_grey_and_bad_files(run_dir, photo_dir,
     assert np.asarray(Image.open(tmp_path / "out" / "odd.png")).shape == (37, 53, 3)
     assert np.asarray(Image.open(tmp_path / "out" / "grey.png")).shape == (40, 30, 3)
     assert {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)} == before
-    # an output folder equal to the input never overwrites it
-    res = denoise.denoise_paths(run_dir, str(photo_dir / "odd.png"), str(photo_dir), keep_format=True,
-                                progress=False)
-    assert res["written"] == [] and "overwrite" in res["skipped"][0]["reason"]
-    assert {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)} == before
+    # an output folder equal to the input never overwrites it: the output takes another name
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "odd.png").write_bytes(before["odd.png"])
+    res = denoise.denoise_paths(run_dir, str(tmp_path / "own" / "odd.png"), str(tmp_path / "own"),
+                                keep_format=True, overwrite=True, progress=False)
+    assert res["written"] == [str(tmp_path / "own" / "odd_png.png")] and res["skipped"] == []
+    assert (tmp_path / "own" / "odd.png").read_bytes() == before["odd.png"]
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, run_dir):
