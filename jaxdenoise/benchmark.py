@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxdenoise import config as config_lib, hostmem, models, noise as noise_lib, steps, train
+from jaxdenoise import config as config_lib, errors, hostmem, models, noise as noise_lib, steps, train
 from jaxdenoise.data import loader, store
 
 # (peak dense FLOP/s for float32, for bfloat16, memory bandwidth B/s); datasheet values, SXM parts
@@ -180,7 +180,7 @@ def compare_torch(peer: str, batch: int, size: int, steps_n: int, device: str = 
                    "--steps", str(steps_n)] + flags + list(extra)
             out = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if out.returncode != 0:
-                raise RuntimeError(f"torch reference failed: "
+                raise errors.RunError(f"torch reference failed: "
                                    f"{out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
             runs[layout + suffix] = json.loads(out.stdout.strip().splitlines()[-1])
     best = max(runs, key=lambda n: runs[n]["img_per_s"])

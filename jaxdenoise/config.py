@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.val_fraction = 0.2
     c.data.split_seed = 0
     c.data.resize_mode = "resize"   # resize | center_crop
-    c.data.cache_dir = ""           # where raw folders / built-in photos are prepared ("" = workdir or ~/.cache)
+    c.data.cache_dir = ""           # folder of prepared stores, one subfolder each ("" = WORKDIR/data, ~/.cache)
     c.data.flips = False            # random flips (training only)
     c.data.rot90 = False            # random 90-degree rotations (training only)
     c.data.num_threads = 0          # grain read threads (0 = min(8, cores))
@@ -53,7 +53,51 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.device_resident = False  # keep the training split on the device, gather batches there
     c.data.builtin_train_crops = 256  # built-in data: crops per training photo
     c.data.builtin_val_crops = 16     # built-in data: crops per held-out photo (plus the whole photo)
+
+    c.init_from = ""                # start a new run from another run's checkpoint: "WORKDIR[:STEP|best|latest]"
     return c
+
+
+# Fields that may change when a workdir is resumed: cadences, speed settings that give the same result
+# (tested), the run's length, and where things are cached. Every other field defines the run (model,
+# noise, seed, optimiser, learning rate, schedule, batch, data, dtype, evaluation noise) and is fixed by
+# the workdir's config.json once a checkpoint exists.
+MUTABLE_ON_RESUME = frozenset({
+    "num_epochs", "eval_every_epochs", "eval_batch_size", "log_every_steps", "checkpoint_every_steps",
+    "num_grid_images", "steps_per_call", "micro_batch", "init_from",
+    "data.num_threads", "data.prefetch", "data.device_resident", "data.cache_dir",
+})
+
+
+def flatten(c) -> dict:
+    """{"a.b": value} of a (nested) ConfigDict or dict; tuples and lists compare as lists."""
+    out = {}
+    for k, v in (c.items() if hasattr(c, "items") else []):
+        if hasattr(v, "items"):
+            out.update({f"{k}.{kk}": vv for kk, vv in flatten(v).items()})
+        else:
+            out[k] = list(v) if isinstance(v, (tuple, list)) else v
+    return out
+
+
+def _same(field: str, a, b) -> bool:
+    if field == "data.dir" and a and b:  # the same folder, named relatively or absolutely
+        import os
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a == b
+
+
+def resume_changes(saved, new) -> tuple:
+    """(fixed, mutable): lists of ``(field, saved value, new value)`` between a workdir's saved config and
+    the config of a rerun. Fields the saved config lacks (written by an older version) compare against
+    ``base_config()``'s default; fields it has that no longer exist are ignored."""
+    old, cur, default = flatten(saved), flatten(new), flatten(base_config())
+    fixed, mutable = [], []
+    for field, value in cur.items():
+        before = old.get(field, default.get(field, value))
+        if not _same(field, before, value):
+            (mutable if field in MUTABLE_ON_RESUME else fixed).append((field, before, value))
+    return fixed, mutable
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -98,3 +142,4 @@ def validate(c: ml_collections.ConfigDict) -> None:
          "data.device_resident does not support data.flips / data.rot90")
     need(len(c.model.widths) == 2 and all(w >= 1 for w in c.model.widths), f"model.widths must be two positive ints, got {c.model.widths}")
     need(c.model.latent >= 1, f"model.latent must be >= 1, got {c.model.latent}")
+    need(isinstance(c.init_from, str), f"init_from must be a path string, got {c.init_from!r}")

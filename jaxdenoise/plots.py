@@ -1,29 +1,17 @@
 """Figures of a run: validation PSNR and MSE per epoch (the paper's Figs. 7 and 8) and image grids."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-METRICS_FILE = "metrics.jsonl"
+from jaxdenoise import fsutil, run_io
 
 
 def read_eval_rows(workdir: str) -> List[Dict]:
-    """Eval rows of ``WORKDIR/metrics.jsonl`` (the last one per epoch, if a resumed run repeated an epoch)."""
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no {METRICS_FILE} in {workdir}: not a training workdir, or no epoch finished")
-    rows = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            row = json.loads(line)
-            if row.get("kind") == "eval":
-                rows[row["epoch"]] = row
+    """Eval rows of ``WORKDIR/metrics.jsonl`` (the last one per epoch; torn lines skipped)."""
+    rows = {r["epoch"]: r for r in run_io.read_rows(workdir, "eval") if "epoch" in r}
     return [rows[e] for e in sorted(rows)]
 
 
@@ -57,8 +45,10 @@ def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | N
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = os.path.join(out_dir, fname)
-        fig.savefig(path)
-        plt.close(fig)
+        try:
+            fsutil.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+        finally:
+            plt.close(fig)
         paths.append(path)
     return paths
 
@@ -80,7 +70,8 @@ def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str) -> str:
+    """Write ``uint8 [H, W, 3]`` as a PNG, atomically (a full disk never leaves a torn file)."""
     from PIL import Image
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(image).save(path)
+    fsutil.atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
     return path

@@ -16,12 +16,14 @@ SIGTERM / Ctrl-C finish the current step, save a checkpoint and raise ``Interrup
 from __future__ import annotations
 
 import collections
-import json
+import errno
+import hashlib
 import os
+import shutil
 import signal
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -29,17 +31,15 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxdenoise import checkpointing, config as config_lib, metrics as metrics_lib, models, noise as noise_lib
-from jaxdenoise import plots, steps
+from jaxdenoise import checkpointing, config as config_lib, errors, fsutil, metrics as metrics_lib, models
+from jaxdenoise import noise as noise_lib, plots, run_io, steps
 from jaxdenoise.data import builtin, loader, prepare, store
 
 
-class TrainingDiverged(RuntimeError):
-    """Loss or gradient norm became NaN/inf; the message names the step."""
-
-
-class Interrupted(RuntimeError):
-    """SIGTERM/SIGINT: a checkpoint was saved; the message says where."""
+# the errors a run stops with (one-line messages), importable from here as before
+TrainingDiverged, TrainingStalled, Interrupted = errors.TrainingDiverged, errors.TrainingStalled, errors.Interrupted
+DiskFull, WorkdirBusy = errors.DiskFull, errors.WorkdirBusy
+STALL_STEPS = 10  # this many steps in a row with a gradient of exactly zero: the model cannot learn any more
 
 
 def log(msg: str) -> None:
@@ -57,7 +57,11 @@ def resolve_store(config: ml_collections.ConfigDict, workdir: str) -> str:
                                      cache_dir=d.cache_dir or None)
     if not os.path.isdir(d.dir):
         raise ValueError(f"data.dir={d.dir!r} does not exist")
-    cache = d.cache_dir or os.path.join(workdir, "data")
+    if d.cache_dir:  # a shared cache holds many stores (built-in ones too): one subfolder per preparation
+        key = f"{os.path.realpath(d.dir)}|{d.size}|{d.val_fraction}|{d.split_seed}|{d.resize_mode}"
+        cache = os.path.join(d.cache_dir, "prepared-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+    else:
+        cache = os.path.join(workdir, "data")
     return prepare.ensure_prepared(d.dir, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode)
 
 
@@ -186,67 +190,8 @@ class Evaluator:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Metric writing
-# ----------------------------------------------------------------------------------------------------------
-class MetricWriter:
-    """metrics.jsonl + TensorBoard (tensorboardX) in the workdir."""
-
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, plots.METRICS_FILE)
-        self.tb = None
-        try:
-            from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(os.path.join(workdir, "tb"))
-        except ImportError:  # tensorboardX is a dependency; a broken install only loses the TB copy
-            pass
-
-    def write(self, row: Dict[str, Any], group: str) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            for k, v in row.items():
-                if k not in ("step", "epoch", "kind") and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{group}/{k}", v, row["step"])
-
-    def image(self, tag: str, image: np.ndarray, step: int) -> None:
-        if self.tb is not None:
-            self.tb.add_image(tag, image, step, dataformats="HWC")
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------------------
-class _StopFlag:
-    """SIGTERM / SIGINT set a flag that the loop reads after each step; a second Ctrl-C aborts at once."""
-
-    def __init__(self):
-        self.signum: Optional[int] = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: no signal handling
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint...",
-              file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def make_mesh() -> jax.sharding.Mesh:
     """A 1-D mesh over every device, axis 'data' (one device is a mesh of one)."""
     return jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
@@ -274,14 +219,32 @@ def jit_train_step(config: ml_collections.ConfigDict, model, tx, noise, mesh: ja
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-    """Train (or resume) the configured model in ``workdir``; returns the final validation metrics."""
+    """Train (or resume) the configured model in ``workdir``; returns the final validation metrics.
+
+    Nothing is written before the config is validated, the workdir locked (``errors.WorkdirBusy``) and the
+    rerun checked against the saved config.json; config.json is written once the data checks pass. A full
+    disk anywhere ends the run with ``errors.DiskFull`` (one line, naming the last good checkpoint).
+    """
     config_lib.validate(config)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=1) + "\n")
+    with run_io.Workdir(workdir) as wd, run_io.DiskWatch() as disk:
+        try:
+            return _run(config, wd, disk)
+        except Exception as e:
+            if not (disk.full or fsutil.is_disk_full(e)):
+                raise
+            disk.full = True  # keeps the hooks quiet for the echoes still to come (TensorBoard's exit flush)
+            done = checkpointing.step_dirs(wd.file("checkpoints"))
+            last = f"last good checkpoint step {done[-1]}" if done else "no checkpoint was saved yet"
+            raise errors.DiskFull(f"no space left on {wd.path}; {last} (free some space, then rerun the same "
+                                  f"command to resume)") from None
+
+
+def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.DiskWatch) -> Dict[str, float]:
+    ckpt_dir = wd.file("checkpoints")
+    changes = wd.check_config(config, bool(checkpointing.step_dirs(ckpt_dir)))
 
     # ---- data
-    store_path = resolve_store(config, workdir)
+    store_path = resolve_store(config, wd.path)
     train_images = store.open_split(store_path, "train")
     val_images = store.open_split(store_path, "val")
     size = train_images.shape[1]
@@ -300,6 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     if config.batch_size % n_dev:
         raise ValueError(f"config: batch_size={config.batch_size} is not divisible by the {n_dev} devices")
     repl = NamedSharding(mesh, P())
+    wd.accept_config(config)
 
     # ---- model, optimiser, state
     model = models.create(config.model, config.dtype)
@@ -307,10 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     train_noise = noise_lib.parse(config.noise)
     train_step, batch_sharding, chunks = jit_train_step(config, model, tx, train_noise, mesh, size)
     eval_noise = noise_lib.parse(config.eval_noise or config.noise)
-    init_rng, run_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    init = jax.jit(lambda r: {"train_state": steps.init_state(model, tx, r, (size, size, 3)), "rng": run_rng},
-                   out_shardings=repl)
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+    init, init_rng = checkpointing.make_init(model, tx, size, config.seed)
+    abstract = checkpointing.abstract_like(jax.eval_shape(init, init_rng), repl)
     if config.data.device_resident:
         data_iter = DeviceResidentBatches(train_images, config.batch_size, config.seed, batch_sharding, k)
     else:
@@ -318,37 +280,65 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             train_images, config.batch_size, config.seed, total_steps,
             shard=_process_shard(), flips=config.data.flips, rot90=config.data.rot90,
             num_threads=config.data.num_threads, prefetch=config.data.prefetch))
-    latest = ckpt.latest_step()
-    if latest is not None:
-        abstract = checkpointing.abstract_like(jax.eval_shape(init, init_rng), repl)
-        restored, data_state = ckpt.restore(latest, abstract, with_data=True)
-        data_iter.set_state(data_state)
-        state, rng = restored["train_state"], restored["rng"]
-        log(f"resumed from {ckpt.directory}/{latest} (step {latest} of {total_steps})")
-    else:
-        fresh = init(init_rng)
-        state, rng = fresh["train_state"], fresh["rng"]
-    step = int(state.step)
-
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    log(_summary(config, n_params, mesh, train_images.shape[0], val_images.shape[0], spe, total_steps, store_path,
-                 chunks))
-
-    evaluator = Evaluator(val_images, model, eval_noise, config.eval_batch_size, config.eval_seed, mesh,
-                          config.num_grid_images)
-    writer = MetricWriter(workdir)
+    ckpt = checkpointing.Checkpointer(ckpt_dir)
+    writer = None
     try:
+        state, rng, data_state, origin = _initial_state(config, ckpt, init, init_rng, abstract, repl)
+        if data_state is not None:
+            data_iter.set_state(data_state)
+        step = int(state.step)
+        if origin:
+            log(f"{origin} (step {step} of {total_steps})")
+        n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+        log(_summary(config, n_params, mesh, train_images.shape[0], val_images.shape[0], spe, total_steps,
+                     store_path, chunks))
+        writer = run_io.MetricWriter(wd.path, start_step=step)
+        if changes:
+            log("changed since the last run: " + ", ".join(f"{f} {a} -> {b}" for f, a, b in changes))
+            writer.write({"kind": "config", "step": step, "changed": {f: [a, b] for f, a, b in changes}}, "config")
+        evaluator = Evaluator(val_images, model, eval_noise, config.eval_batch_size, config.eval_seed, mesh,
+                              config.num_grid_images)
+        ckpt_bytes = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract))
         if step >= total_steps:
             log(f"nothing to train: the run is complete at step {step} (raise num_epochs to continue)")
             result = _final_eval(evaluator, state, step, spe)
         else:
-            result = _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, train_step,
-                           batch_sharding, spe, total_steps, k)
-    finally:
-        ckpt.wait()
-        ckpt.close()
-        writer.close()
+            result = _loop(config, wd.path, state, rng, data_iter, ckpt, evaluator, writer, train_step,
+                           batch_sharding, spe, total_steps, k, disk, ckpt_bytes)
+    except BaseException:
+        for close in (ckpt.close, writer.close if writer else None):
+            try:  # the error in flight is the one to report; cleaning up may fail the same way
+                close and close()
+            except Exception:
+                pass
+        raise
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
     return result
+
+
+def _initial_state(config, ckpt, init, init_rng, abstract, repl):
+    """(train state, rng, data state or None, where it came from or None): the newest intact checkpoint of
+    this run, else the checkpoint named by ``config.init_from``, else fresh parameters."""
+    if ckpt.finished_steps():
+        step, tree, data = ckpt.restore_intact(abstract, "latest", with_data=True, log=log)
+        origin = f"resumed from {ckpt.directory}/{step}"
+    elif config.init_from:
+        src, which = checkpointing.parse_source(config.init_from)
+        fixed, _ = config_lib.resume_changes(checkpointing.read_run_config(src), config)
+        models_differ = [f for f, _, _ in fixed if f.startswith("model.")]
+        if models_differ:
+            raise ValueError(f"init_from={config.init_from!r}: that run's model differs ({', '.join(models_differ)})")
+        source = checkpointing.Checkpointer(os.path.join(src, "checkpoints"), read_only=True)
+        try:
+            step, tree, data = source.restore_intact(abstract, which, with_data=True, log=log)
+        finally:
+            source.close()
+        origin = f"started from {source.directory}/{step} (init_from)"
+    else:
+        tree, data, origin = jax.jit(init, out_shardings=repl)(init_rng), None, None
+    return tree["train_state"], tree["rng"], data, origin
 
 
 def _process_shard():
@@ -369,8 +359,77 @@ def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path, chu
     ])
 
 
+def _retry_hint(ckpt: checkpointing.Checkpointer, workdir: str) -> str:
+    """How to go on from the last good checkpoint with other settings (this workdir's settings are fixed)."""
+    done = ckpt.finished_steps()
+    if not done:
+        return "no checkpoint was saved: start again with a lower learning_rate (or set grad_clip)"
+    return (f"the last good checkpoint is step {done[-1]} in {ckpt.directory}; to retry from it with other "
+            f"settings, start a new --workdir with --config.init_from={workdir}:{done[-1]} and a lower "
+            f"--config.learning_rate (or --config.grad_clip)")
+
+
+def due(step: int, every: int, k: int = 1) -> bool:
+    """True when a cadence of ``every`` steps fell within the last ``k`` steps ending at ``step``."""
+    return every > 0 and step % every < k
+
+
+class TrainLog:
+    """Train metrics between log points: kept on device, fetched at ``flush`` (the loop's only blocking
+    point), checked (NaN/inf: ``TrainingDiverged``; an exactly zero gradient for ``STALL_STEPS`` steps in a
+    row: ``TrainingStalled``), averaged into one row of metrics.jsonl, with images/s over the window."""
+
+    def __init__(self, writer: run_io.MetricWriter, spe: int, hint: Callable[[], str]):
+        self.writer, self.spe, self.hint = writer, spe, hint
+        self.pending: List[Tuple[int, Dict[str, jax.Array]]] = []
+        self.t, self.images, self.zero_steps = time.perf_counter(), 0, 0
+
+    def add(self, step: int, metrics: Dict[str, jax.Array], images: int) -> None:
+        self.pending.append((step, metrics))
+        self.images += images
+
+    def flush(self) -> Optional[Dict[str, float]]:
+        if not self.pending:
+            return None
+        host = jax.device_get([m for _, m in self.pending])
+        rows = []
+        for (end, _), m in zip(self.pending, host):
+            m = {key: np.atleast_1d(np.asarray(v, np.float64)) for key, v in m.items()}
+            for i in range(len(m["loss"])):
+                s = end - len(m["loss"]) + i + 1
+                loss, gnorm = m["loss"][i], m["grad_norm"][i]
+                if not (np.isfinite(loss) and np.isfinite(gnorm)):
+                    raise TrainingDiverged(f"training diverged at step {s}: loss={loss}, grad_norm={gnorm}; "
+                                           f"{self.hint()}")
+                self.zero_steps = self.zero_steps + 1 if gnorm == 0.0 else 0
+                if self.zero_steps >= STALL_STEPS:
+                    raise TrainingStalled(
+                        f"training stalled at step {s}: the gradient was exactly zero for {self.zero_steps} steps in "
+                        f"a row (saturated or dead units, typically from a too-large learning rate), so the model "
+                        f"can no longer learn; {self.hint()}")
+                rows.append({key: float(v[i]) for key, v in m.items()})
+        end = self.pending[-1][0]
+        self.pending.clear()
+        now = time.perf_counter()
+        ips = self.images / max(now - self.t, 1e-9)
+        self.t, self.images = now, 0
+        row = {"kind": "train", "step": end, "epoch": round(end / self.spe, 4),
+               **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}, "img_per_s": round(ips, 2)}
+        self.writer.write(row, "train")
+        return row
+
+
+def _ensure_space(path: str, need: int) -> None:
+    """OSError(ENOSPC) before a checkpoint is started that cannot fit: a failed save half-way costs more
+    (background-thread errors, a partial step to clean) than stopping cleanly now."""
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device ({free // 1024} KiB free, a checkpoint needs "
+                                    f"~{need // 1024} KiB)", path)
+
+
 def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitted, batch_sharding, spe,
-          total_steps, k) -> Dict[str, float]:
+          total_steps, k, disk, ckpt_bytes) -> Dict[str, float]:
     from tqdm import tqdm
 
     step = int(state.step)
@@ -382,63 +441,43 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
     compiled = jitted.lower(state, first_batch, rng).compile()
     log(f"compiled in {time.perf_counter() - t0:.1f} s")
 
-    pending: List[Tuple[int, Dict[str, jax.Array]]] = []
-    window = {"t": time.perf_counter(), "images": 0}
-    last_saved = step
-    last_eval: Dict[str, float] = {}
     bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stdout,
                mininterval=1.0, disable=None)
+    train_log = TrainLog(writer, spe, lambda: _retry_hint(ckpt, workdir))
+    last_saved, last_eval = step, {}
 
-    def flush() -> Optional[Dict[str, float]]:
-        """Fetch pending metrics (the only blocking point), stop on NaN/inf, write one averaged row."""
-        if not pending:
-            return None
-        host = jax.device_get([m for _, m in pending])
-        rows = []
-        for (end, _), m in zip(pending, host):
-            m = {key: np.atleast_1d(np.asarray(v, np.float64)) for key, v in m.items()}
-            for i in range(len(m["loss"])):
-                s = end - len(m["loss"]) + i + 1
-                if not (np.isfinite(m["loss"][i]) and np.isfinite(m["grad_norm"][i])):
-                    raise TrainingDiverged(
-                        f"training diverged at step {s}: loss={m['loss'][i]}, grad_norm={m['grad_norm'][i]}; "
-                        f"last good checkpoint kept at {ckpt.directory}/{ckpt.latest_step()} "
-                        f"(lower learning_rate or set grad_clip)")
-                rows.append({key: float(v[i]) for key, v in m.items()})
-        end = pending[-1][0]
-        pending.clear()
-        now = time.perf_counter()
-        ips = window["images"] / max(now - window["t"], 1e-9)
-        window.update(t=now, images=0)
-        row = {"kind": "train", "step": end, "epoch": round(end / spe, 4),
-               **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}, "img_per_s": round(ips, 2)}
-        writer.write(row, "train")
-        bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", img_s=f"{ips:.1f}", refresh=False)
-        return row
+    def flush() -> None:
+        row = train_log.flush()
+        if row:
+            bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", img_s=f"{row['img_per_s']:.1f}",
+                            refresh=False)
 
     def save(step: int, metrics=None) -> None:
         nonlocal last_saved
+        flush()  # never save parameters whose metrics were not checked
+        done = ckpt.finished_steps()
+        size = max(ckpt_bytes, ckpt.disk_bytes(done[-1]) if done else 0)  # on disk: metadata, whole blocks
+        _ensure_space(ckpt.directory, size * 5 // 4 + (64 << 10))
         ckpt.save(step, {"train_state": state, "rng": rng}, data_state, metrics=metrics)
         last_saved = step
 
-    with _StopFlag() as stop:
+    with run_io.StopFlag() as stop:
         batch, data_state = first_batch, first_data_state
         while True:
             state, m = compiled(state, batch, rng)
             step += k
-            pending.append((step, m))
-            window["images"] += k * config.batch_size
+            train_log.add(step, m, k * config.batch_size)
             bar.update(k)
-            epoch_done = step % spe == 0
-            epoch = step // spe
-            if step % config.log_every_steps < k or epoch_done or stop.signum or step >= total_steps:
+            if disk.full:  # a background write (orbax, TensorBoard) found the disk full
+                raise OSError(errno.ENOSPC, "No space left on device", workdir)
+            epoch_done, epoch = step % spe == 0, step // spe
+            if due(step, config.log_every_steps, k) or epoch_done or stop.signum or step >= total_steps:
                 flush()
             if epoch_done and (epoch % config.eval_every_epochs == 0 or step >= total_steps):
                 last_eval = _evaluate(evaluator, state, step, epoch, writer, workdir, bar)
                 save(step, {"psnr": last_eval["psnr"]})
             elif (config.checkpoint_every_steps and step - last_saved >= config.checkpoint_every_steps) \
                     or stop.signum or (step >= total_steps and last_saved != step):
-                flush()
                 save(step)
             if stop.signum:
                 bar.close()
@@ -451,13 +490,15 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
     bar.close()
     ckpt.wait()
     paths = plots.plot_curves([workdir], workdir)
-    best = ckpt.best_step()
-    log(f"done: {step} steps. best checkpoint: {ckpt.directory}/{best}; latest: {ckpt.directory}/{step}")
+    log(f"done: {step} steps. best checkpoint: {ckpt.directory}/{ckpt.best_step()}; latest: {ckpt.directory}/{step}")
     log(f"plots: {', '.join(paths)}; grid: {os.path.join(workdir, 'grid.png')}; metrics: {writer.path}")
+    if last_eval and last_eval["psnr"] < last_eval["noisy_psnr"]:
+        log(f"warning: the final model ({last_eval['psnr']:.2f} dB) is worse than its noisy input "
+            f"({last_eval['noisy_psnr']:.2f} dB): it has not learned to denoise this noise")
     return last_eval
 
 
-def _evaluate(evaluator: Evaluator, state, step: int, epoch: int, writer: MetricWriter, workdir: str,
+def _evaluate(evaluator: Evaluator, state, step: int, epoch: int, writer: run_io.MetricWriter, workdir: str,
               bar=None) -> Dict[str, float]:
     t0 = time.perf_counter()
     res = evaluator(state.params)
@@ -470,6 +511,9 @@ def _evaluate(evaluator: Evaluator, state, step: int, epoch: int, writer: Metric
     msg = (f"epoch {epoch} (step {step}): val PSNR {res['psnr']:.2f} dB (noisy {res['noisy_psnr']:.2f}), "
            f"SSIM {res['ssim']:.4f} (noisy {res['noisy_ssim']:.4f}), MSE {res['mse']:.6f} "
            f"[{evaluator.images.shape[0]} images, {metrics_lib.CONVENTION}]")
+    if res["psnr"] < res["noisy_psnr"]:
+        msg += f"\nwarning: at epoch {epoch} the model is worse than its noisy input ({res['psnr']:.2f} < " \
+               f"{res['noisy_psnr']:.2f} dB)"
     (bar.write if bar is not None else log)(msg)
     return row
 

@@ -10,12 +10,11 @@ from jaxdenoise import hostmem  # first: glibc's malloc settings must precede th
 hostmem.retain_freed_memory()
 import json
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxdenoise import benchmark
+from jaxdenoise import benchmark, cli, fsutil
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 config_flags.DEFINE_config_file("config", os.path.join(_REPO, "configs", "paper.py"), "experiment config",
@@ -40,19 +39,14 @@ def main(argv):
                 config.data.dir = FLAGS.store
             else:
                 config.data.source = "builtin"
-    try:
-        res = benchmark.run(config, FLAGS.steps, FLAGS.store)
-        if FLAGS["compare-torch"].value:
-            res.update(benchmark.compare_torch(FLAGS["torch-peer"].value, config.batch_size, config.data.size,
-                                               max(FLAGS.steps, 10), FLAGS["torch-device"].value))
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    res = benchmark.run(config, FLAGS.steps, FLAGS.store)
+    if FLAGS["compare-torch"].value:
+        res.update(benchmark.compare_torch(FLAGS["torch-peer"].value, config.batch_size, config.data.size,
+                                           max(FLAGS.steps, 10), FLAGS["torch-device"].value))
     print(benchmark.format_table(res))
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump(res, f, indent=1)
-            f.write("\n")
+        fsutil.atomic_write(FLAGS.json, json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -2,13 +2,14 @@
 
     python scripts/evaluate.py --workdir runs/x [--checkpoint best|latest|STEP] [--data DIR]
         [--noise poisson:30 --noise gaussian:25] [--baselines bm3d,nlm] [--json out.json] [--resize 128]
+
+The table is printed first; a comparison grid that cannot be written (a read-only workdir) is a warning.
 """
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from jaxdenoise import checkpointing, evaluate
+from jaxdenoise import cli, evaluate
 
 flags.DEFINE_string("workdir", None, "training workdir (its config.json and checkpoints/)", required=True)
 flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
@@ -29,16 +30,14 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
     grid = FLAGS.grid or os.path.join(FLAGS.workdir, "eval_grid.png")
-    try:
-        rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
-                            FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit)
-    except (ValueError, ImportError, checkpointing.CheckpointError) as e:
-        sys.exit(f"error: {e}")
+    rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
+                        FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit)
     print(evaluate.format_table(rows))
-    print(f"comparison grid (clean | noisy | model | baselines): {grid}")
+    if os.path.isfile(grid):
+        print(f"comparison grid (clean | noisy | model | baselines): {grid}")
     if FLAGS.json:
         evaluate.write_json(rows, FLAGS.json)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

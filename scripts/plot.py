@@ -2,11 +2,9 @@
 
     python scripts/plot.py --workdir runs/a [--workdir runs/b ...] [--out DIR]
 """
-import sys
+from absl import flags
 
-from absl import app, flags
-
-from jaxdenoise import plots
+from jaxdenoise import cli, plots
 
 flags.DEFINE_multi_string("workdir", None, "training workdir(s); several share the axes", required=True)
 flags.DEFINE_string("out", None, "output folder (default: the first workdir)")
@@ -15,12 +13,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    try:
-        paths = plots.plot_curves(FLAGS.workdir, FLAGS.out or FLAGS.workdir[0])
-    except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
-    print("\n".join(paths))
+    print("\n".join(plots.plot_curves(FLAGS.workdir, FLAGS.out or FLAGS.workdir[0])))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

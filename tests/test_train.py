@@ -229,12 +229,14 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path):
 
 
 def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, cache):
-    wd = tmp_path / "run"
+    wd, retry = tmp_path / "run", tmp_path / "retry"
     train.train_and_evaluate(tiny_config(cache, num_epochs=1, optimizer="sgd", momentum=0.0), str(wd))
     good, _ = final_params(wd)
-    cfg = tiny_config(cache, num_epochs=3, optimizer="sgd", learning_rate=1e30, momentum=0.0)
-    with pytest.raises(train.TrainingDiverged, match=r"step \d+"):
-        train.train_and_evaluate(cfg, str(wd))
+    # the learning rate of a run is fixed: a retry with another one starts a new workdir from its checkpoint
+    cfg = tiny_config(cache, num_epochs=3, optimizer="sgd", learning_rate=1e30, momentum=0.0, init_from=str(wd))
+    with pytest.raises(train.TrainingDiverged, match=r"step \d+") as e:
+        train.train_and_evaluate(cfg, str(retry))
+    assert f"--config.init_from={retry}:" not in str(e.value)  # no checkpoint of its own was saved
     kept, step = final_params(wd)
     assert step == 3
     for x, y in zip(jax.tree.leaves(good), jax.tree.leaves(kept)):
