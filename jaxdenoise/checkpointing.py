@@ -17,7 +17,6 @@ an interrupted save are removed when a training run opens the directory.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -64,21 +63,8 @@ def step_dirs(directory: str) -> List[int]:
 
 
 def _file_digests(folder: str) -> Dict[str, List]:
-    """relpath -> [size, sha256] of every file under ``folder`` except the integrity file itself."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            rel = os.path.relpath(path, folder).replace(os.sep, "/")
-            if rel == INTEGRITY_FILE:
-                continue
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            out[rel] = [os.path.getsize(path), h.hexdigest()]
-    return out
+    """relpath -> [size, sha256] of every file of a step except the integrity file itself."""
+    return {rel: list(d) for rel, d in fsutil.tree_digests(folder).items() if rel != INTEGRITY_FILE}
 
 
 def seal(step_dir: str) -> None:

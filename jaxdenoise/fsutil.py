@@ -9,9 +9,10 @@ exists, so the check and the write are one step).
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
-from typing import Callable, Union
+from typing import Callable, Dict, Tuple, Union
 
 Data = Union[bytes, str]
 
@@ -33,6 +34,21 @@ def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
 def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when one of two folders contains the other (or they are the same)."""
     return is_within(a, b) or is_within(b, a)
+
+
+def tree_digests(root: str | os.PathLike) -> Dict[str, Tuple[int, str]]:
+    """relpath (POSIX separators) -> (size, SHA-256 hex) of every file under ``root``, hidden ones included."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            out[os.path.relpath(path, root).replace(os.sep, "/")] = (os.path.getsize(path), h.hexdigest())
+    return out
 
 
 def describe(e: OSError, path: str | os.PathLike | None = None) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import os
 import struct
@@ -11,6 +10,8 @@ from typing import Callable, Dict
 
 import numpy as np
 import pytest
+
+from jaxdenoise import fsutil
 
 
 def _png(img, **kw) -> bytes:
@@ -108,13 +109,7 @@ def write_odd_images(root: str) -> OddImages:
 
 def tree_hashes(root: str) -> Dict[str, str]:
     """relpath -> sha256 of every file under ``root`` (hidden files included)."""
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    return {rel: digest for rel, (_, digest) in fsutil.tree_digests(root).items()}
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +128,24 @@ def hash_tree() -> Callable[[str], Dict[str, str]]:
 def png_with_size() -> Callable[[bytes, int, int], bytes]:
     """``png_with_size(png_bytes, width, height)``: the PNG with its IHDR size patched (valid CRC)."""
     return patch_png_size
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A finished 1-epoch tiny run (``tests.test_train.tiny_config``, checkpoint at step 3) and what it printed.
+    Shared by the whole session: tests read it, or copy it before they change anything."""
+    import contextlib
+
+    from jaxdenoise import train
+    from tests.test_train import tiny_config
+    base = tmp_path_factory.mktemp("trained")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        train.train_and_evaluate(tiny_config(base / "cache", num_epochs=1), str(base / "run"))
+    return base / "run", out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def run_dir(trained) -> str:
+    """The shared trained run's workdir, as a string."""
+    return str(trained[0])

@@ -1,6 +1,5 @@
 """scripts/denoise.py never loses or clobbers a file: collision-free names, no overwrite without --overwrite,
 inputs never written, real formats with --keep-format, one-line errors, each skip reason printed once."""
-import hashlib
 import os
 import subprocess
 import sys
@@ -9,19 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import denoise, train
-from tests.test_train import tiny_config
+from jaxdenoise import denoise
+from tests.conftest import tree_hashes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(tile=32, overlap=8, batch=2, progress=False)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    base = tmp_path_factory.mktemp("safetyrun")
-    wd = base / "run"
-    train.train_and_evaluate(tiny_config(base / "cache", num_epochs=1), str(wd))
-    return str(wd)
 
 
 def _image(h=24, w=20, seed=0):
@@ -31,16 +22,6 @@ def _image(h=24, w=20, seed=0):
 def _save(path, fmt, seed=0):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(_image(seed=seed)).save(path, format=fmt)
-
-
-def _hashes(folder):
-    """Relative path -> sha256 of every file under folder."""
-    out = {}
-    for r, _, names in os.walk(folder):
-        for n in names:
-            with open(os.path.join(r, n), "rb") as f:
-                out[os.path.relpath(os.path.join(r, n), folder)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def _script(*args):
@@ -58,23 +39,23 @@ def test_same_stem_in_two_formats_gives_distinct_outputs(run_dir, tmp_path):
     names = sorted(os.path.relpath(p, tmp_path / "out") for p in res["written"])
     assert names == ["photo_jpg.png", "photo_jpg_2.png", "photo_png.png", os.path.join("sub", "photo.png")]
     assert res["skipped"] == []
-    assert sorted(_hashes(tmp_path / "out")) == names  # four real files, none written twice
+    assert sorted(tree_hashes(tmp_path / "out")) == names  # four real files, none written twice
 
 
 def test_output_equal_to_input_folder_never_changes_an_input(run_dir, tmp_path):
     _save(str(tmp_path / "photo.jpg"), "JPEG")
     _save(str(tmp_path / "photo.png"), "PNG", 1)
     _save(str(tmp_path / "other.png"), "PNG", 2)
-    before = _hashes(tmp_path)
+    before = tree_hashes(tmp_path)
     res = denoise.denoise_paths(run_dir, str(tmp_path), str(tmp_path), **SMALL)
-    after = _hashes(tmp_path)
+    after = tree_hashes(tmp_path)
     assert {k: after[k] for k in before} == before
     assert sorted(os.path.basename(p) for p in res["written"]) == ["other_png.png", "photo_jpg.png", "photo_png.png"]
     assert len(after) == len(before) + 3 and res["skipped"] == []
     # a rerun with --overwrite sees the outputs as inputs too: it replaces none of them, nor any other input
     res = denoise.denoise_paths(run_dir, str(tmp_path), str(tmp_path), overwrite=True, **SMALL)
     assert len(res["written"]) == 6 and not set(res["written"]) & {str(tmp_path / k) for k in after}
-    assert {k: v for k, v in _hashes(tmp_path).items() if k in after} == after
+    assert {k: v for k, v in tree_hashes(tmp_path).items() if k in after} == after
     # one file into its own folder, with --keep-format and --overwrite: a new name, the input untouched
     _save(str(tmp_path / "single" / "odd.png"), "PNG", 3)
     single = (tmp_path / "single" / "odd.png").read_bytes()

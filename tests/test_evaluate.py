@@ -8,18 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import checkpointing, denoise, evaluate, metrics, plots, train
-from tests.test_train import tiny_config
+from jaxdenoise import checkpointing, denoise, evaluate, metrics, plots
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    base = tmp_path_factory.mktemp("evalrun")
-    wd = base / "run"
-    train.train_and_evaluate(tiny_config(base / "cache", num_epochs=1), str(wd))
-    return str(wd)
 
 
 def _smooth(h, w, seed=0):
@@ -109,3 +100,33 @@ def test_plot_is_written(run_dir, tmp_path):
     paths = plots.plot_curves([run_dir, run_dir], str(tmp_path), labels=["a", "b"])
     assert [os.path.basename(p) for p in paths] == ["psnr_per_epoch.png", "mse_per_epoch.png"]
     assert all(os.path.getsize(p) > 1000 for p in paths)
+
+
+def test_timing_excludes_compilation_for_every_image_shape(run_dir, tmp_path, monkeypatch):
+    """sec_per_mp over images of mixed sizes: every bucket shape is compiled before the clock starts."""
+    import jax
+    for name, (h, w) in {"a.png": (37, 53), "b.png": (40, 70), "c.png": (90, 30)}.items():
+        Image.fromarray(_smooth(h, w)).save(tmp_path / name)
+
+    clock = {"timing": False, "compiles_while_timing": 0}
+    real = evaluate.time.perf_counter
+
+    class Clock:  # evaluate reads perf_counter at the start and at the end of each timed method
+        @staticmethod
+        def perf_counter():
+            clock["timing"] = not clock["timing"]
+            return real()
+
+    def on_event(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration" and clock["timing"]:
+            clock["compiles_while_timing"] += 1
+
+    monkeypatch.setattr(evaluate, "time", Clock)
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+        rows = evaluate.run(run_dir, "best", data=str(tmp_path), noise_specs=["gaussian:25"], tile=0)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_event)
+    assert {evaluate._bucket_shape(img.shape) for _, img in evaluate.load_folder(str(tmp_path))[0]} == {
+        (64, 64), (64, 128), (128, 64)}  # three bucket shapes
+    assert rows[1]["sec_per_mp"] > 0 and clock["compiles_while_timing"] == 0

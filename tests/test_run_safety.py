@@ -1,9 +1,7 @@
 """A training run never loses work: fixed config on resume, workdir lock, damaged checkpoints, a full disk,
 one-line errors, stalled runs. Each test reproduces a defect that main had (issue 9)."""
-import contextlib
 import errno
 import fcntl
-import io
 import json
 import os
 import shutil
@@ -14,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdenoise import checkpointing, cli, config as config_lib, errors, run_io, train
+from jaxdenoise import checkpointing, cli, config as config_lib, errors, fsutil, run_io, train
 from tests.test_train import final_params, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,13 +24,9 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def one_epoch(tmp_path_factory, cache):
-    """A finished 1-epoch run (checkpoint at step 3) and what it printed; tests copy it before changing it."""
-    wd = tmp_path_factory.mktemp("one_epoch") / "run"
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        train.train_and_evaluate(tiny_config(cache, num_epochs=1), str(wd))
-    return wd, out.getvalue()
+def one_epoch(trained):
+    """The session's finished 1-epoch run (checkpoint at step 3) and what it printed; copied before changes."""
+    return trained
 
 
 def copy_run(one_epoch, tmp_path):
@@ -55,13 +49,7 @@ def assert_same_params(a, b):
 
 
 def tree_bytes(root):
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
+    return fsutil.tree_digests(root)
 
 
 def script(name, *args, timeout=300):
