@@ -214,7 +214,7 @@ class StopFlag:
 # (an event loop closed under a pending write, a save still in flight while the interpreter shuts down,
 # TensorBoard's writer thread reading its closed queue).
 _ECHOES = ("event loop is closed", "sys.meta_path is none", "python is likely shutting down", "handle is closed",
-           "after interpreter shutdown")
+           "cannot schedule new futures")
 
 
 class DiskWatch(logging.Filter):

@@ -315,6 +315,8 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     ckpt.wait()
     ckpt.close()
     writer.close()
+    if disk.full:  # a background writer (TensorBoard) failed after the loop's last check
+        raise OSError(errno.ENOSPC, "No space left on device", wd.path)
     return result
 
 

@@ -316,6 +316,15 @@ def test_evaluate_prints_the_table_when_the_grid_cannot_be_written(one_epoch, tm
 # ---------------------------------------------------------------------------------------------------------
 # item 8: a run that cannot learn says so
 # ---------------------------------------------------------------------------------------------------------
+def test_the_retry_hint_names_the_checkpoint_to_start_from(tmp_path):
+    ck = checkpointing.Checkpointer(str(tmp_path / "ck"), async_save=False)
+    assert "no checkpoint was saved" in train._retry_hint(ck, "/runs/x")
+    ck.save(4, {"w": jax.numpy.ones(2)}, {"next_index": 4})
+    ck.wait()
+    assert "--config.init_from=/runs/x:4" in train._retry_hint(ck, "/runs/x")
+    ck.close()
+
+
 def test_a_run_with_zero_gradients_stops_as_stalled(tmp_path, cache):
     cfg = tiny_config(cache, learning_rate=1e6, steps_per_epoch=24, num_epochs=1, log_every_steps=4)
     with pytest.raises(train.TrainingStalled, match=r"exactly zero for \d+ steps") as e:
