@@ -19,6 +19,7 @@ demo: setup
 	$(PY) scripts/demo.py --workdir runs/demo
 
 test: setup
+	$(PY) -m ruff check jaxdenoise scripts tests configs
 	$(PY) -m pytest tests
 
 bench: setup
