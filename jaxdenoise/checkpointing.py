@@ -40,15 +40,18 @@ class CheckpointError(ValueError):
     """A missing, damaged or incompatible checkpoint; the message is one line."""
 
 
-class _QuietTrackedMetric(logging.Filter):
-    """orbax warns 'Requested `tracked_metric`; did not provide metrics.' on every save without metrics;
-    our periodic saves have none by design (``BestN`` keeps the best of the evaluation saves)."""
+class _QuietOrbax(logging.Filter):
+    """Warnings orbax gives for what we do on purpose: 'Requested `tracked_metric`; did not provide metrics.'
+    on every save without metrics (our periodic saves have none: ``BestN`` keeps the best evaluation save),
+    and two lines on every read-only manager (evaluation, denoising)."""
+    EXPECTED = ("did not provide metrics", "Given directory is read only", "read_only=True, setting")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        return not any(text in message for text in self.EXPECTED)
 
 
-logging.getLogger("absl").addFilter(_QuietTrackedMetric())
+logging.getLogger("absl").addFilter(_QuietOrbax())
 
 
 def _best(metrics) -> float:
