@@ -66,10 +66,6 @@ class Outcome(dict):
         return ok
 
 
-def _hash_tree(root: str) -> Dict[str, tuple]:
-    return fsutil.tree_digests(root)
-
-
 def _lost(before: Dict[str, str], after: Dict[str, str]) -> int:
     return sum(1 for k, v in before.items() if after.get(k) != v)
 
@@ -432,7 +428,7 @@ def bad_paths(r: Runner) -> Outcome:
     if mountable:
         os.makedirs(ro)
         shutil.copytree(trained, os.path.join(ro, "run"))
-    before = _hash_tree(base)
+    before = fsutil.tree_digests(base)
     # a bind mount of a folder onto itself, remounted read-only (os.path.ismount cannot see it: same device)
     mounted = mountable and subprocess.run(["mount", "--bind", ro, ro], capture_output=True).returncode == 0
     readonly = mounted and subprocess.run(["mount", "-o", "remount,bind,ro", ro], capture_output=True).returncode == 0
@@ -457,7 +453,7 @@ def bad_paths(r: Runner) -> Outcome:
     finally:
         if mounted:
             subprocess.run(["umount", "-l", ro], capture_output=True)
-    out["files_lost"] += _lost(before, _hash_tree(base))
+    out["files_lost"] += _lost(before, fsutil.tree_digests(base))
     return out
 
 
@@ -485,20 +481,20 @@ def data_safety(r: Runner) -> Outcome:
     _photos(os.path.join(x, "clean"), 4)
     with open(os.path.join(x, "clean", "keep_me.png"), "wb") as f:
         f.write(open(os.path.join(x, "clean", "img001.png"), "rb").read())
-    before = _hash_tree(base)
+    before = fsutil.tree_digests(base)
     for args, expect in [(["--src", os.path.join(x, "clean"), "--out", x], ""),
                          (["--src", x, "--out", os.path.join(x, "clean", "store")], ""),
                          (["--src", x, "--out", os.path.join(x, "clean")], "")]:
         out["faults"] += 1
         out.stopped(r.script("prepare_data.py", *args), expect)
-    out["files_lost"] += _lost(before, _hash_tree(base))
+    out["files_lost"] += _lost(before, fsutil.tree_digests(base))
 
     # a store rebuilt and killed mid-way: the old one stays whole and openable
     store_dir, big = os.path.join(base, "store"), os.path.join(base, "many")
     _photos(big, 400, seed=1)
     first = r.script("prepare_data.py", "--src", big, "--out", store_dir, "--size", "16", timeout=600)
     if first.returncode == 0:
-        old = _hash_tree(store_dir)
+        old = fsutil.tree_digests(store_dir)
         proc = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "prepare_data.py"), "--src", big,
                                  "--out", store_dir, "--size", "32"], env=r.env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -511,7 +507,7 @@ def data_safety(r: Runner) -> Outcome:
         proc.wait()
         out["faults"] += 1
         from jaxdenoise.data import store
-        intact = _hash_tree(store_dir) == old and store.open_split(store_dir, "train").shape[1] == 16
+        intact = fsutil.tree_digests(store_dir) == old and store.open_split(store_dir, "train").shape[1] == 16
         out["recovered"] += intact
         out["files_lost"] += 0 if intact else 1
         again = r.script("prepare_data.py", "--src", big, "--out", store_dir, "--size", "32", timeout=600)
@@ -525,13 +521,13 @@ def data_safety(r: Runner) -> Outcome:
     photos = os.path.join(base, "photos")
     _photos(photos, 0, names=["photo.jpg", "photo.png"])
     shutil.copy(os.path.join(photos, "photo.png"), os.path.join(photos, "noext"))
-    inputs = _hash_tree(photos)
+    inputs = fsutil.tree_digests(photos)
     for args in (["--output", os.path.join(base, "den")], ["--output", photos],
                  ["--output", photos, "--keep-format", "--overwrite"]):
         want = len(inputs)  # with --output equal to the input folder, earlier outputs are inputs too
         out["faults"] += 1
         res = r.script("denoise.py", "--workdir", trained, "--input", photos, *args)
-        now = _hash_tree(photos)
+        now = fsutil.tree_digests(photos)
         out["files_lost"] += _lost(inputs, now)
         written = [p for p in now if p not in inputs]
         ok = res.returncode == 0 and f"wrote {want} image(s)" in res.stdout
