@@ -1,4 +1,4 @@
-"""File-system safety shared by every job that writes: atomic writes, no-clobber writes, path overlap, and
+"""File-system safety shared by every job that writes: atomic writes, no-clobber writes, path containment, and
 one-line descriptions of OS errors.
 
 Every file jaxdenoise writes goes through ``atomic_write`` (or is written aside and renamed in the same way):
@@ -29,11 +29,6 @@ def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     """True when ``path`` is ``root`` or lies under it (symlinks resolved)."""
     p, r = os.path.realpath(path), os.path.realpath(root)
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
-
-
-def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when one of two folders contains the other (or they are the same)."""
-    return is_within(a, b) or is_within(b, a)
 
 
 def tree_digests(root: str | os.PathLike) -> Dict[str, Tuple[int, str]]:
