@@ -10,6 +10,8 @@ A model is chosen by a short spec string (configs, command lines)::
     "poisson_gaussian:30,10"   shot noise (peak 30) plus read noise (sigma 10 in 0-255 units);
                                each value may be a range: "poisson_gaussian:10-60,2-15"
     "salt_pepper:0.05" a fraction of pixels (per pixel and channel) set to 0 or 1; "salt_pepper:0.01-0.1"
+    "poisson:5-60+gaussian:5-50"   a mixture: each image takes one of the '+'-joined models, chosen
+                               uniformly per image (one blind model for shot and Gaussian noise)
 
 Every model except ``paper:noclip`` clips its output to [0, 1] (a camera stores clipped values); append
 ``:noclip`` to any spec to keep the unclipped values. All take ``x`` as ``float [B, H, W, C]`` in [0, 1]
@@ -199,9 +201,19 @@ class NoiseModel:
     amount: Optional[Range] = None    # salt_pepper
     clip: bool = True
     spec: str = ""
+    parts: Tuple["NoiseModel", ...] = ()  # mix: the component models
 
     def __call__(self, key: jax.Array, x: jax.Array) -> jax.Array:
         """Noisy version of ``x``: ``float [B, H, W, C]`` in [0, 1] -> same shape and dtype."""
+        if self.kind == "mix":
+            # every component noises the whole batch and each image keeps one: n x the noise cost (cheap next
+            # to a training step), and no data-dependent shapes under jit
+            k_pick, *keys = jax.random.split(key, len(self.parts) + 1)
+            pick = _bcast(jax.random.randint(k_pick, (x.shape[0],), 0, len(self.parts)), x)
+            y = self.parts[0](keys[0], x)
+            for i, (part, k) in enumerate(zip(self.parts[1:], keys[1:]), 1):
+                y = jnp.where(pick == i, part(k, x), y)
+            return y
         dtype = x.dtype
         x = x.astype(jnp.float32)
         b = x.shape[0]
@@ -252,6 +264,11 @@ def parse(spec: str) -> NoiseModel:
     """Parse a noise spec (see the module docstring); a bad spec raises ValueError with a one-line reason."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"noise spec must be a non-empty string like 'poisson:30', got {spec!r}")
+    if "+" in spec:
+        names = [p.strip() for p in spec.split("+")]
+        if any(not p for p in names):
+            raise ValueError(f"noise spec {spec!r}: a mixture joins specs with '+', e.g. poisson:5-60+gaussian:5-50")
+        return NoiseModel("mix", spec=spec, parts=tuple(parse(p) for p in names))
     parts = spec.strip().split(":")
     kind, args, clip = parts[0], parts[1:], True
     if args and args[-1] in ("clip", "noclip"):

@@ -272,3 +272,18 @@ def test_window_width_grows_like_the_standard_deviation():
         if j0 > 0:
             assert stats.poisson.cdf(j0 - 1, rate) < 2**-25
         assert stats.poisson.sf(j0 + noise.window_width(rate) - 1, rate) < 2**-25
+
+
+def test_mixture_picks_one_component_per_image():
+    m = noise.parse("poisson:30+gaussian:25")
+    assert m.kind == "mix" and [p.kind for p in m.parts] == ["poisson", "gaussian"]
+    x = jnp.full((64, 16, 16, 3), 0.5, jnp.float32)
+    y = np.asarray(m(jax.random.PRNGKey(0), x))
+    # shot noise at peak 30 gives values on the lattice k/30; Gaussian noise almost never does
+    on_lattice = np.all(np.abs(y * 30 - np.round(y * 30)) < 1e-4, axis=(1, 2, 3))
+    assert 10 < on_lattice.sum() < 54, on_lattice.sum()
+    np.testing.assert_array_equal(y, np.asarray(m(jax.random.PRNGKey(0), x)))
+    with pytest.raises(ValueError, match="mixture"):
+        noise.parse("poisson:30+")
+    with pytest.raises(ValueError, match="unknown noise model"):
+        noise.parse("poisson:30+gauss:25")
