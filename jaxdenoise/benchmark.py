@@ -22,7 +22,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -78,13 +78,13 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     config_lib.validate(config)
     mesh = train.make_mesh()
     repl = NamedSharding(mesh, P())
-    k, b, size = config.steps_per_call, config.batch_size, config.data.size
+    k, b, size = config.steps_per_call, config.batch_size, config.data.patch or config.data.size
     model = models.create(config.model, config.dtype)
     tx = steps.make_optimizer(config, total_steps=10**6)
     noise = noise_lib.parse(config.noise)
     jitted, batch_sharding, chunks = train.jit_train_step(config, model, tx, noise, mesh, size)
-    state = jax.jit(lambda r: steps.init_state(model, tx, r, (size, size, 3)), out_shardings=repl)(
-        jax.random.PRNGKey(0))
+    state = jax.jit(lambda r: steps.init_state(model, tx, r, (size, size, 3), ema=config.ema_decay > 0),
+                    out_shardings=repl)(jax.random.PRNGKey(0))
     rng = jax.random.PRNGKey(1)
     shape = ((k,) if k > 1 else ()) + (b, size, size, 3)
     host = np.random.default_rng(0).integers(0, 256, (4,) + shape, dtype=np.uint8)
@@ -114,7 +114,8 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     if k == 1:
         cost = compiled.cost_analysis()
     else:
-        single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks))
+        single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks,
+                                    ema_decay=float(config.ema_decay)))
         cost = single.lower(holder["state"], jnp.zeros((b, size, size, 3), jnp.uint8), rng).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) / b
@@ -127,8 +128,9 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     # the input path
     path = store_path or train.resolve_store(config, workdir)
     images = store.open_split(path, "train")
-    it = iter(loader.make_loader(images, b, 0, loader_batches + 10, num_threads=config.data.num_threads,
-                                 prefetch=config.data.prefetch))
+    aug = dict(patch=config.data.patch, flips=config.data.flips, rot90=config.data.rot90,
+               num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+    it = iter(loader.make_loader(images, b, 0, loader_batches + 10, **aug))
     for _ in range(5):
         next(it)
     t0 = time.perf_counter()
@@ -136,8 +138,7 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
         next(it)
     loader_ips = loader_batches * b / (time.perf_counter() - t0)
 
-    it = iter(loader.make_loader(images, b, 0, (calls + 8) * k, num_threads=config.data.num_threads,
-                                 prefetch=config.data.prefetch))
+    it = iter(loader.make_loader(images, b, 0, (calls + 8) * k, **aug))
     prefetch = train.DevicePrefetcher(it, batch_sharding, k)
 
     def one_from_loader():
@@ -221,3 +222,31 @@ def format_table(r: Dict) -> str:
                      f"{r['end_to_end_img_per_s'] / r['torch_img_per_s']:.2f}x end to end"))
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"{a.ljust(w)}  {b}" for a, b in rows)
+
+
+def run_models(config, names, steps_n: int = 20, store_path: Optional[str] = None) -> List[Dict]:
+    """``run`` for each registered model ``names`` at its default fields, the rest of ``config`` unchanged
+    (batch, image or patch side, dtype, noise); each result gains ``params``."""
+    out = []
+    for name in names:
+        c = config.copy_and_resolve_references()
+        with c.unlocked():
+            c.model = models.default_config(name)
+        r = run(c, steps_n, store_path)
+        r["params"] = models.param_count(models.create(c.model))
+        out.append(r)
+    return out
+
+
+def format_models_table(results: List[Dict]) -> str:
+    """One row per model: parameters, train img/s and ms/step, GFLOP per image, roofline fraction."""
+    head = ("model", "params", "img/s", "ms/step", "GFLOP/img", "roofline", "end-to-end img/s")
+    rows = [(r["model"], f"{r['params']:,}", f"{r['train_img_per_s']:.1f}", f"{r['step_ms']:.0f}",
+             f"{r['flops_per_img'] / 1e9:.2f}", f"{100 * r['roofline_fraction']:.1f} %",
+             f"{r['end_to_end_img_per_s']:.1f}") for r in results]
+    w = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(wi) for c, wi in zip(x, w)) for x in [head] + rows]
+    lines.insert(1, "  ".join("-" * wi for wi in w))
+    r0 = results[0]
+    return "\n".join(lines) + (f"\n({r0['device']}, batch {r0['batch_size']}, {r0['image_size']}x{r0['image_size']}, "
+                               f"{r0['dtype']}, noise {r0['noise']})")

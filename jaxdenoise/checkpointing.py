@@ -259,15 +259,18 @@ def abstract_like(tree: Any, sharding: Optional[jax.sharding.Sharding] = None) -
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
 
 
-def make_init(model, tx, image_side: int, seed: int) -> Tuple[Callable[[], Any], Any]:
+def make_init(model, tx, seed: int, ema: bool = False) -> Tuple[Callable[[], Any], Any]:
     """(init, init_rng): ``init(init_rng)`` builds the tree every checkpoint holds, ``{"train_state", "rng"}``
-    (fresh parameters and optimiser state; the run's rng for noise). Pure: ``jax.eval_shape(init, init_rng)``
-    gives the abstract tree a restore needs."""
+    (fresh parameters, optimiser state and, with ``ema``, the parameters' EMA; the run's rng for noise).
+    Pure: ``jax.eval_shape(init, init_rng)`` gives the abstract tree a restore needs. The parameters do not
+    depend on the image size (every model is convolutional): they are built on a small multiple of the
+    model's stride."""
     from jaxdenoise import steps
     init_rng, run_rng = jax.random.split(jax.random.PRNGKey(seed))
+    side = max(16, 2 * model.stride)
 
     def init(rng):
-        return {"train_state": steps.init_state(model, tx, rng, (image_side, image_side, 3)), "rng": run_rng}
+        return {"train_state": steps.init_state(model, tx, rng, (side, side, 3), ema=ema), "rng": run_rng}
     return init, init_rng
 
 
@@ -309,7 +312,7 @@ def load_state(workdir: str, which: str | int = "best", log: Callable[[str], Non
     try:
         model = models.create(config.model, config.dtype)
         tx = steps.make_optimizer(config, total_steps=1)
-        init, init_rng = make_init(model, tx, config.data.size, config.seed)
+        init, init_rng = make_init(model, tx, config.seed, ema=config.get("ema_decay", 0.0) > 0)
         sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
         abstract = abstract_like(jax.eval_shape(init, init_rng), sharding)
         note = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -319,7 +322,10 @@ def load_state(workdir: str, which: str | int = "best", log: Callable[[str], Non
     return config, state, step, data
 
 
-def load_params(workdir: str, which: str | int = "best") -> Tuple[Any, Any, int]:
-    """(config, params, step) of a run's checkpoint (see ``load_state``)."""
+def load_params(workdir: str, which: str | int = "best", with_kind: bool = False):
+    """(config, params, step) of a run's checkpoint (see ``load_state``): the EMA of the parameters when the
+    run kept one (``ema_decay > 0``), else the raw parameters; ``with_kind`` appends "ema" or "raw"."""
     config, state, step, _ = load_state(workdir, which)
-    return config, state["train_state"].params, step
+    ts = state["train_state"]
+    params, kind = (ts.params, "raw") if ts.ema is None else (ts.ema, "ema")
+    return (config, params, step, kind) if with_kind else (config, params, step)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxdenoise import noise as noise_lib
+from jaxdenoise import models, noise as noise_lib
 
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0                      # params init, noise stream and data order
-    c.model = ml_collections.ConfigDict(dict(name="paper", widths=(64, 32), latent=3))
+    c.model = models.default_config("paper")  # configs replace it: c.model = models.default_config("unet", ...)
     c.noise = "poisson:30"          # training noise spec (see jaxdenoise.noise)
     c.eval_noise = ""               # validation noise spec; "" = the training spec (ranges: per-image draws, fixed seed)
     c.dtype = "float32"             # activations/convs: float32 | bfloat16 (params and optimiser stay float32)
@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.schedule = "constant"         # constant | cosine (to 0 at the last step)
     c.warmup_steps = 0
     c.grad_clip = 0.0               # global-norm clipping; 0 = off
+    c.ema_decay = 0.0               # EMA of the parameters (e.g. 0.999), evaluated and checkpointed; 0 = off
 
     c.batch_size = 16               # global batch (split over devices on the 'data' mesh axis)
     c.num_epochs = 25
@@ -44,8 +45,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.size = 128
     c.data.val_fraction = 0.2
     c.data.split_seed = 0
-    c.data.resize_mode = "resize"   # resize | center_crop
+    c.data.resize_mode = "resize"   # resize | center_crop | full (own size, for data.patch training)
+    c.data.max_side = 1024          # full: longer sides are shrunk to this; size = the shortest short side kept
     c.data.cache_dir = ""           # folder of prepared stores, one subfolder each ("" = WORKDIR/data, ~/.cache)
+    c.data.patch = 0                # train on random patch x patch crops (0 = whole images)
     c.data.flips = False            # random flips (training only)
     c.data.rot90 = False            # random 90-degree rotations (training only)
     c.data.num_threads = 0          # grain read threads (0 = min(8, cores))
@@ -102,13 +105,14 @@ def resume_changes(saved, new) -> tuple:
 
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise ValueError with a one-line message naming the first bad field."""
-    from jaxdenoise import models
-
     def need(ok: bool, msg: str):
         if not ok:
             raise ValueError(f"config: {msg}")
 
-    need(c.model.name in models.REGISTRY, f"model.name={c.model.name!r} is not one of {sorted(models.REGISTRY)}")
+    try:  # the model checks its own fields
+        models.check(c.model)
+    except ValueError as e:
+        raise ValueError(f"config: {e}") from None
     need(c.dtype in models.DTYPES, f"dtype={c.dtype!r} is not one of {sorted(models.DTYPES)}")
     for field in ("noise", "eval_noise"):
         spec = c[field]
@@ -133,13 +137,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.checkpoint_every_steps >= 0, f"checkpoint_every_steps must be >= 0, got {c.checkpoint_every_steps}")
     need(c.warmup_steps >= 0, f"warmup_steps must be >= 0, got {c.warmup_steps}")
     need(c.grad_clip >= 0, f"grad_clip must be >= 0, got {c.grad_clip}")
+    need(0 <= c.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {c.ema_decay}")
     need(c.data.source in ("builtin", "dir"), f"data.source={c.data.source!r} is not 'builtin' or 'dir'")
     need(c.data.source != "dir" or bool(c.data.dir), "data.source='dir' needs data.dir=/path/to/images")
     need(c.data.size >= 8 and c.data.size % 4 == 0, f"data.size must be a multiple of 4 and >= 8, got {c.data.size}")
     need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")
-    need(c.data.resize_mode in ("resize", "center_crop"), f"data.resize_mode={c.data.resize_mode!r} is not 'resize' or 'center_crop'")
-    need(not (c.data.device_resident and (c.data.flips or c.data.rot90)),
-         "data.device_resident does not support data.flips / data.rot90")
-    need(len(c.model.widths) == 2 and all(w >= 1 for w in c.model.widths), f"model.widths must be two positive ints, got {c.model.widths}")
-    need(c.model.latent >= 1, f"model.latent must be >= 1, got {c.model.latent}")
+    need(c.data.resize_mode in ("resize", "center_crop", "full"),
+         f"data.resize_mode={c.data.resize_mode!r} is not 'resize', 'center_crop' or 'full'")
+    if c.data.resize_mode == "full":
+        need(c.data.source == "dir", "data.resize_mode='full' needs data.source='dir' (the built-in photos are crops)")
+        need(0 < c.data.patch <= c.data.size, f"data.resize_mode='full' trains on patches: data.patch must be in "
+                                              f"[1, data.size={c.data.size}], got {c.data.patch}")
+        need(c.data.max_side >= c.data.size, f"data.max_side={c.data.max_side} must be >= data.size={c.data.size}")
+    need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
+         "data.device_resident does not support data.flips / data.rot90 / data.patch")
+    need(c.data.patch >= 0, f"data.patch must be >= 0 (0 = whole images), got {c.data.patch}")
+    stride = models.create(c.model).stride
+    for field in ("size", "patch"):
+        need(c.data[field] % stride == 0, f"data.{field}={c.data[field]} must be a multiple of {stride}, the "
+                                          f"down-sampling factor of model {c.model.name!r}")
     need(isinstance(c.init_from, str), f"init_from must be a path string, got {c.init_from!r}")

@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Callable, Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxdenoise import fsutil, models
@@ -25,8 +26,9 @@ Apply = Callable[[jax.Array], jax.Array]
 
 
 def make_apply(model, params) -> Apply:
-    """A jitted ``float32 [B, H, W, 3] -> [B, H, W, 3]`` denoiser (recompiles once per input shape)."""
-    fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    """A jitted ``float32 [B, H, W, 3] -> [B, H, W, 3]`` denoiser, output clipped to [0, 1] (residual models
+    can step outside it); recompiles once per input shape."""
+    fn = jax.jit(lambda p, x: jnp.clip(model.apply({"params": p}, x), 0.0, 1.0))
     return lambda x: fn(params, x)
 
 
@@ -105,16 +107,19 @@ def _ceil_to(n: int, m: int) -> int:
     return int(math.ceil(n / m) * m)
 
 
-def model_stride(model) -> int:
-    return int(getattr(model, "stride", 1))
-
-
 def load_denoiser(workdir: str, which: str | int = "best") -> Tuple[Apply, int, Dict]:
-    """(apply, stride, info) for a run's checkpoint; info has the config and step."""
+    """(apply, stride, info) for a run's checkpoint (its EMA weights when the run kept them); info has the
+    config, step, ``weights`` ("ema" | "raw") and the model's ``receptive_field``."""
     from jaxdenoise import checkpointing
-    config, params, step = checkpointing.load_params(workdir, which)
+    config, params, step, weights = checkpointing.load_params(workdir, which, with_kind=True)
     model = models.create(config.model, config.dtype)
-    return make_apply(model, params), model_stride(model), {"config": config, "step": step}
+    return make_apply(model, params), model.stride, {"config": config, "step": step, "weights": weights,
+                                                     "receptive_field": model.receptive_field}
+
+
+def min_overlap(overlap: int, receptive_field: int) -> int:
+    """Tile overlap: at least half the model's receptive field, so a tile's blended border sees real context."""
+    return max(overlap, -(-receptive_field // 2))
 
 
 # --keep-format: sniffed format -> (the extension appended when the name does not say it, the extensions
@@ -170,7 +175,8 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
     formats = {rel: _sniff(os.path.join(root, rel)) if keep_format else "png" for rel in files}
     names = _output_names(root, files, out_root, formats, keep_format)
     _makedirs(out_root)  # before loading the model: an unwritable --output fails at once
-    apply, stride, _ = load_denoiser(workdir, which)
+    apply, stride, info = load_denoiser(workdir, which)
+    overlap = min_overlap(overlap, info["receptive_field"])
     written, skipped = [], []
     for rel in tqdm(files, desc="denoising", unit="img", disable=not progress or len(files) < 2, file=sys.stderr):
         dst = os.path.join(out_root, names[rel])

@@ -76,19 +76,35 @@ def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
 def run(workdir: str, which: str | int = "best", data: str | None = None, noise_specs: Sequence[str] = (),
         baselines: Sequence[str] = (), resize: int | None = None, seed: int | None = None, tile: int = 512,
         overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3,
-        limit: int | None = None) -> List[Dict]:
+        limit: int | None = None, noisy: str | None = None, also: Sequence[str] = ()) -> List[Dict]:
     """The evaluation table: per noise spec, rows for the noisy input, the model and each baseline.
+
+    ``also``: more run workdirs whose models are scored on the same noisy images, a row each after the
+    first model's (the data, seed and default noise are the first run's).
 
     Rows: ``{noise, method, psnr, ssim, sec_per_mp, images}`` (means over images; sec_per_mp excludes
     compilation). Data: ``data`` (a file or folder, images at their own size unless ``resize``) or the run's
     validation split; ``limit`` keeps the first N images. Noise for image i is drawn from
     ``fold_in(PRNGKey(seed), i)``: same command, same numbers.
-    """
-    from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib, plots, train
 
-    apply, stride, info = denoise_lib.load_denoiser(workdir, which)
-    config = info["config"]
-    if data:
+    ``noisy``: a folder of real noisy photos instead of synthetic noise; each is paired with the clean
+    reference in ``data`` of the same name (relative path without its extension, so formats may differ), and
+    one row group, noise ``real:<folder name>``, scores them; baselines estimate each image's noise level
+    (``baselines.estimate_sigma``). Unpaired files on either side are listed, not fatal; no pair is an error.
+    """
+    from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib, train
+
+    runs = [(w, *denoise_lib.load_denoiser(w, which)) for w in [workdir, *also]]
+    config = runs[0][3]["config"]
+    for b in baselines:
+        if b not in baselines_lib.AVAILABLE:
+            raise ValueError(f"unknown baseline {b!r}: choose from {', '.join(baselines_lib.AVAILABLE)}")
+    if noisy:
+        if not data:
+            raise ValueError("--noisy needs --data: the folder of clean references, matched by file name")
+        named, real = _pairs(data, noisy, resize)
+        named, real = (named[:limit], real[:limit]) if limit else (named, real)
+    elif data:
         named, skipped = load_folder(data, resize)
         for s in skipped:
             print(f"skipped {s['path']}: {s['reason']}")
@@ -97,45 +113,88 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
     named = named[:limit] if limit else named
     seed = config.eval_seed if seed is None else seed
-    model_name = f"{config.model.name} (step {info['step']})"
-    for b in baselines:
-        if b not in baselines_lib.AVAILABLE:
-            raise ValueError(f"unknown baseline {b!r}: choose from {', '.join(baselines_lib.AVAILABLE)}")
-    scorer = _Scorer()
+    models = {}  # row name -> denoiser
+    for w, apply, stride, info in runs:
+        weights = " EMA" if info.get("weights") == "ema" else ""
+        name = f"{info['config'].model.name} (step {info['step']}{weights})"
+        name = name if name not in models else f"{name} {w}"
+        ov = denoise_lib.min_overlap(overlap, info["receptive_field"])
+        models[name] = (lambda a, s, o: lambda y: denoise_lib.denoise(a, y, s, tile, o, batch, bucket=BUCKET))(
+            apply, stride, ov)
     key = jax.random.PRNGKey(seed)
+    clean = [img.astype(np.float32) / 255.0 for _, img in named]
+    if noisy:
+        groups = [(f"real:{os.path.basename(os.path.normpath(noisy))}", None,
+                   [img.astype(np.float32) / 255.0 for img in real])]
+    else:
+        groups = [(spec, noise_lib.parse(spec), None) for spec in noise_specs or [config.eval_noise or config.noise]]
+    scorer = _Scorer()
     rows, grid_cols = [], []
-    for spec in noise_specs or [config.eval_noise or config.noise]:
-        model_noise = noise_lib.parse(spec)
-        add_noise = jax.jit(lambda k, x: model_noise(k, x[None])[0])
-        clean = [img.astype(np.float32) / 255.0 for _, img in named]
-        first_of_each_shape = sorted({_bucket_shape(c.shape): i for i, c in reversed(list(enumerate(clean)))}.values())
-        noisy = []
-        for i, c in enumerate(clean):  # noise on the bucket-padded image: a few shapes, a few compilations
-            hb, wb = _bucket_shape(c.shape)
-            noisy.append(np.asarray(add_noise(jax.random.fold_in(key, i), _pad(c, hb, wb)))[:c.shape[0], :c.shape[1]])
-        outputs = {"noisy input": (noisy, 0.0)}
-        fns = {model_name: lambda y: denoise_lib.denoise(apply, y, stride, tile, overlap, batch, bucket=BUCKET)}
+    first_of_each_shape = sorted({_bucket_shape(c.shape): i for i, c in reversed(list(enumerate(clean)))}.values())
+    for label, model_noise, noisy_images in groups:
+        if noisy_images is None:
+            add_noise = jax.jit(lambda k, x: model_noise(k, x[None])[0])
+            noisy_images = []
+            for i, c in enumerate(clean):  # noise on the bucket-padded image: a few shapes, a few compilations
+                hb, wb = _bucket_shape(c.shape)
+                noisy_images.append(
+                    np.asarray(add_noise(jax.random.fold_in(key, i), _pad(c, hb, wb)))[:c.shape[0], :c.shape[1]])
+        outputs = {"noisy input": (noisy_images, 0.0)}
+        fns = dict(models)
         fns.update({b: baselines_lib.make(b, model_noise) for b in baselines})
         for name, fn in fns.items():
             # warm-up: the model compiles once per bucket shape, and that stays out of the timing
-            for i in (first_of_each_shape if name == model_name else first_of_each_shape[:1]):
-                fn(noisy[i])
+            for i in (first_of_each_shape if name in models else first_of_each_shape[:1]):
+                fn(noisy_images[i])
             t0 = time.perf_counter()
-            outs = [fn(y) for y in noisy]
+            outs = [fn(y) for y in noisy_images]
             dt = time.perf_counter() - t0
             outputs[name] = (outs, dt / (sum(c.shape[0] * c.shape[1] for c in clean) / 1e6))
         for name, (outs, spmp) in outputs.items():
             psnr, ssim = scorer(list(zip(clean, outs)))
-            rows.append({"noise": spec, "method": name, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
+            rows.append({"noise": label, "method": name, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
                          "sec_per_mp": spmp, "images": len(clean)})
         if grid_path and not grid_cols:
             grid_cols = _grid_columns(clean, outputs, grid_count)
     if grid_path and grid_cols:
+        from jaxdenoise import plots
         try:  # the numbers matter more than the figure: a grid that cannot be written is a warning
             plots.save_png(plots.image_grid(grid_cols), grid_path)
         except OSError as e:
             print(f"warning: comparison grid not written: {fsutil.describe(e, grid_path)}", file=sys.stderr)
     return rows
+
+
+def _pairs(clean_dir: str, noisy_dir: str, resize: int | None):
+    """(clean [(name, uint8 image)], noisy [uint8 image]) matched by relative path without extension."""
+    clean, skipped_c = load_folder(clean_dir, resize)
+    noisy, skipped_n = load_folder(noisy_dir, resize)
+    for s in skipped_c + skipped_n:
+        print(f"skipped {s['path']}: {s['reason']}")
+    stem = lambda rel: os.path.splitext(rel)[0]
+    by_stem = {}
+    for rel, img in noisy:
+        by_stem.setdefault(stem(rel), []).append((rel, img))
+    named, real = [], []
+    for rel, img in clean:
+        match = by_stem.pop(stem(rel), None)
+        if not match:
+            print(f"no noisy shot for clean {rel}")
+            continue
+        if len(match) > 1:
+            raise ValueError(f"{len(match)} noisy files share the name {stem(rel)!r}: "
+                             f"{', '.join(r for r, _ in match)}")
+        nrel, nimg = match[0]
+        if nimg.shape != img.shape:
+            raise ValueError(f"noisy {nrel} is {nimg.shape[1]}x{nimg.shape[0]} but its clean reference {rel} is "
+                             f"{img.shape[1]}x{img.shape[0]}")
+        named.append((rel, img))
+        real.append(nimg)
+    for left in by_stem.values():
+        print(f"no clean reference for noisy {left[0][0]}")
+    if not named:
+        raise ValueError(f"no noisy file in {noisy_dir} has a clean reference of the same name in {clean_dir}")
+    return named, real
 
 
 def _grid_columns(clean, outputs, count) -> List[np.ndarray]:

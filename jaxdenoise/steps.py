@@ -27,6 +27,7 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    ema: Any = None  # exponential moving average of params (config.ema_decay > 0), else None (not saved)
 
 
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
@@ -56,10 +57,20 @@ def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-               image_shape: Tuple[int, int, int]) -> TrainState:
-    """Fresh state; ``image_shape`` is (H, W, 3). Pure: usable under ``jax.eval_shape`` for restores."""
+               image_shape: Tuple[int, int, int], ema: bool = False) -> TrainState:
+    """Fresh state; ``image_shape`` is (H, W, 3); ``ema``: keep an EMA of the parameters (starts equal to
+    them). Pure: usable under ``jax.eval_shape`` for restores."""
     params = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      ema=jax.tree.map(jnp.copy, params) if ema else None)
+
+
+def ema_update(ema, params, step: jax.Array, decay: float):
+    """``ema <- d ema + (1 - d) params`` with ``d = min(decay, (1 + step) / (10 + step))``: the warm-up keeps
+    the average from dragging the random initialisation through the first thousands of steps (as timm's
+    and NAFNet's EMA do)."""
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
+    return jax.tree.map(lambda e, p: e * d + p * (1.0 - d), ema, params)
 
 
 def to_float(batch: jax.Array) -> jax.Array:
@@ -68,7 +79,8 @@ def to_float(batch: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1) -> Tuple[TrainState, Metrics]:
+               tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1,
+               ema_decay: float = 0.0) -> Tuple[TrainState, Metrics]:
     """One optimisation step. batch: ``uint8 [B, H, W, 3]``; rng: the run's key (noise uses fold_in(rng, step)).
 
     chunks: the gradient is summed over this many equal micro-batches of the (already noised) batch, one
@@ -76,6 +88,8 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     small enough to stay in the CPU's caches (``micro_batch_chunks``). Image ``i`` of the chunk ``c`` is batch
     row ``i * chunks + c``, so with the batch sharded over devices in contiguous blocks every chunk stays
     spread evenly over the devices (no data movement) when ``chunks`` divides the per-device batch.
+
+    ema_decay: with ``state.ema`` kept, its decay (``ema_update``).
 
     Returns the new state and scalar metrics: loss (MSE), psnr (denoised vs clean, mean over images),
     noisy_psnr (input vs clean), grad_norm.
@@ -112,7 +126,8 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
         "noisy_psnr": jnp.mean(M.psnr_per_image(noisy, clean)),
         "grad_norm": optax.tree.norm(grads),
     }
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    ema = None if state.ema is None else ema_update(state.ema, params, state.step, ema_decay)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
 
 # Pixels per device per micro-batch when ``micro_batch = 0`` on CPU: two 128x128 images (~8 MB per
@@ -174,7 +189,7 @@ def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, mod
     """
     clean = to_float(batch)
     noisy = eval_noisy(noise, rng, clean, index)
-    out = model.apply({"params": params}, noisy)
+    out = jnp.clip(model.apply({"params": params}, noisy), 0.0, 1.0)  # as inference does (denoise.make_apply)
     mse = M.mse_per_image(out, clean)
     return {
         "psnr": M.psnr_from_mse(mse),

@@ -59,10 +59,12 @@ def resolve_store(config: ml_collections.ConfigDict, workdir: str) -> str:
         raise ValueError(f"data.dir={d.dir!r} does not exist")
     if d.cache_dir:  # a shared cache holds many stores (built-in ones too): one subfolder per preparation
         key = f"{os.path.realpath(d.dir)}|{d.size}|{d.val_fraction}|{d.split_seed}|{d.resize_mode}"
+        key += f"|{d.max_side}" if d.resize_mode == "full" else ""
         cache = os.path.join(d.cache_dir, "prepared-" + hashlib.sha256(key.encode()).hexdigest()[:12])
     else:
         cache = os.path.join(workdir, "data")
-    return prepare.ensure_prepared(d.dir, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode)
+    return prepare.ensure_prepared(d.dir, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode,
+                                   d.max_side if d.resize_mode == "full" else 0)
 
 
 class DevicePrefetcher:
@@ -209,7 +211,7 @@ def jit_train_step(config: ml_collections.ConfigDict, model, tx, noise, mesh: ja
                                       platform)
     repl = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data") if k == 1 else P(None, "data"))
-    kw = dict(model=model, tx=tx, noise=noise, chunks=chunks)
+    kw = dict(model=model, tx=tx, noise=noise, chunks=chunks, ema_decay=float(config.ema_decay))
     if k > 1:
         fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw)
     else:
@@ -247,7 +249,9 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     store_path = resolve_store(config, wd.path)
     train_images = store.open_split(store_path, "train")
     val_images = store.open_split(store_path, "val")
-    size = train_images.shape[1]
+    if isinstance(val_images, store.RaggedImages):  # full-size store: validate on central size x size crops
+        val_images = val_images.center_crops(config.data.size)
+    size = config.data.patch or train_images.shape[1]  # side of the training batches
     spe = config.steps_per_epoch or train_images.shape[0] // config.batch_size
     k = config.steps_per_call
     if spe == 0:
@@ -271,14 +275,14 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     train_noise = noise_lib.parse(config.noise)
     train_step, batch_sharding, chunks = jit_train_step(config, model, tx, train_noise, mesh, size)
     eval_noise = noise_lib.parse(config.eval_noise or config.noise)
-    init, init_rng = checkpointing.make_init(model, tx, size, config.seed)
+    init, init_rng = checkpointing.make_init(model, tx, config.seed, ema=config.ema_decay > 0)
     abstract = checkpointing.abstract_like(jax.eval_shape(init, init_rng), repl)
     if config.data.device_resident:
         data_iter = DeviceResidentBatches(train_images, config.batch_size, config.seed, batch_sharding, k)
     else:
         data_iter = iter(loader.make_loader(
             train_images, config.batch_size, config.seed, total_steps,
-            shard=_process_shard(), flips=config.data.flips, rot90=config.data.rot90,
+            shard=_process_shard(), flips=config.data.flips, rot90=config.data.rot90, patch=config.data.patch,
             num_threads=config.data.num_threads, prefetch=config.data.prefetch))
     ckpt = checkpointing.Checkpointer(ckpt_dir)
     writer = None
@@ -503,14 +507,15 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
 def _evaluate(evaluator: Evaluator, state, step: int, epoch: int, writer: run_io.MetricWriter, workdir: str,
               bar=None) -> Dict[str, float]:
     t0 = time.perf_counter()
-    res = evaluator(state.params)
+    res = _scores(evaluator, state)
     row = {"kind": "eval", "step": step, "epoch": epoch, **{k: float(v) for k, v in res.items()},
            "eval_s": round(time.perf_counter() - t0, 2)}
     writer.write(row, "val")
-    grid = evaluator.grid(state.params)
+    grid = evaluator.grid(eval_params(state))
     plots.save_png(grid, os.path.join(workdir, "grid.png"))
     writer.image("val/clean_noisy_denoised", grid, step)
-    msg = (f"epoch {epoch} (step {step}): val PSNR {res['psnr']:.2f} dB (noisy {res['noisy_psnr']:.2f}), "
+    ema = f" (EMA; raw weights {res['raw_psnr']:.2f})" if "raw_psnr" in res else ""
+    msg = (f"epoch {epoch} (step {step}): val PSNR {res['psnr']:.2f} dB{ema} (noisy {res['noisy_psnr']:.2f}), "
            f"SSIM {res['ssim']:.4f} (noisy {res['noisy_ssim']:.4f}), MSE {res['mse']:.6f} "
            f"[{evaluator.images.shape[0]} images, {metrics_lib.CONVENTION}]")
     if res["psnr"] < res["noisy_psnr"]:
@@ -520,8 +525,21 @@ def _evaluate(evaluator: Evaluator, state, step: int, epoch: int, writer: run_io
     return row
 
 
+def eval_params(state: steps.TrainState):
+    """The weights a run is judged by: the EMA when the run keeps one, else the parameters."""
+    return state.params if state.ema is None else state.ema
+
+
+def _scores(evaluator: Evaluator, state: steps.TrainState) -> Dict[str, float]:
+    """Validation metrics of ``eval_params(state)``; with an EMA also ``raw_psnr`` of the raw parameters."""
+    res = evaluator(eval_params(state))
+    if state.ema is not None:
+        res["raw_psnr"] = evaluator(state.params)["psnr"]
+    return res
+
+
 def _final_eval(evaluator, state, step, spe) -> Dict[str, float]:
-    res = evaluator(state.params)
+    res = _scores(evaluator, state)
     log(f"validation at step {step}: PSNR {res['psnr']:.2f} dB (noisy {res['noisy_psnr']:.2f}), "
         f"SSIM {res['ssim']:.4f}, MSE {res['mse']:.6f} [{metrics_lib.CONVENTION}]")
     return {"step": step, "epoch": step // spe, **res}

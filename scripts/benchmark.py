@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --config configs/paper.py [--config.batch_size=16] [--steps N]
         [--json out.json] [--compare-torch] [--store PREPARED_STORE]
+    python scripts/benchmark.py --config configs/unet_faces.py --models all     (one row per registered model)
 
 With --compare-torch, the PyTorch reference (shared/peers/torch_paper_ae.py; needs torch, e.g.
 `pip install torch==2.13.0` on CPU) runs in the same invocation, NCHW and channels_last, best of both.
@@ -25,6 +26,8 @@ flags.DEFINE_bool("compare-torch", False, "also run the PyTorch reference and pr
 flags.DEFINE_string("torch-peer", os.path.join(_REPO, "..", "shared", "peers", "torch_paper_ae.py"),
                     "path of the PyTorch reference trainer")
 flags.DEFINE_string("torch-device", "cpu", "device for the PyTorch reference (cpu | cuda)")
+flags.DEFINE_list("models", [], "benchmark these registered models (or 'all') at their default fields, "
+                  "with the rest of --config, and print one row each")
 flags.DEFINE_string("store", None, "prepared store for the loader measurements (default: the config's data)")
 FLAGS = flags.FLAGS
 
@@ -39,6 +42,17 @@ def main(argv):
                 config.data.dir = FLAGS.store
             else:
                 config.data.source = "builtin"
+    if FLAGS.models:
+        from jaxdenoise import models
+        names = sorted(models.REGISTRY) if FLAGS.models == ["all"] else FLAGS.models
+        for n in names:
+            if n not in models.REGISTRY:
+                raise ValueError(f"--models: unknown model {n!r}: choose from {', '.join(sorted(models.REGISTRY))} or all")
+        results = benchmark.run_models(config, names, FLAGS.steps, FLAGS.store)
+        print(benchmark.format_models_table(results))
+        if FLAGS.json:
+            fsutil.atomic_write(FLAGS.json, json.dumps(results, indent=1) + "\n")
+        return
     res = benchmark.run(config, FLAGS.steps, FLAGS.store)
     if FLAGS["compare-torch"].value:
         res.update(benchmark.compare_torch(FLAGS["torch-peer"].value, config.batch_size, config.data.size,

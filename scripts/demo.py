@@ -1,8 +1,9 @@
-"""The demo (``make demo``): train configs/demo.py on the built-in photos, then evaluate on held-out photos.
+"""The demo (``make demo``): train the paper's model (configs/demo.py) and a small U-Net (configs/demo_unet.py)
+on the built-in photos, then score both on held-out photos, beside the noisy input, in one table and grid.
 
-    python scripts/demo.py --workdir runs/demo [--config configs/demo.py] [--config.FIELD=...]
+    python scripts/demo.py --workdir runs/demo [--paper_config configs/demo.py] [--unet_config configs/demo_unet.py]
 
-Rerunning resumes (or, when the run is complete, only evaluates).
+Runs go to WORKDIR/paper and WORKDIR/unet; rerunning resumes (or, when complete, only evaluates).
 """
 from jaxdenoise import hostmem  # first: glibc's malloc settings must precede the threads jax starts
 hostmem.retain_freed_memory()
@@ -13,10 +14,12 @@ from ml_collections import config_flags
 
 from jaxdenoise import cli, evaluate, train
 
-config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "demo.py"),
-    "experiment config file", lock_config=True)
-flags.DEFINE_string("workdir", "runs/demo", "directory of the demo run")
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+config_flags.DEFINE_config_file("paper_config", os.path.join(_CONFIGS, "demo.py"), "the paper model's config",
+                                lock_config=True)
+config_flags.DEFINE_config_file("unet_config", os.path.join(_CONFIGS, "demo_unet.py"), "the U-Net's config",
+                                lock_config=True)
+flags.DEFINE_string("workdir", "runs/demo", "directory of the demo runs")
 FLAGS = flags.FLAGS
 LEVELS = ("poisson:5", "poisson:10", "poisson:30")
 
@@ -24,14 +27,20 @@ LEVELS = ("poisson:5", "poisson:10", "poisson:30")
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    rows = evaluate.run(FLAGS.workdir, "best", noise_specs=LEVELS)
-    print("\nheld-out photos (never seen in training), best checkpoint:")
+    runs = {"paper": FLAGS.paper_config, "unet": FLAGS.unet_config}
+    for name, config in runs.items():
+        print(f"\n=== training {name} ===")
+        train.train_and_evaluate(config, os.path.join(FLAGS.workdir, name))
+    grid = os.path.join(FLAGS.workdir, "grid.png")
+    dirs = [os.path.join(FLAGS.workdir, name) for name in runs]
+    rows = evaluate.run(dirs[0], "best", noise_specs=LEVELS, also=dirs[1:], grid_path=grid)
+    print("\nheld-out photos (never seen in training), best checkpoints:")
     print(evaluate.format_table(rows))
     for spec in LEVELS:
-        noisy, model = [r for r in rows if r["noise"] == spec]
-        print(f"  {spec}: {model['psnr'] - noisy['psnr']:+.2f} dB over the noisy input")
-    print(f"image grid (clean | noisy | denoised): {os.path.join(FLAGS.workdir, 'grid.png')}")
+        noisy, *models = [r for r in rows if r["noise"] == spec]
+        gains = ", ".join(f"{m['method'].split(' ')[0]} {m['psnr'] - noisy['psnr']:+.2f} dB" for m in models)
+        print(f"  {spec}: over the noisy input: {gains}")
+    print(f"image grid (clean | noisy | paper | unet): {grid}")
 
 
 if __name__ == "__main__":

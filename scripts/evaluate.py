@@ -2,6 +2,9 @@
 
     python scripts/evaluate.py --workdir runs/x [--checkpoint best|latest|STEP] [--data DIR]
         [--noise poisson:30 --noise gaussian:25] [--baselines bm3d,nlm] [--json out.json] [--resize 128]
+    python scripts/evaluate.py --workdir runs/x --data CLEAN_DIR --noisy NOISY_DIR --baselines bm3d,nlm
+        (real noise: each noisy photo against the clean reference of the same name; baselines estimate
+        the noise level from the image)
 
 The table is printed first; a comparison grid that cannot be written (a read-only workdir) is a warning.
 """
@@ -14,6 +17,8 @@ from jaxdenoise import cli, evaluate
 flags.DEFINE_string("workdir", None, "training workdir (its config.json and checkpoints/)", required=True)
 flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
 flags.DEFINE_string("data", None, "a file or folder of images of any size (default: the run's validation split)")
+flags.DEFINE_string("noisy", None, "a folder of real noisy photos, scored against the clean references in "
+                    "--data with the same names (any formats)")
 flags.DEFINE_multi_string("noise", [], "noise spec(s), one row group each (default: the run's eval noise)")
 flags.DEFINE_list("baselines", [], "classical denoisers to compare: bm3d, nlm")
 flags.DEFINE_string("json", None, "also write the rows as JSON here")
@@ -31,7 +36,7 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
     grid = FLAGS.grid or os.path.join(FLAGS.workdir, "eval_grid.png")
     rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
-                        FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit)
+                        FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy)
     print(evaluate.format_table(rows))
     if os.path.isfile(grid):
         print(f"comparison grid (clean | noisy | model | baselines): {grid}")

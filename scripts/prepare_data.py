@@ -16,7 +16,10 @@ flags.DEFINE_string("out", None, "output folder for the prepared store (new, emp
 flags.DEFINE_integer("size", 128, "output side in pixels")
 flags.DEFINE_float("val-fraction", 0.2, "fraction of images in the validation split")
 flags.DEFINE_integer("seed", 0, "seed of the split hash")
-flags.DEFINE_enum("mode", "resize", ["resize", "center_crop"], "resize whole images, or centre-crop a square first")
+flags.DEFINE_enum("mode", "resize", ["resize", "center_crop", "full"],
+                  "resize whole images, centre-crop a square first, or keep each image's own size (full: for "
+                  "patch training; --size is then the smallest short side kept)")
+flags.DEFINE_integer("max-side", 1024, "full mode: shrink images whose longer side exceeds this (0 = no cap)")
 flags.DEFINE_integer("workers", 0, "processes (0: all cores)")
 FLAGS = flags.FLAGS
 
@@ -24,7 +27,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     prepare.prepare_folder(FLAGS.src, FLAGS.out, size=FLAGS.size, val_fraction=FLAGS["val-fraction"].value,
-                           seed=FLAGS.seed, mode=FLAGS.mode, workers=FLAGS.workers or None)
+                           seed=FLAGS.seed, mode=FLAGS.mode, workers=FLAGS.workers or None,
+                           max_side=FLAGS["max-side"].value)
 
 
 if __name__ == "__main__":

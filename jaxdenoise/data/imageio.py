@@ -178,15 +178,20 @@ def load_rgb(path: str | os.PathLike, size: Optional[int] = None, mode: str = "r
 
     size: None keeps the image's own size; otherwise the output is ``[size, size, 3]``.
     mode: "resize" squashes the whole image to size x size (the paper's preparation);
-          "center_crop" takes the largest centred square first, keeping the aspect ratio.
+          "center_crop" takes the largest centred square first, keeping the aspect ratio;
+          "full" keeps the aspect ratio and shrinks only images whose longer side exceeds ``size``.
     Raises ImageReadError (one-line reason) for anything unreadable.
     """
-    if mode not in ("resize", "center_crop"):
-        raise ValueError(f"unknown resize mode {mode!r}: use 'resize' or 'center_crop'")
+    if mode not in ("resize", "center_crop", "full"):
+        raise ValueError(f"unknown resize mode {mode!r}: use 'resize', 'center_crop' or 'full'")
     wand = _wand()
     img = decode(read_bytes(path))
     try:
-        if size is not None:
+        if mode == "full":
+            if size is not None and max(img.width, img.height) > size:
+                scale = size / max(img.width, img.height)
+                img.resize(max(1, round(img.width * scale)), max(1, round(img.height * scale)), filter="lanczos")
+        elif size is not None:
             if mode == "center_crop":
                 side = min(img.width, img.height)
                 img.crop(width=side, height=side, gravity="center")

@@ -6,7 +6,8 @@ Shape of the pipeline (grain ``MapDataset``, random access, so any position can 
     range(num_batches).map(batch k)        batch k of epoch e = k // steps_per_epoch takes the next B
                                            indices of epoch e's permutation (drop_remainder per epoch)
         -> this process's shard of the B indices (grain.sharding.ShardOptions)
-        -> read from the memmapped store, optional flips / 90-degree rotations (seeded per batch)
+        -> read from the memmapped store, optional random patch crops, flips and 90-degree rotations
+           (all seeded by (seed, batch index): a restored iterator position replays the same crops)
     .to_iter_dataset(ReadOptions(num_threads, prefetch_buffer_size))
 
 Host output is ``uint8 [B_local, H, W, 3]``: normalisation happens on the device, so host-to-device
@@ -21,6 +22,8 @@ from typing import Optional
 
 import grain
 import numpy as np
+
+from jaxdenoise.data import store
 
 _AUG_SALT = 0x5EED_A06
 
@@ -41,17 +44,28 @@ def augment(batch: np.ndarray, hflip: np.ndarray, vflip: np.ndarray, rot: np.nda
     return out
 
 
+_CROP_SALT = 0xC209
+
+
+def crop_origins(rng: np.random.Generator, sizes: np.ndarray, patch: int) -> np.ndarray:
+    """``int [B, 2]`` top-left corners of uniform random ``patch`` x ``patch`` crops of images of ``sizes``
+    ``[B, 2]`` (h, w), each side >= patch."""
+    u = rng.random((len(sizes), 2))
+    return np.floor(u * (np.asarray(sizes) - patch + 1)).astype(np.int64)
+
+
 class _BatchReader:
     """Batch index -> uint8 batch (picklable, stateless: grain threads call it in any order)."""
 
     def __init__(self, images: np.ndarray, batch_size: int, seed: int, shard: grain.sharding.ShardOptions,
-                 flips: bool, rot90: bool):
+                 flips: bool, rot90: bool, patch: int = 0):
         self.images = images
+        self.ragged = isinstance(images, store.RaggedImages)
         self.n = images.shape[0]
         self.batch_size = batch_size
         self.steps_per_epoch = self.n // batch_size
         self.seed = seed
-        self.flips, self.rot90 = flips, rot90
+        self.flips, self.rot90, self.patch = flips, rot90, patch
         if batch_size % shard.shard_count:
             raise ValueError(f"batch_size {batch_size} is not divisible by {shard.shard_count} processes")
         self.local = batch_size // shard.shard_count
@@ -62,36 +76,61 @@ class _BatchReader:
         epoch, j = divmod(int(k), self.steps_per_epoch)
         start = epoch * self.n + j * self.batch_size
         idx = np.fromiter((self.perm[start + self.lo + i] for i in range(self.local)), np.int64, count=self.local)
-        order = np.argsort(idx)  # sorted reads are kinder to a memmap on disk
-        batch = np.empty((self.local,) + self.images.shape[1:], np.uint8)
-        batch[order] = self.images[idx[order]]
+        part = slice(self.lo, self.lo + self.local)
+        p = self.patch
+        if self.ragged:  # full-size store: read only each image's crop
+            rng = np.random.default_rng([self.seed, _CROP_SALT, int(k)])
+            sizes = np.zeros((self.batch_size, 2), np.int64)  # the global batch's sizes: same draws in any shard
+            gidx = np.fromiter((self.perm[start + i] for i in range(self.batch_size)), np.int64, count=self.batch_size)
+            sizes[:] = self.images.sizes[gidx]
+            ys, xs = crop_origins(rng, sizes, p)[part].T
+            batch = np.stack([self.images.crop(i, y, x, p) for i, y, x in zip(idx, ys, xs)])
+        else:
+            order = np.argsort(idx)  # sorted reads are kinder to a memmap on disk
+            batch = np.empty((self.local,) + self.images.shape[1:], np.uint8)
+            batch[order] = self.images[idx[order]]
+            if p:
+                rng = np.random.default_rng([self.seed, _CROP_SALT, int(k)])
+                sizes = np.tile(self.images.shape[1:3], (self.batch_size, 1))
+                ys, xs = crop_origins(rng, sizes, p)[part].T
+                batch = np.stack([img[y:y + p, x:x + p] for img, y, x in zip(batch, ys, xs)])
         if self.flips or self.rot90:
             rng = np.random.default_rng([self.seed, _AUG_SALT, int(k)])
             # drawn for the whole global batch, then this shard's part: the same for any process count
             draws = rng.integers(0, 2, (2, self.batch_size)).astype(bool) & self.flips
             rot = rng.integers(0, 4, self.batch_size) * self.rot90
-            part = slice(self.lo, self.lo + self.local)
             batch = augment(batch, draws[0][part], draws[1][part], rot[part])
         return batch
 
 
 def make_loader(images: np.ndarray, batch_size: int, seed: int, num_batches: int, *,
                 shard: Optional[grain.sharding.ShardOptions] = None, flips: bool = False, rot90: bool = False,
-                num_threads: int = 0, prefetch: int = 8) -> grain.IterDataset:
+                num_threads: int = 0, prefetch: int = 8, patch: int = 0) -> grain.IterDataset:
     """An ``IterDataset`` of ``num_batches`` uint8 batches; iterate it, ``get_state`` / ``set_state`` its iterator.
 
-    images: ``uint8 [N, H, W, 3]`` (a memmap from ``store.open_split``). Raises ValueError (one line) when
-    the split is empty or smaller than one batch. num_threads 0: min(8, cores).
+    images: ``uint8 [N, H, W, 3]`` (a memmap from ``store.open_split``). patch: a random ``patch`` x
+    ``patch`` crop of each image (0 = whole images), so batches are ``[B, patch, patch, 3]``. Raises
+    ValueError (one line) when the split is empty or smaller than one batch, or the patch larger than the
+    images. num_threads 0: min(8, cores).
     """
     n = images.shape[0]
     if n == 0:
         raise ValueError("the training split is empty")
     if n < batch_size:
         raise ValueError(f"the training split has {n} images, fewer than one batch of {batch_size}")
-    if rot90 and images.shape[1] != images.shape[2]:
+    if isinstance(images, store.RaggedImages):
+        if not patch:
+            raise ValueError("config: a full-size store (data.resize_mode='full') trains on patches: set data.patch")
+        if patch > int(images.sizes.min()):
+            raise ValueError(f"config: data.patch={patch} is larger than the smallest stored image side "
+                             f"({int(images.sizes.min())})")
+    elif patch and patch > min(images.shape[1:3]):
+        raise ValueError(f"config: data.patch={patch} is larger than the stored images ({images.shape[1]}x"
+                         f"{images.shape[2]})")
+    if rot90 and not patch and images.shape[1] != images.shape[2]:
         raise ValueError("rot90 augmentation needs square images")
     shard = shard or grain.sharding.ShardOptions(0, 1)
-    reader = _BatchReader(images, batch_size, seed, shard, flips, rot90)
+    reader = _BatchReader(images, batch_size, seed, shard, flips, rot90, patch)
     ds = grain.MapDataset.range(num_batches).map(reader)
     threads = num_threads or min(8, os.cpu_count() or 1)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))

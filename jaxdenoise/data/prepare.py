@@ -39,11 +39,17 @@ def list_files(src: str) -> List[str]:
     return sorted(out)
 
 
-def _work(args: Tuple[str, str, int, str]):
+def _work(args: Tuple[str, str, int, str, int]):
     """Worker: one file -> (relpath, uint8 image, png bytes, None) or (relpath, None, None, reason)."""
-    src, rel, size, mode = args
+    src, rel, size, mode, max_side = args
     try:
-        arr = imageio.load_rgb(os.path.join(src, rel), size, mode)
+        if mode == "full":
+            arr = imageio.load_rgb(os.path.join(src, rel), max_side or None, "full")
+            if min(arr.shape[:2]) < size:
+                return rel, None, None, (f"smaller than {size} px on its short side ({arr.shape[0]}x"
+                                         f"{arr.shape[1]} after the {max_side} px cap)")
+        else:
+            arr = imageio.load_rgb(os.path.join(src, rel), size, mode)
     except imageio.ImageReadError as e:
         return rel, None, None, str(e)
     except Exception as e:  # a bad file never stops the run; the reason names the surprise
@@ -52,8 +58,13 @@ def _work(args: Tuple[str, str, int, str]):
 
 
 def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.2, seed: int = 0,
-                   mode: str = "resize", workers: Optional[int] = None, progress: bool = True) -> Dict:
+                   mode: str = "resize", workers: Optional[int] = None, progress: bool = True,
+                   max_side: int = 0) -> Dict:
     """Read every image under ``src`` through Wand, resize to ``size``, split, and write a store to ``out``.
+
+    mode "full" keeps each image at its own size (a full-size store, for patch training): images whose
+    longer side exceeds ``max_side`` (0 = no cap) are shrunk to it, aspect kept; images shorter than
+    ``size`` on their short side are skipped with that reason.
 
     Returns the manifest. Raises ValueError (one line) for bad arguments, for an ``out`` that overlaps
     ``src`` and for one that is not an empty folder or a store of ours (``store.check_replaceable``); bad
@@ -63,8 +74,10 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if size < imageio.MIN_SIDE:
         raise ValueError(f"size must be at least {imageio.MIN_SIDE}, got {size}")
-    if mode not in ("resize", "center_crop"):
-        raise ValueError(f"unknown resize mode {mode!r}: use 'resize' or 'center_crop'")
+    if mode not in ("resize", "center_crop", "full"):
+        raise ValueError(f"unknown resize mode {mode!r}: use 'resize', 'center_crop' or 'full'")
+    if mode == "full" and max_side and max_side < size:
+        raise ValueError(f"max_side {max_side} is smaller than size {size}")
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     if not os.path.isdir(src_abs):
         raise ValueError(f"source folder not found: {src}")
@@ -79,9 +92,10 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
     val_set = {f for f in files if is_val(f, seed, val_fraction)}
     skipped = []
     workers = workers or os.cpu_count() or 1
-    tasks = [(src_abs, f, size, mode) for f in files]
+    tasks = [(src_abs, f, size, mode, max_side) for f in files]
     t0 = time.perf_counter()
-    with store.StoreWriter(out_abs, size, {"train": len(files) - len(val_set), "val": len(val_set)}) as writer:
+    with store.StoreWriter(out_abs, size, {"train": len(files) - len(val_set), "val": len(val_set)},
+                           ragged=mode == "full") as writer:
         bar = _progress(len(files), "preparing", progress)
         # spawn, not fork: the caller may have JAX's threads running
         with mp.get_context("spawn").Pool(workers) as pool:
@@ -92,12 +106,14 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
                     skipped.append({"path": rel, "reason": reason})
                 bar.update(1)
         bar.close()
-        manifest = writer.close(seed=seed, val_fraction=val_fraction, mode=mode, source=src_abs,
+        extra = {"max_side": max_side} if mode == "full" else {}
+        manifest = writer.close(seed=seed, val_fraction=val_fraction, mode=mode, source=src_abs, **extra,
                                 split_rule="sha256(f'{seed}/{relpath}') < val_fraction", skipped=skipped)
     dt = time.perf_counter() - t0
     done = manifest["train_count"] + manifest["val_count"]
     print(f"prepared {done} images ({manifest['train_count']} train / {manifest['val_count']} val) "
-          f"at {size}x{size} in {dt:.1f} s ({done / max(dt, 1e-9):.0f} img/s, {workers} processes); "
+          + (f"at full size (short side >= {size}, long side <= {max_side or 'any'})" if mode == "full"
+             else f"at {size}x{size}") + f" in {dt:.1f} s ({done / max(dt, 1e-9):.0f} img/s, {workers} processes); "
           f"skipped {len(skipped)}" + (f" (see {out}/manifest.json)" if skipped else ""), file=sys.stderr)
     return manifest
 
@@ -109,7 +125,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def ensure_prepared(src: str, cache: str, size: int, val_fraction: float, seed: int,
-                    mode: str = "resize") -> str:
+                    mode: str = "resize", max_side: int = 0) -> str:
     """A prepared store for ``src``: ``src`` itself when it already is one, else ``cache`` (made on first use).
 
     The cache is reused only when its manifest matches the requested size, split and source; a crash
@@ -119,14 +135,17 @@ def ensure_prepared(src: str, cache: str, size: int, val_fraction: float, seed: 
         m = store.read_manifest(src)
         if m.get("size") != size:
             raise ValueError(f"prepared store {src} holds {m.get('size')}px images but the config asks for {size}px")
+        if (m.get("layout") == "ragged") != (mode == "full"):
+            kind = "full-size" if m.get("layout") == "ragged" else f"{m.get('size')}px"
+            raise ValueError(f"prepared store {src} holds {kind} images but the config asks for data.resize_mode={mode!r}")
         return src
     store.recover(cache)
     if store.is_store(cache):
         m = store.read_manifest(cache)
         want = {"size": size, "val_fraction": val_fraction, "seed": seed, "mode": mode,
-                "source": os.path.realpath(src)}
+                "source": os.path.realpath(src), **({"max_side": max_side} if mode == "full" else {})}
         if all(m.get(k) == v for k, v in want.items()):
             return cache
-    prepare_folder(src, cache, size=size, val_fraction=val_fraction, seed=seed, mode=mode)
+    prepare_folder(src, cache, size=size, val_fraction=val_fraction, seed=seed, mode=mode, max_side=max_side)
     return cache
 

@@ -4,6 +4,9 @@ Layout of a store directory::
 
     manifest.json          counts, size, seed, split rule, file lists, skipped files with reasons
     train.npy, val.npy     uint8 [N, size, size, 3], memory-mappable (np.load(..., mmap_mode="r"))
+                           or, in a full-size store (manifest "layout": "ragged"), every image's pixels
+                           one after another, uint8 [total bytes], with
+    train_index.npy, ...   int64 [N, 3]: (byte offset, height, width) of each image (full-size stores only)
     clean/train/*.png      the same images as PNG, for people to look at (the paper's "clear images")
     clean/val/*.png
 
@@ -77,8 +80,54 @@ def read_manifest(path: str | os.PathLike) -> Dict[str, Any]:
         raise StoreError(f"unreadable manifest {mpath}: {e}") from e
 
 
-def open_split(path: str | os.PathLike, split: str) -> np.ndarray:
-    """The split's images as a read-only memmap, ``uint8 [N, size, size, 3]``; never empty."""
+class RaggedImages:
+    """The images of a full-size store's split, each at its own size (read-only, memory-mapped).
+
+    ``len``/``shape[0]``: N; ``sizes``: ``int64 [N, 2]`` (h, w); ``images[i]``: ``uint8 [h_i, w_i, 3]``;
+    ``crop(i, y, x, side)``: a ``[side, side, 3]`` window; ``center_crops(side)``: the fixed-size view that
+    training-time validation batches (``[N, side, side, 3]`` indexing, like a fixed-size split).
+    """
+
+    def __init__(self, flat: np.ndarray, index: np.ndarray):
+        self.flat, self.index = flat, index
+        self.sizes = index[:, 1:3]
+        self.shape = (int(index.shape[0]), None, None, 3)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        off, h, w = (int(v) for v in self.index[int(i)])
+        return self.flat[off:off + h * w * 3].reshape(h, w, 3)
+
+    def crop(self, i: int, y: int, x: int, side: int) -> np.ndarray:
+        return self[i][y:y + side, x:x + side]
+
+    def center_crops(self, side: int) -> "CenterCrops":
+        return CenterCrops(self, side)
+
+
+class CenterCrops:
+    """``uint8 [N, side, side, 3]`` view of a ``RaggedImages``: each image's central square (fancy indexing)."""
+
+    def __init__(self, images: RaggedImages, side: int):
+        self.images, self.side = images, side
+        self.shape = (len(images), side, side, 3)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            h, w = self.images.sizes[int(idx)]
+            return self.images.crop(int(idx), (h - self.side) // 2, (w - self.side) // 2, self.side)
+        ids = np.arange(len(self))[idx]
+        return np.stack([self[int(i)] for i in ids]) if len(ids) else np.zeros((0,) + self.shape[1:], np.uint8)
+
+
+def open_split(path: str | os.PathLike, split: str):
+    """The split's images as a read-only memmap, ``uint8 [N, size, size, 3]`` (a ``RaggedImages`` for a
+    full-size store); never empty."""
     if split not in SPLITS:
         raise StoreError(f"unknown split {split!r}: use one of {SPLITS}")
     manifest = read_manifest(path)
@@ -89,6 +138,8 @@ def open_split(path: str | os.PathLike, split: str) -> np.ndarray:
         arr = np.load(npy, mmap_mode="r")
     except (ValueError, OSError) as e:
         raise StoreError(f"unreadable {npy}: {e}") from e
+    if manifest.get("layout") == "ragged":
+        return _open_ragged(path, split, manifest, arr)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise StoreError(f"{npy} holds {arr.dtype} {arr.shape}, expected uint8 [N, H, W, 3]")
     if arr.shape[0] != manifest.get(f"{split}_count"):
@@ -96,6 +147,24 @@ def open_split(path: str | os.PathLike, split: str) -> np.ndarray:
     if arr.shape[0] == 0:
         raise StoreError(f"the {split} split of {path} is empty")
     return arr
+
+
+def _open_ragged(path, split: str, manifest, flat: np.ndarray) -> RaggedImages:
+    ipath = os.path.join(path, f"{split}_index.npy")
+    try:
+        index = np.load(ipath)
+    except (ValueError, OSError) as e:
+        raise StoreError(f"unreadable {ipath}: {fsutil.first_line(e)}") from e
+    if flat.dtype != np.uint8 or flat.ndim != 1 or index.ndim != 2 or index.shape[1] != 3:
+        raise StoreError(f"{path}: {split}.npy / {split}_index.npy are not a full-size store's layout")
+    if index.shape[0] != manifest.get(f"{split}_count"):
+        raise StoreError(f"{ipath} lists {index.shape[0]} images but the manifest says {manifest.get(f'{split}_count')}")
+    if index.shape[0] == 0:
+        raise StoreError(f"the {split} split of {path} is empty")
+    ends = index[:, 0] + index[:, 1] * index[:, 2] * 3
+    if index.min() < 0 or int(ends.max()) > flat.shape[0]:
+        raise StoreError(f"{ipath} points past the end of {split}.npy (a damaged store: prepare it again)")
+    return RaggedImages(flat, index)
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -117,10 +186,12 @@ def _npy_header(shape) -> bytes:
 def foreign_file(path: str | os.PathLike) -> Optional[str]:
     """Relative path of one entry under a store folder that jaxdenoise did not write, or None.
 
-    Ours: manifest.json, train.npy, val.npy, clean/{train,val}/NNNNNN.png. Links are never ours.
+    Ours: manifest.json, train.npy, val.npy, {train,val}_index.npy, clean/{train,val}/NNNNNN.png. Links are
+    never ours.
     """
     path = os.fspath(path)
-    ours = {MANIFEST: False, "train.npy": False, "val.npy": False, "clean": True}  # name -> is a folder
+    ours = {MANIFEST: False, "train.npy": False, "val.npy": False, "train_index.npy": False,
+            "val_index.npy": False, "clean": True}  # name -> is a folder
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if entry.is_symlink() or ours.get(entry.name) != entry.is_dir():
             return entry.name
@@ -238,13 +309,19 @@ class StoreWriter:
 
     Each split's ``.npy`` is allocated for an upper bound of images, filled in order, and at ``close`` its
     header is rewritten for the real count and the file truncated, so nothing is copied twice.
+    ``ragged``: a full-size store (images of any size, at least ``size`` on their short side): pixels are
+    appended to the split's file and indexed in ``{split}_index.npy``.
     Raises StoreError (one line) when ``out`` may not be replaced or cannot be written.
     """
 
-    def __init__(self, out: str | os.PathLike, size: int, capacity: Dict[str, int], replace: bool = True):
+    def __init__(self, out: str | os.PathLike, size: int, capacity: Dict[str, int], replace: bool = True,
+                 ragged: bool = False):
         self.out = os.path.realpath(out)
         self.size = size
         self.replace = replace
+        self.ragged = ragged
+        self._index: Dict[str, List] = {s: [] for s in SPLITS}
+        self._raw: Dict[str, Any] = {}
         recover(self.out)
         check_replaceable(self.out)
         _make_parent(self.out)
@@ -257,6 +334,9 @@ class StoreWriter:
             fsutil.atomic_write(os.path.join(self.tmp, WRITING), json.dumps({"host": _HOST, "pid": os.getpid()}))
             for split in SPLITS:
                 os.makedirs(os.path.join(self.tmp, "clean", split))
+                if ragged:
+                    self._raw[split] = open(os.path.join(self.tmp, f"{split}.npy.partial"), "wb")
+                    continue
                 shape = (max(1, capacity.get(split, 0)), size, size, 3)  # memmap cannot be empty
                 self._arrays[split] = np.lib.format.open_memmap(
                     os.path.join(self.tmp, f"{split}.npy.partial"), mode="w+", dtype=np.uint8, shape=shape)
@@ -275,7 +355,12 @@ class StoreWriter:
     def add(self, split: str, image: np.ndarray, source: str, png: bytes | None = None) -> None:
         """Append ``uint8 [size, size, 3]`` to a split; ``source`` is recorded in the manifest."""
         i = len(self.files[split])
-        self._arrays[split][i] = image
+        if self.ragged:
+            f = self._raw[split]
+            self._index[split].append((f.tell(), image.shape[0], image.shape[1]))
+            f.write(np.ascontiguousarray(image, np.uint8).tobytes())
+        else:
+            self._arrays[split][i] = image
         with open(os.path.join(self.tmp, "clean", split, f"{i:06d}.png"), "wb") as f:
             f.write(png if png is not None else png_bytes(image))
         self.files[split].append(source)
@@ -283,6 +368,18 @@ class StoreWriter:
     def close(self, **manifest_fields: Any) -> Dict[str, Any]:
         """Complete the store aside, publish it under ``out`` and return its manifest."""
         for split in SPLITS:
+            if self.ragged:
+                f = self._raw.pop(split)
+                nbytes = f.tell()
+                f.close()
+                partial = os.path.join(self.tmp, f"{split}.npy.partial")
+                _finalize_npy(partial, 0, (nbytes,))  # prepends the header
+                os.replace(partial, os.path.join(self.tmp, f"{split}.npy"))
+                index = np.asarray(self._index[split], np.int64).reshape(-1, 3)
+                buf = io.BytesIO()
+                np.save(buf, index)
+                fsutil.atomic_write(os.path.join(self.tmp, f"{split}_index.npy"), buf.getvalue())
+                continue
             arr = self._arrays.pop(split)
             n = len(self.files[split])
             offset = arr.offset
@@ -295,6 +392,7 @@ class StoreWriter:
             "format_version": FORMAT_VERSION,
             "store": MARK,
             "size": self.size,
+            **({"layout": "ragged"} if self.ragged else {}),
             "train_count": len(self.files["train"]),
             "val_count": len(self.files["val"]),
             **manifest_fields,
@@ -331,6 +429,9 @@ class StoreWriter:
     def abort(self) -> None:
         """Discard the work (the aside folder); ``out`` is left as it was."""
         self._arrays.clear()
+        for f in self._raw.values():
+            f.close()
+        self._raw.clear()
         if os.path.lexists(self.tmp):
             _discard(self.tmp)
         _building.discard(self.tmp)

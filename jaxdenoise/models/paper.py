@@ -41,6 +41,15 @@ class PaperAutoencoder(nn.Module):
     latent: int = 3
     dtype: Any = jnp.float32
     stride = 4  # input sides must be multiples of this (two 2x2 pools); not a field
+    receptive_field = 40  # E1..E5 and D1..D4: 3x3 convs at scales 1, 2, 4, 4, then the up-convs and D4
+
+    @staticmethod
+    def check(fields) -> None:
+        widths = list(fields.get("widths", ()))
+        if len(widths) != 2 or any(int(w) < 1 for w in widths):
+            raise ValueError(f"model.widths must be two positive ints, got {widths}")
+        if int(fields.get("latent", 3)) < 1:
+            raise ValueError(f"model.latent must be >= 1, got {fields.get('latent')}")
 
     @nn.compact
     def __call__(self, x):

@@ -1,0 +1,212 @@
+"""The model zoo (registry, U-Net, DnCNN, NAFNet), EMA, patch training from full-size stores, real-noise pairs."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxdenoise import baselines, checkpointing, config as config_lib, evaluate, models, steps, train
+from jaxdenoise.data import builtin, prepare, store
+from jaxdenoise.models.nafnet import pixel_shuffle
+from tests.test_train import tiny_config
+
+# parameters of each model's documented default (module docstrings, docs/quality.md)
+DEFAULT_PARAMS = {"paper": 51_494, "unet": 518_563, "dncnn": 557_443, "nafnet": 288_691}
+TINY = {"unet": dict(widths=(8, 16)), "dncnn": dict(depth=4, width=8),
+        "nafnet": dict(width=8, enc_blocks=(1,), middle_blocks=1, dec_blocks=(1,))}
+
+
+@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+def test_every_model_declares_its_geometry_and_keeps_shapes(name):
+    model = models.create(models.default_config(name))
+    assert models.param_count(model) == DEFAULT_PARAMS[name]
+    assert isinstance(model.stride, int) and model.stride >= 1
+    assert isinstance(model.receptive_field, int) and model.receptive_field > 1
+    side = 2 * model.stride
+    x = jax.ShapeDtypeStruct((2, side, 3 * side, 3), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(1), x)
+    y = jax.eval_shape(model.apply, params, x)  # shapes only: no compilation of the full-size models
+    assert y.shape == x.shape and y.dtype == jnp.float32
+    if name != "paper":  # a tiny variant runs for real: residual models start near the identity
+        tiny = models.create(models.default_config(name, **TINY[name]))
+        xs = jax.random.uniform(jax.random.PRNGKey(0), (1, 16, 16, 3))
+        out = tiny.apply(tiny.init(jax.random.PRNGKey(1), xs), xs)
+        assert out.shape == xs.shape and bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.parametrize("name", ["unet", "dncnn"])
+def test_receptive_field_bounds_what_one_pixel_changes(name):
+    model = models.create(models.default_config(name, **TINY[name]))
+    n = 48
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, n, n, 3))
+    # random (not zero) biases and kernels: every path is live; jitted: one compilation, not one per operation
+    params = jax.jit(lambda x: jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape),
+                                            model.init(jax.random.PRNGKey(1), x)))(x)
+    apply = jax.jit(model.apply)
+    y0 = apply(params, x)
+    y1 = apply(params, x.at[0, n // 2, n // 2, 0].add(1.0))
+    changed = np.argwhere(np.abs(np.asarray(y1 - y0))[0].max(-1) > 0)
+    extent = changed.max(0) - changed.min(0) + 1
+    assert extent.max() > 1  # the field is not trivial
+    assert extent.max() <= model.receptive_field, (extent, model.receptive_field)
+
+
+def test_pixel_shuffle_matches_torch_channel_order():
+    x = np.arange(1 * 2 * 2 * 8).reshape(1, 2, 2, 8)
+    y = np.asarray(pixel_shuffle(jnp.asarray(x)))
+    # PyTorch: out[c, 2h + i, 2w + j] = in[c * 4 + i * 2 + j, h, w]
+    for c in range(2):
+        for i in range(2):
+            for j in range(2):
+                assert y[0, i, 2 + j, c] == x[0, 0, 1, c * 4 + i * 2 + j]
+
+
+def test_registry_passes_fields_and_models_check_their_own():
+    m = models.create(models.default_config("dncnn", depth=5, width=7))
+    assert (m.depth, m.width) == (5, 7)
+    with pytest.raises(ValueError, match="model.latent is not a field of model 'unet'"):
+        c = models.default_config("paper")
+        c.name = "unet"
+        models.create(c)
+    with pytest.raises(ValueError, match="has no field 'depth'"):
+        models.default_config("unet", depth=3)
+    c = config_lib.base_config()
+    c.model = models.default_config("nafnet", enc_blocks=(1, 1), dec_blocks=(1,))
+    with pytest.raises(ValueError, match="config: model.enc_blocks and model.dec_blocks"):
+        config_lib.validate(c)
+    c.model = models.default_config("unet", widths=(8, 16, 32))
+    c.data.patch = 34
+    with pytest.raises(ValueError, match="data.patch=34 must be a multiple of 4"):
+        config_lib.validate(c)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _tiny(cache, name, **kw):
+    c = tiny_config(cache, noise="gaussian:50", **kw)  # strong noise: a few steps show a clear gain
+    c.model = models.default_config(name, **TINY[name])
+    c.data.size = 32
+    c.data.patch = 16
+    # NAFNet's blocks start as the identity (beta = gamma = 0): at this width it needs a larger step to
+    # leave it within a few dozen steps
+    c.learning_rate = 1e-2 if name == "nafnet" else 3e-3
+    return c
+
+
+@pytest.mark.parametrize("name", ["unet", "dncnn", "nafnet"])
+def test_each_new_model_learns_to_beat_its_noisy_input(tmp_path, cache, name):
+    ema = 0.9 if name == "unet" else 0.0
+    c = _tiny(cache, name, num_epochs=1, steps_per_epoch=40, ema_decay=ema)
+    res = train.train_and_evaluate(c, str(tmp_path / name))
+    assert res["psnr"] > res["noisy_psnr"] + 1.0, res
+    if ema:
+        # evaluate restores the EMA weights: they are in the checkpoint beside, and unlike, the raw ones
+        _, state, _, _ = checkpointing.load_state(str(tmp_path / name), "latest")
+        ts = state["train_state"]
+        _, params, _, kind = checkpointing.load_params(str(tmp_path / name), "latest", with_kind=True)
+        assert kind == "ema"
+        for e, p, r in zip(jax.tree.leaves(ts.ema), jax.tree.leaves(params), jax.tree.leaves(ts.params)):
+            np.testing.assert_array_equal(np.asarray(e), np.asarray(p))
+        assert any(not np.array_equal(np.asarray(e), np.asarray(r))
+                   for e, r in zip(jax.tree.leaves(ts.ema), jax.tree.leaves(ts.params)))
+        assert "raw_psnr" in res
+        rows = evaluate.run(str(tmp_path / name), "latest", limit=2)
+        assert "EMA" in rows[1]["method"]
+
+
+def test_ema_update_warms_up_then_follows_the_decay():
+    ema, p = {"w": jnp.zeros(3)}, {"w": jnp.ones(3)}
+    first = steps.ema_update(ema, p, jnp.int32(0), 0.999)["w"]
+    np.testing.assert_allclose(first, 0.9, rtol=1e-6)  # d = min(0.999, 1/10)
+    late = steps.ema_update(ema, p, jnp.int32(10**6), 0.999)["w"]
+    np.testing.assert_allclose(late, 0.001, rtol=1e-3)
+
+
+def _photos():
+    """[(stem, uint8 [H, W, 3])] of the built-in photos."""
+    out = []
+    for pkg, name in builtin.TRAIN_PHOTOS + builtin.VAL_PHOTOS:
+        with Image.open(builtin.photo_path(pkg, name)) as im:
+            out.append((os.path.splitext(name)[0], np.asarray(im.convert("RGB"))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Built-in photos at their own sizes (and a too-small one), as files."""
+    d = tmp_path_factory.mktemp("photos")
+    for i, (name, img) in enumerate(_photos()):
+        img = img[: 40 + 8 * i, : 56 + 4 * i]
+        Image.fromarray(img).save(d / f"{name}.png")
+    Image.fromarray(np.zeros((20, 90, 3), np.uint8)).save(d / "thin.png")
+    return d
+
+
+def test_full_size_store_keeps_sizes_and_skips_small_images(tmp_path, photo_folder):
+    m = prepare.prepare_folder(str(photo_folder), str(tmp_path / "s"), size=32, val_fraction=0.3, mode="full",
+                               max_side=50, progress=False)
+    assert m["layout"] == "ragged" and m["max_side"] == 50
+    assert [s["path"] for s in m["skipped"]] == ["thin.png"] and "short side" in m["skipped"][0]["reason"]
+    imgs = store.open_split(str(tmp_path / "s"), "train")
+    assert isinstance(imgs, store.RaggedImages)
+    assert imgs.sizes.max() <= 50 and imgs.sizes.min() >= 32 and len(set(map(tuple, imgs.sizes))) > 1
+    assert store.foreign_file(str(tmp_path / "s")) is None
+    crops = imgs.center_crops(32)
+    assert crops[np.arange(len(imgs))].shape == (len(imgs), 32, 32, 3)
+
+
+def test_patch_training_from_a_full_size_store_resumes_bitwise(tmp_path, cache, photo_folder):
+    def cfg(epochs):
+        c = _tiny(cache, "unet", num_epochs=epochs, steps_per_epoch=3, ema_decay=0.9)
+        c.data.source, c.data.dir, c.data.resize_mode, c.data.max_side = "dir", str(photo_folder), "full", 64
+        c.data.cache_dir = str(tmp_path / "stores")
+        c.data.flips = c.data.rot90 = True
+        c.batch_size = 2
+        c.eval_batch_size = 2
+        return c
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train.train_and_evaluate(cfg(2), str(straight))
+    train.train_and_evaluate(cfg(1), str(resumed))
+    train.train_and_evaluate(cfg(2), str(resumed))
+    a = checkpointing.load_state(str(straight), "latest")[1]["train_state"]
+    b = checkpointing.load_state(str(resumed), "latest")[1]["train_state"]
+    assert int(a.step) == int(b.step) == 6
+    for x, y in zip(jax.tree.leaves((a.params, a.ema)), jax.tree.leaves((b.params, b.ema))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_estimate_sigma_reads_gaussian_noise():
+    rng = np.random.default_rng(0)
+    clean = np.asarray(_photos()[0][1][:128, :128], np.float32) / 255.0
+    for sigma in (10, 25, 50):
+        noisy = np.clip(clean + rng.normal(0, sigma / 255.0, clean.shape), 0, 1).astype(np.float32)
+        assert abs(baselines.estimate_sigma(noisy) * 255.0 - sigma) < 0.15 * sigma + 1.0
+
+
+def test_real_noise_pairs_are_scored_by_name(tmp_path, run_dir, capsys):
+    clean_dir, noisy_dir = tmp_path / "clean", tmp_path / "noisy"
+    clean_dir.mkdir()
+    noisy_dir.mkdir()
+    rng = np.random.default_rng(0)
+    expected = []
+    for i, (name, img) in enumerate(_photos()[:2]):
+        img = img[:48, :40]
+        noisy = np.clip(img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(clean_dir / f"{name}.png")
+        Image.fromarray(noisy).save(noisy_dir / f"{name}.bmp")  # another format, same name
+        mse = np.mean((img / 255.0 - noisy / 255.0) ** 2)
+        expected.append(10 * np.log10(1 / mse))
+    (noisy_dir / "stray.bmp").write_bytes((noisy_dir / f"{_photos()[0][0]}.bmp").read_bytes())
+    rows = evaluate.run(run_dir, "latest", data=str(clean_dir), noisy=str(noisy_dir), baselines=["nlm"])
+    assert [r["method"].split(" ")[0] for r in rows] == ["noisy", rows[1]["method"].split(" ")[0], "nlm"]
+    assert all(r["noise"] == "real:noisy" and r["images"] == 2 for r in rows)
+    np.testing.assert_allclose(rows[0]["psnr"], np.mean(expected), atol=0.01)
+    assert rows[2]["psnr"] > rows[0]["psnr"]  # NLM at the estimated level removes noise
+    assert "no clean reference for noisy stray.bmp" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no noisy file"):
+        evaluate.run(run_dir, "latest", data=str(clean_dir), noisy=str(tmp_path))
