@@ -19,6 +19,7 @@ flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
 flags.DEFINE_string("data", None, "a file or folder of images of any size (default: the run's validation split)")
 flags.DEFINE_string("noisy", None, "a folder of real noisy photos, scored against the clean references in "
                     "--data with the same names (any formats)")
+flags.DEFINE_multi_string("also", [], "another run's workdir, scored on the same noisy images (repeatable)")
 flags.DEFINE_multi_string("noise", [], "noise spec(s), one row group each (default: the run's eval noise)")
 flags.DEFINE_list("baselines", [], "classical denoisers to compare: bm3d, nlm")
 flags.DEFINE_string("json", None, "also write the rows as JSON here")
@@ -36,7 +37,7 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
     grid = FLAGS.grid or os.path.join(FLAGS.workdir, "eval_grid.png")
     rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
-                        FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy)
+                        FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy, also=FLAGS.also)
     print(evaluate.format_table(rows))
     if os.path.isfile(grid):
         print(f"comparison grid (clean | noisy | model | baselines): {grid}")
