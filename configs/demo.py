@@ -2,7 +2,8 @@
 
     python scripts/train.py --config configs/demo.py --workdir runs/demo      (or: make demo)
 
-Expected (measured 2026-11-27, `make demo` in a fresh clone, 2 CPU cores): 119 s wall including installation (warm pip cache);
+Expected (measured 2026-11-27, `make demo` in a fresh clone, 2 CPU cores): 119 s wall including installation (warm pip cache;
+2026-11-28, with the demo's U-Net run added: 140 s for both, installed);
 held-out photos (chelsea, coffee; 34 images at 128x128), best checkpoint after 180 steps:
 poisson:5 20.35 dB (noisy 12.26), poisson:10 20.69 dB (noisy 14.79), poisson:30 20.21 dB (noisy 19.13).
 """

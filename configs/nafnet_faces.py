@@ -8,7 +8,9 @@ the paper's SIDD size on a GPU: --config.model.width=32 --config.model.enc_block
 --config.model.middle_blocks=12 --config.model.dec_blocks=(2,2,2,2) (29.2 M parameters). AdamW-style
 recipe of the paper reduced to Adam 1e-3, cosine decay, EMA 0.999, 64x64 crops with flips and rotations.
 
-MEASURED: see the closing numbers below.
+Not yet trained to the end on CPU: measured 2026-11-28 on CPU-2 at 25.7 img/s (batch 16, 64x64; 0.91 GFLOP
+per image, 14 % of the roofline: its depthwise convs, layer norms and gates are memory-bound on CPU), so the
+12 x 550 steps take ~70 min there; tested to learn (tests/test_models.py). A GPU config to measure.
 """
 from jaxdenoise import models
 from jaxdenoise.config import base_config
