@@ -9,7 +9,8 @@ def test_fast_fault_suite_loses_nothing(tmp_path):
     print(suite.format_table(summary))
     by = {s["scenario"]: s for s in summary["scenarios"]}
     t = summary["totals"]
-    assert t["files_lost"] == 0 and t["tracebacks"] == 0, summary
+    notes = [n for s in summary["scenarios"] for n in s["notes"]]
+    assert t["files_lost"] == 0 and t["tracebacks"] == 0, notes
     assert t["bitwise"] == t["bitwise_expected"] > 0, summary
     assert by["kill -9"]["faults"] >= 5 and by["kill -9"]["recovered"] >= 1
     damage = by["checkpoint damage"]

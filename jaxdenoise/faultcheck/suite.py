@@ -273,6 +273,11 @@ def checkpoint_damage(r: Runner, kinds: Sequence[str], rng: np.random.Generator)
         fell_back = ev.returncode == 0 and f"(step {steps[-2]})" in ev.stdout and "is damaged" in ev.stderr
         if "Traceback" in ev.stderr:
             out["tracebacks"] += 1
+            kept = os.path.join(r.base, f"damage-{kind}.stderr")
+            with open(kept, "w") as f:  # for diagnosis: the whole stderr
+                f.write(ev.stderr)
+            out["notes"].append(f"{what}: evaluate printed a traceback ({kept}): "
+                                f"{(ev.stderr.strip().splitlines() or [''])[-1][:200]}")
         if fell_back:
             out["fell_back"] += 1
         elif kind == "flipped_unsealed" and ev.returncode == 0:
