@@ -78,21 +78,22 @@ class _BatchReader:
         idx = np.fromiter((self.perm[start + self.lo + i] for i in range(self.local)), np.int64, count=self.local)
         part = slice(self.lo, self.lo + self.local)
         p = self.patch
-        if self.ragged:  # full-size store: read only each image's crop
+        if p:  # crop origins drawn for the whole global batch, then this shard's part: any process count
+            if self.ragged:
+                gidx = np.fromiter((self.perm[start + i] for i in range(self.batch_size)), np.int64,
+                                   count=self.batch_size)
+                sizes = self.images.sizes[gidx]
+            else:
+                sizes = np.tile(self.images.shape[1:3], (self.batch_size, 1))
             rng = np.random.default_rng([self.seed, _CROP_SALT, int(k)])
-            sizes = np.zeros((self.batch_size, 2), np.int64)  # the global batch's sizes: same draws in any shard
-            gidx = np.fromiter((self.perm[start + i] for i in range(self.batch_size)), np.int64, count=self.batch_size)
-            sizes[:] = self.images.sizes[gidx]
             ys, xs = crop_origins(rng, sizes, p)[part].T
+        if self.ragged:  # full-size store: read only each image's crop
             batch = np.stack([self.images.crop(i, y, x, p) for i, y, x in zip(idx, ys, xs)])
         else:
             order = np.argsort(idx)  # sorted reads are kinder to a memmap on disk
             batch = np.empty((self.local,) + self.images.shape[1:], np.uint8)
             batch[order] = self.images[idx[order]]
             if p:
-                rng = np.random.default_rng([self.seed, _CROP_SALT, int(k)])
-                sizes = np.tile(self.images.shape[1:3], (self.batch_size, 1))
-                ys, xs = crop_origins(rng, sizes, p)[part].T
                 batch = np.stack([img[y:y + p, x:x + p] for img, y, x in zip(batch, ys, xs)])
         if self.flips or self.rot90:
             rng = np.random.default_rng([self.seed, _AUG_SALT, int(k)])
