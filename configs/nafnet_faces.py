@@ -12,29 +12,21 @@ Not yet trained to the end on CPU: measured 2026-11-28 on CPU-2 at 25.7 img/s (b
 per image, 14 % of the roofline: its depthwise convs, layer norms and gates are memory-bound on CPU), so the
 12 x 550 steps take ~70 min there; tested to learn (tests/test_models.py). A GPU config to measure.
 """
+import importlib.util
+import os
+
 from jaxdenoise import models
-from jaxdenoise.config import base_config
+
+
+def _unet_faces():
+    """configs/unet_faces.py, loaded by path (configs/ is a folder of files, not a package)."""
+    spec = importlib.util.spec_from_file_location("unet_faces", os.path.join(os.path.dirname(__file__), "unet_faces.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def get_config():
-    c = base_config()
+    c = _unet_faces().get_config()  # the same data, noise, schedule, EMA and cadences: only the model differs
     c.model = models.default_config("nafnet", width=16, enc_blocks=(1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1))
-    c.noise = "poisson:5-60+gaussian:5-50"
-    c.eval_noise = "poisson:30"
-    c.learning_rate = 1e-3
-    c.schedule = "cosine"
-    c.warmup_steps = 200
-    c.ema_decay = 0.999
-    c.batch_size = 16
-    c.num_epochs = 12
-    c.steps_per_epoch = 550
-    c.data.source = "dir"
-    c.data.dir = ""              # required: --config.data.dir=/path/to/images
-    c.data.size = 128
-    c.data.patch = 64
-    c.data.flips = True
-    c.data.rot90 = True
-    c.eval_every_epochs = 6
-    c.log_every_steps = 100
-    c.checkpoint_every_steps = 550
     return c
