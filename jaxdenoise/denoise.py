@@ -26,7 +26,7 @@ Apply = Callable[[jax.Array], jax.Array]
 
 
 def make_apply(model, params) -> Apply:
-    """A jitted ``float32 [B, H, W, 3] -> [B, H, W, 3]`` denoiser, output clipped to [0, 1] (residual models
+    """A jitted ``float32 [B, H, W, C] -> [B, H, W, 3]`` denoiser (C: ``model.in_channels``), output clipped to [0, 1] (residual models
     can step outside it); recompiles once per input shape."""
     fn = jax.jit(lambda p, x: jnp.clip(model.apply({"params": p}, x), 0.0, 1.0))
     return lambda x: fn(params, x)
@@ -67,7 +67,10 @@ def _starts(size: int, tile: int, step: int, stride: int) -> List[int]:
 
 def denoise(apply: Apply, image: np.ndarray, stride: int = 4, tile: int = 256, overlap: int = 32,
             batch: int = 8, bucket: int = 0) -> np.ndarray:
-    """Denoise ``float32 [H, W, 3]`` in [0, 1] -> ``float32 [H, W, 3]``; tiles when larger than ``tile``.
+    """Denoise ``float32 [H, W, C]`` in [0, 1] -> ``float32 [H, W, 3]``; tiles when larger than ``tile``.
+
+    C is the model's ``in_channels``: 3, or 4 for a non-blind model (``with_level`` appends the map; it is
+    padded and tiled with the image).
 
     tile and overlap are rounded to multiples of ``stride``; tile <= 0 means whole-image inference always.
     bucket: pad whole-image inputs to multiples of this (a multiple of stride) instead of the stride, so
@@ -114,7 +117,24 @@ def load_denoiser(workdir: str, which: str | int = "best") -> Tuple[Apply, int, 
     config, params, step, weights = checkpointing.load_params(workdir, which, with_kind=True)
     model = models.create(config.model, config.dtype)
     return make_apply(model, params), model.stride, {"config": config, "step": step, "weights": weights,
-                                                     "receptive_field": model.receptive_field}
+                                                     "receptive_field": model.receptive_field,
+                                                     "in_channels": model.in_channels}
+
+
+def with_level(image: np.ndarray, in_channels: int, noise_level: str | None = None) -> np.ndarray:
+    """The model input for a noisy ``float32 [H, W, 3]`` image: itself for a blind model (``in_channels``
+    3); for a non-blind one (4) the image and its noise-level map ``[H, W, 1]``, from ``noise_level`` (a
+    fixed-value noise spec such as ``poisson:30`` or ``gaussian:25``: ``noise.level_map``), or, when it is
+    None, a constant map at the Gaussian sigma estimated from the image (``baselines.estimate_sigma``)."""
+    if in_channels == 3:
+        return image
+    from jaxdenoise import noise as noise_lib
+    if noise_level:
+        level = np.asarray(noise_lib.level_map(noise_level, image[None]))[0]
+    else:
+        from jaxdenoise import baselines
+        level = np.full(image.shape[:2] + (1,), baselines.estimate_sigma(image), np.float32)
+    return np.concatenate([image, level.astype(np.float32)], axis=-1)
 
 
 def min_overlap(overlap: int, receptive_field: int) -> int:
@@ -139,7 +159,7 @@ EXISTS = "exists (use --overwrite to replace it)"
 
 def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | int = "best", tile: int = 256,
                   overlap: int = 32, batch: int = 8, keep_format: bool = False, overwrite: bool = False,
-                  progress: bool = True) -> Dict:
+                  progress: bool = True, noise_level: str | None = None) -> Dict:
     """Denoise a file, or every image under a folder, into ``output_dir``; subfolders mirror the input's.
 
     Names: each input ``dir/stem.ext`` first asks for ``dir/stem.png``. With ``keep_format`` it keeps its
@@ -156,6 +176,9 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
     unless ``overwrite``; an input of this run is never written over. When ``output_dir`` lies inside the
     input folder, files under it are not inputs (a rerun does not denoise its own outputs); when it is the
     input folder itself, every file there is an input, earlier outputs included.
+
+    noise_level: for a non-blind model, the noise of the photos as a fixed-value spec (``with_level``);
+    None estimates a Gaussian level per image. Blind models ignore it.
 
     Returns ``{"written": [output paths], "skipped": [{"path": input relative path, "reason": one line,
     "output": output path (only for EXISTS)}]}``. Raises ValueError (one line) for bad arguments and for an
@@ -174,6 +197,9 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
     root, files = _list_inputs(input_path, out_root)
     formats = {rel: _sniff(os.path.join(root, rel)) if keep_format else "png" for rel in files}
     names = _output_names(root, files, out_root, formats, keep_format)
+    if noise_level:
+        from jaxdenoise import noise as noise_lib
+        noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
     _makedirs(out_root)  # before loading the model: an unwritable --output fails at once
     apply, stride, info = load_denoiser(workdir, which)
     overlap = min_overlap(overlap, info["receptive_field"])
@@ -188,7 +214,8 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
         except imageio.ImageReadError as e:
             skipped.append({"path": rel, "reason": str(e)})
             continue
-        out = denoise(apply, image.astype(np.float32) / 255.0, stride, tile, overlap, batch)
+        x = with_level(image.astype(np.float32) / 255.0, info["in_channels"], noise_level)
+        out = denoise(apply, x, stride, tile, overlap, batch)
         data = _encode(np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), formats[rel])
         _makedirs(os.path.dirname(dst))
         try:

@@ -76,7 +76,8 @@ def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
 def run(workdir: str, which: str | int = "best", data: str | None = None, noise_specs: Sequence[str] = (),
         baselines: Sequence[str] = (), resize: int | None = None, seed: int | None = None, tile: int = 512,
         overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3,
-        limit: int | None = None, noisy: str | None = None, also: Sequence[str] = ()) -> List[Dict]:
+        limit: int | None = None, noisy: str | None = None, also: Sequence[str] = (),
+        noise_level: str | None = None) -> List[Dict]:
     """The evaluation table: per noise spec, rows for the noisy input, the model and each baseline.
 
     ``also``: more run workdirs whose models are scored on the same noisy images, a row each after the
@@ -91,6 +92,10 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     reference in ``data`` of the same name (relative path without its extension, so formats may differ), and
     one row group, noise ``real:<folder name>``, scores them; baselines estimate each image's noise level
     (``baselines.estimate_sigma``). Unpaired files on either side are listed, not fatal; no pair is an error.
+
+    Non-blind models (``model.noise_level``) get the noise-level map drawn with the synthetic noise; on real
+    noise, the map of ``noise_level`` (a fixed spec such as ``poisson:30``), else of the estimated Gaussian
+    level (``denoise.with_level``).
     """
     from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib, train
 
@@ -119,8 +124,9 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         name = f"{info['config'].model.name} (step {info['step']}{weights})"
         name = name if name not in models else f"{name} {w}"
         ov = denoise_lib.min_overlap(overlap, info["receptive_field"])
-        models[name] = (lambda a, s, o: lambda y: denoise_lib.denoise(a, y, s, tile, o, batch, bucket=BUCKET))(
-            apply, stride, ov)
+        models[name] = (lambda a, s, o, c: lambda y, lvl: denoise_lib.denoise(
+            a, denoise_lib.with_level(y, c, noise_level) if lvl is None or c == 3 else np.concatenate([y, lvl], -1),
+            s, tile, o, batch, bucket=BUCKET))(apply, stride, ov, info["in_channels"])
     key = jax.random.PRNGKey(seed)
     clean = [img.astype(np.float32) / 255.0 for _, img in named]
     if noisy:
@@ -132,22 +138,25 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     rows, grid_cols = [], []
     first_of_each_shape = sorted({_bucket_shape(c.shape): i for i, c in reversed(list(enumerate(clean)))}.values())
     for label, model_noise, noisy_images in groups:
+        levels = [None] * len(clean)  # noise-level maps for non-blind models; None: from noise_level/estimate
         if noisy_images is None:
-            add_noise = jax.jit(lambda k, x: model_noise(k, x[None])[0])
+            add_noise = jax.jit(lambda k, x: jax.tree.map(lambda a: a[0], model_noise.sample(k, x[None])))
             noisy_images = []
             for i, c in enumerate(clean):  # noise on the bucket-padded image: a few shapes, a few compilations
                 hb, wb = _bucket_shape(c.shape)
-                noisy_images.append(
-                    np.asarray(add_noise(jax.random.fold_in(key, i), _pad(c, hb, wb)))[:c.shape[0], :c.shape[1]])
+                y, lvl = jax.device_get(add_noise(jax.random.fold_in(key, i), _pad(c, hb, wb)))
+                noisy_images.append(y[:c.shape[0], :c.shape[1]])
+                levels[i] = lvl[:c.shape[0], :c.shape[1]]
         outputs = {"noisy input": (noisy_images, 0.0)}
-        fns = dict(models)
-        fns.update({b: baselines_lib.make(b, model_noise) for b in baselines})
+        fns = {name: (lambda f: lambda i: f(noisy_images[i], levels[i]))(f) for name, f in models.items()}
+        fns.update({b: (lambda f: lambda i: f(noisy_images[i]))(baselines_lib.make(b, model_noise))
+                    for b in baselines})
         for name, fn in fns.items():
             # warm-up: the model compiles once per bucket shape, and that stays out of the timing
             for i in (first_of_each_shape if name in models else first_of_each_shape[:1]):
-                fn(noisy_images[i])
+                fn(i)
             t0 = time.perf_counter()
-            outs = [fn(y) for y in noisy_images]
+            outs = [fn(i) for i in range(len(noisy_images))]
             dt = time.perf_counter() - t0
             outputs[name] = (outs, dt / (sum(c.shape[0] * c.shape[1] for c in clean) / 1e6))
         for name, (outs, spmp) in outputs.items():

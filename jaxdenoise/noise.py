@@ -205,19 +205,31 @@ class NoiseModel:
 
     def __call__(self, key: jax.Array, x: jax.Array) -> jax.Array:
         """Noisy version of ``x``: ``float [B, H, W, C]`` in [0, 1] -> same shape and dtype."""
+        return self.sample(key, x)[0]
+
+    def sample(self, key: jax.Array, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        """(noisy ``x``, its noise-level map ``float32 [B, H, W, 1]``): the same noisy images as ``__call__``.
+
+        The map is what a non-blind model (``model.noise_level``) gets as a fourth input channel: the noise's
+        standard deviation per pixel in [0, 1] intensity units, computed from the *noisy* image and the
+        noise parameters drawn for it (see ``_level``), so inference can build the same map from a noisy photo
+        and a noise spec (``level_map``) without the clean image.
+        """
         if self.kind == "mix":
             # every component noises the whole batch and each image keeps one: n x the noise cost (cheap next
             # to a training step), and no data-dependent shapes under jit
             k_pick, *keys = jax.random.split(key, len(self.parts) + 1)
             pick = _bcast(jax.random.randint(k_pick, (x.shape[0],), 0, len(self.parts)), x)
-            y = self.parts[0](keys[0], x)
+            y, level = self.parts[0].sample(keys[0], x)
             for i, (part, k) in enumerate(zip(self.parts[1:], keys[1:]), 1):
-                y = jnp.where(pick == i, part(k, x), y)
-            return y
+                yi, li = part.sample(k, x)
+                y, level = jnp.where(pick == i, yi, y), jnp.where(pick == i, li, level)
+            return y, level
         dtype = x.dtype
         x = x.astype(jnp.float32)
         b = x.shape[0]
         k_param, k_param2, k_noise, k_noise2 = jax.random.split(key, 4)
+        peak = sigma = amount = None
         if self.kind == "paper":
             y = x + poisson_sample(k_noise, x, max_rate=1.0)
         elif self.kind in ("poisson", "poisson_gaussian"):
@@ -237,7 +249,44 @@ class NoiseModel:
             raise AssertionError(self.kind)
         if self.clip:
             y = jnp.clip(y, 0.0, 1.0)
-        return y.astype(dtype)
+        return y.astype(dtype), _level(self.kind, y, peak, sigma, amount)
+
+
+def _level(kind: str, y: jax.Array, peak=None, sigma=None, amount=None) -> jax.Array:
+    """Noise-level map ``float32 [B, H, W, 1]`` of noisy ``y`` (``[B, H, W, C]``) for one noise kind.
+
+    The standard deviation of the noise in [0, 1] units, per pixel, estimated from the noisy value (the clean
+    one is unknown at inference): shot noise ``sqrt(y / peak)`` (its variance is the mean over the peak),
+    plus ``(sigma / 255)**2`` of read noise; Gaussian ``sigma / 255``; the paper's ``y = x + Poisson(x)`` has
+    mean 2x and variance x, so ``sqrt(y / 2)``; salt-and-pepper has no standard deviation, so its map holds
+    the fraction of pixels hit. peak, sigma, amount: per-image ``[B, 1, 1, 1]`` or scalars.
+    """
+    y = jnp.maximum(jnp.mean(y.astype(jnp.float32), axis=-1, keepdims=True), 0.0)
+    if kind == "paper":
+        return jnp.sqrt(y / 2.0)
+    if kind == "poisson":
+        return jnp.sqrt(y / peak)
+    if kind == "poisson_gaussian":
+        return jnp.sqrt(y / peak + jnp.square(sigma / 255.0))
+    if kind == "gaussian":
+        return jnp.broadcast_to(jnp.asarray(sigma / 255.0, jnp.float32), y.shape)
+    if kind == "salt_pepper":
+        return jnp.broadcast_to(jnp.asarray(amount, jnp.float32), y.shape)
+    raise AssertionError(kind)
+
+
+def level_map(spec: str, y: jax.Array) -> jax.Array:
+    """The noise-level map of noisy images ``y`` (``float [B, H, W, C]`` in [0, 1]) under a fixed-value spec,
+    as ``NoiseModel.sample`` computes it in training: ``float32 [B, H, W, 1]``.
+
+    For inference with a non-blind model, where the noise was not drawn by us: ``poisson:30``,
+    ``gaussian:25``, ``poisson_gaussian:30,5``... A range or a mixture is refused (one level is needed).
+    """
+    m = parse(spec)
+    if m.kind == "mix" or any(r is not None and r[0] != r[1] for r in (m.peak, m.sigma, m.amount)):
+        raise ValueError(f"noise level {spec!r}: give one value, not a range or a mixture (e.g. poisson:30)")
+    one = lambda r: None if r is None else jnp.float32(r[0])
+    return _level(m.kind, jnp.asarray(y), one(m.peak), one(m.sigma), one(m.amount))
 
 
 def _range(text: str, what: str, spec: str, lo_ok: float, hi_ok: float) -> Range:

@@ -60,7 +60,8 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
                image_shape: Tuple[int, int, int], ema: bool = False) -> TrainState:
     """Fresh state; ``image_shape`` is (H, W, 3); ``ema``: keep an EMA of the parameters (starts equal to
     them). Pure: usable under ``jax.eval_shape`` for restores."""
-    params = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))["params"]
+    h, w = tuple(image_shape)[:2]
+    params = model.init(rng, jnp.zeros((1, h, w, model.in_channels), jnp.float32))["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       ema=jax.tree.map(jnp.copy, params) if ema else None)
 
@@ -71,6 +72,14 @@ def ema_update(ema, params, step: jax.Array, decay: float):
     and NAFNet's EMA do)."""
     d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)).astype(jnp.float32)
     return jax.tree.map(lambda e, p: e * d + p * (1.0 - d), ema, params)
+
+
+def model_input(model: nn.Module, noisy: jax.Array, level: jax.Array) -> jax.Array:
+    """What ``model`` takes: ``noisy`` (``[B, H, W, 3]``), with the noise-level map ``level``
+    (``[B, H, W, 1]``) appended as a 4th channel when the model is non-blind (``model.in_channels == 4``)."""
+    if model.in_channels == 3:
+        return noisy
+    return jnp.concatenate([noisy, level.astype(noisy.dtype)], axis=-1)
 
 
 def to_float(batch: jax.Array) -> jax.Array:
@@ -95,7 +104,8 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     noisy_psnr (input vs clean), grad_norm.
     """
     clean = to_float(batch)
-    noisy = noise(jax.random.fold_in(rng, state.step), clean)
+    noisy, level = noise.sample(jax.random.fold_in(rng, state.step), clean)
+    inputs = model_input(model, noisy, level)
 
     def loss_fn(params, noisy, clean):
         out = model.apply({"params": params}, noisy)
@@ -108,13 +118,13 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
         # it 17 times over, de-vectorised along the 3 channels: poisson:30 then cost ~55 ms of a ~230 ms CPU
         # step instead of ~16 ms. A conditional is a fusion boundary (optimization_barrier is not, on CPU);
         # its predicate is always true, but XLA cannot know that from the step counter.
-        noisy = jax.lax.cond(state.step >= 0, lambda a: a, jnp.zeros_like, noisy)
+        inputs = jax.lax.cond(state.step >= 0, lambda a: a, jnp.zeros_like, inputs)
     split = lambda x: x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:])
-    noisy_c, clean_c = split(noisy), split(clean)
+    inputs_c, clean_c = split(inputs), split(clean)
     loss, grads, psnr = 0.0, None, 0.0
     # A Python loop, not lax.scan: XLA's CPU backend runs convolutions inside a while loop ~8x slower.
     for c in range(chunks):
-        (l, out), g = grad_fn(state.params, noisy_c[:, c], clean_c[:, c])
+        (l, out), g = grad_fn(state.params, inputs_c[:, c], clean_c[:, c])
         loss = loss + l
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
         psnr = psnr + jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), clean_c[:, c])) / chunks
@@ -170,14 +180,17 @@ def multi_train_step(state: TrainState, batches: jax.Array, rng: jax.Array, *, u
     return jax.lax.scan(body, state, batches, unroll=batches.shape[0] if unroll else 1)
 
 
-def eval_noisy(noise: NoiseModel, rng: jax.Array, clean: jax.Array, index: jax.Array) -> jax.Array:
-    """Noisy images with noise keyed by each image's index in its split: ``fold_in(rng, index)``.
+def eval_noisy(noise: NoiseModel, rng: jax.Array, clean: jax.Array, index: jax.Array
+               ) -> Tuple[jax.Array, jax.Array]:
+    """(noisy images, noise-level maps ``[B, H, W, 1]``) with noise keyed by each image's index in its split:
+    ``fold_in(rng, index)``.
 
     The same image gets the same noise whatever the batch size or padding, every epoch.
     clean: ``float [B, H, W, 3]``; index: ``int32 [B]``.
     """
     keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
-    return jax.vmap(lambda k, x: noise(k, x[None])[0])(keys, clean)
+    noisy, level = jax.vmap(lambda k, x: noise.sample(k, x[None]))(keys, clean)
+    return noisy[:, 0], level[:, 0]
 
 
 def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, model: nn.Module,
@@ -188,8 +201,8 @@ def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, mod
     Returns psnr, ssim, mse (denoised vs clean) and noisy_psnr, noisy_ssim.
     """
     clean = to_float(batch)
-    noisy = eval_noisy(noise, rng, clean, index)
-    out = jnp.clip(model.apply({"params": params}, noisy), 0.0, 1.0)  # as inference does (denoise.make_apply)
+    noisy, level = eval_noisy(noise, rng, clean, index)
+    out = jnp.clip(model.apply({"params": params}, model_input(model, noisy, level)), 0.0, 1.0)  # as inference does (denoise.make_apply)
     mse = M.mse_per_image(out, clean)
     return {
         "psnr": M.psnr_from_mse(mse),

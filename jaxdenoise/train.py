@@ -167,8 +167,8 @@ class Evaluator:
 
         def grid_fn(params, clean_u8):
             clean = steps.to_float(clean_u8)
-            noisy = steps.eval_noisy(noise, self.rng, clean, jnp.arange(clean.shape[0]))
-            return noisy, model.apply({"params": params}, noisy)
+            noisy, level = steps.eval_noisy(noise, self.rng, clean, jnp.arange(clean.shape[0]))
+            return noisy, model.apply({"params": params}, steps.model_input(model, noisy, level))
         self.grid_fn = jax.jit(grid_fn)
 
     def __call__(self, params) -> Dict[str, float]:

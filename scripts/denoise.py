@@ -1,7 +1,7 @@
 """Denoise your own photos with a trained run: any size and format, tiled when large.
 
     python scripts/denoise.py --workdir runs/x --input PATH [--output DIR] [--tile 256 --overlap 32] [--batch 8]
-        [--keep-format] [--overwrite]
+        [--keep-format] [--overwrite] [--noise-level poisson:30]
 
 Output names, formats and the no-clobber rules: ``jaxdenoise.denoise.denoise_paths``.
 """
@@ -18,6 +18,8 @@ flags.DEFINE_integer("overlap", 32, "tile overlap in pixels (blended with a smoo
 flags.DEFINE_integer("batch", 8, "tiles per device call")
 flags.DEFINE_bool("keep-format", False, "write each input's real format (from its magic bytes) instead of PNG")
 flags.DEFINE_bool("overwrite", False, "replace existing outputs (atomically); inputs are never replaced")
+flags.DEFINE_string("noise-level", None, "non-blind models only: the photos' noise as a fixed spec "
+                    "(poisson:30, gaussian:25); default: a Gaussian level estimated per image")
 FLAGS = flags.FLAGS
 
 
@@ -25,7 +27,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
     res = denoise.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
-                                FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite)
+                                FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite,
+                                noise_level=FLAGS["noise-level"].value)
     print(f"wrote {len(res['written'])} image(s) to {FLAGS.output}; skipped {len(res['skipped'])}")
     for s in res["skipped"]:
         to = f" -> {s['output']}" if "output" in s else ""

@@ -21,6 +21,8 @@ flags.DEFINE_string("noisy", None, "a folder of real noisy photos, scored agains
                     "--data with the same names (any formats)")
 flags.DEFINE_multi_string("also", [], "another run's workdir, scored on the same noisy images (repeatable)")
 flags.DEFINE_multi_string("noise", [], "noise spec(s), one row group each (default: the run's eval noise)")
+flags.DEFINE_string("noise-level", None, "non-blind models on --noisy photos: their noise as a fixed spec "
+                    "(poisson:30); default: a Gaussian level estimated per image")
 flags.DEFINE_list("baselines", [], "classical denoisers to compare: bm3d, nlm")
 flags.DEFINE_string("json", None, "also write the rows as JSON here")
 flags.DEFINE_integer("resize", None, "resize every image to this square size first")
@@ -37,7 +39,8 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
     grid = FLAGS.grid or os.path.join(FLAGS.workdir, "eval_grid.png")
     rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
-                        FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy, also=FLAGS.also)
+                        FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy, also=FLAGS.also,
+                        noise_level=FLAGS["noise-level"].value)
     print(evaluate.format_table(rows))
     if os.path.isfile(grid):
         print(f"comparison grid (clean | noisy | model | baselines): {grid}")

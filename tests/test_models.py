@@ -234,3 +234,51 @@ def test_new_models_denoise_in_tiles_and_run_in_bfloat16(name):
 
 def metrics_psnr(a, b) -> float:
     return float(10 * np.log10(1.0 / max(np.mean((np.asarray(a) - np.asarray(b)) ** 2), 1e-12)))
+
+
+def test_noise_level_maps_follow_the_noise_parameters():
+    from jaxdenoise import noise
+    y = jnp.full((1, 4, 4, 3), 0.3)
+    np.testing.assert_allclose(noise.level_map("gaussian:25", y), 25 / 255, rtol=1e-6)
+    np.testing.assert_allclose(noise.level_map("poisson:30", y), np.sqrt(0.3 / 30), rtol=1e-6)
+    np.testing.assert_allclose(noise.level_map("poisson_gaussian:30,10", y), np.sqrt(0.01 + (10 / 255) ** 2),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="one value"):
+        noise.level_map("poisson:5-60", y)
+    # sampling: the same noisy images as __call__, and each image's map is its own component's level
+    x = jax.random.uniform(jax.random.PRNGKey(0), (64, 8, 8, 3))
+    mix = noise.parse("gaussian:5+gaussian:50")
+    key = jax.random.PRNGKey(3)
+    noisy, level = mix.sample(key, x)
+    np.testing.assert_array_equal(np.asarray(noisy), np.asarray(mix(key, x)))
+    per_image = np.asarray(level)[:, 0, 0, 0] * 255
+    assert level.shape == (64, 8, 8, 1) and set(np.round(per_image, 3)) == {5.0, 50.0}
+    resid = np.asarray(noisy - x).reshape(64, -1).std(1) * 255
+    assert np.all(np.where(per_image > 10, resid > 30, resid < 10))  # the map names the noise each image got
+
+
+def test_non_blind_model_takes_the_level_map_everywhere(tmp_path, cache, photo_folder):
+    """``model.noise_level``: a 4th input channel in training, evaluation (drawn map) and denoising of photos
+    (map from --noise-level or estimated); the map changes the output."""
+    c = _tiny(cache, "dncnn", num_epochs=1, steps_per_epoch=40)
+    c.model.noise_level = True
+    c.noise, c.eval_noise = "gaussian:30-60", "gaussian:50"
+    res = train.train_and_evaluate(c, str(tmp_path / "run"))
+    assert res["psnr"] > res["noisy_psnr"] + 1.0, res
+    _, params, _ = checkpointing.load_params(str(tmp_path / "run"), "latest")
+    assert params["conv0"]["kernel"].shape[2] == 4  # image + level map
+    rows = evaluate.run(str(tmp_path / "run"), "latest", noise_specs=["gaussian:40"], limit=4)
+    assert rows[1]["psnr"] > rows[0]["psnr"]
+    apply, stride, info = denoise.load_denoiser(str(tmp_path / "run"), "latest")
+    img = np.asarray(_photos()[0][1][:40, :40], np.float32) / 255.0
+    low, high = (denoise.denoise(apply, denoise.with_level(img, 4, s), stride, tile=0)
+                 for s in ("gaussian:5", "gaussian:50"))
+    assert np.abs(low - high).mean() > 1e-3
+    est = denoise.with_level(img, 4)
+    assert est.shape == (40, 40, 4) and np.all(est[..., 3] == est[0, 0, 3])
+    res = denoise.denoise_paths(str(tmp_path / "run"), str(photo_folder), str(tmp_path / "out"), "latest",
+                                progress=False, noise_level="gaussian:25")
+    assert res["written"]
+    with pytest.raises(ValueError, match="one value"):
+        denoise.denoise_paths(str(tmp_path / "run"), str(photo_folder), str(tmp_path / "out2"), "latest",
+                              noise_level="gaussian:5-50")

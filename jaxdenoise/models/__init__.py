@@ -4,6 +4,8 @@ one entry in ``REGISTRY``.
 Every model is a flax module mapping ``float [B, H, W, 3]`` in [0, 1] to ``float32 [B, H, W, 3]`` and
 declares:
 - ``stride``: input sides must be multiples of it (its down-sampling factor; padding and tiles read it);
+- ``in_channels``: 3, or 4 for a non-blind model (field ``noise_level``: the image, then its noise-level
+  map from ``noise.NoiseModel.sample`` / ``noise.level_map``; ``steps.model_input`` builds it);
 - ``receptive_field``: the side in pixels of the input window one output pixel depends on (tile overlaps);
 - ``check(fields)`` (static): one-line ValueErrors for bad values of its own config fields.
 ``config.model``'s fields other than ``name`` are passed to the module's constructor; a field the module
@@ -79,5 +81,5 @@ def param_count(model, side: int = 64) -> int:
     """Number of parameters of ``model`` (computed abstractly, nothing allocated)."""
     import jax
     import numpy as np
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, side, side, 3), jnp.float32))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, side, side, model.in_channels), jnp.float32))
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))

@@ -22,8 +22,14 @@ class DnCNN(nn.Module):
     """``float [B, H, W, 3]`` in [0, 1] -> ``float32 [B, H, W, 3]`` (noisy minus predicted noise); any H, W."""
     depth: int = 17
     width: int = 64
+    noise_level: bool = False  # FFDNet-style: a noise-level map as a 4th input channel
     dtype: Any = jnp.float32
     stride = 1  # no down-sampling; not a field
+
+    @property
+    def in_channels(self) -> int:
+        """3 (blind), or 4 with ``noise_level``: the image and its noise-level map (``noise.level_map``)."""
+        return 4 if self.noise_level else 3
 
     @property
     def receptive_field(self) -> int:
@@ -38,7 +44,7 @@ class DnCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        noisy = x.astype(jnp.float32)
+        noisy = x[..., :3].astype(jnp.float32)
         h = x.astype(self.dtype)
         for i in range(self.depth - 1):
             h = nn.relu(Conv3x3(self.width, dtype=self.dtype, name=f"conv{i}")(h))

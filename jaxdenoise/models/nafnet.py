@@ -64,11 +64,17 @@ class NAFNet(nn.Module):
     enc_blocks: Sequence[int] = (1, 1, 1)
     middle_blocks: int = 1
     dec_blocks: Sequence[int] = (1, 1, 1)
+    noise_level: bool = False  # FFDNet-style: a noise-level map as a 4th input channel
     dtype: Any = jnp.float32
 
     @property
     def stride(self) -> int:
         return 2 ** len(self.enc_blocks)
+
+    @property
+    def in_channels(self) -> int:
+        """3 (blind), or 4 with ``noise_level``: the image and its noise-level map (``noise.level_map``)."""
+        return 4 if self.noise_level else 3
 
     @property
     def receptive_field(self) -> int:
@@ -95,7 +101,7 @@ class NAFNet(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        noisy = x.astype(jnp.float32)
+        noisy = x[..., :3].astype(jnp.float32)
         h = Conv3x3(self.width, dtype=self.dtype, name="intro")(x.astype(self.dtype))
         c, skips = self.width, []
         for i, n in enumerate(self.enc_blocks):

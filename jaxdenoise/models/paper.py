@@ -41,6 +41,7 @@ class PaperAutoencoder(nn.Module):
     latent: int = 3
     dtype: Any = jnp.float32
     stride = 4  # input sides must be multiples of this (two 2x2 pools); not a field
+    in_channels = 3  # blind: the image only
     receptive_field = 40  # E1..E5 and D1..D4: 3x3 convs at scales 1, 2, 4, 4, then the up-convs and D4
 
     @staticmethod

@@ -32,11 +32,17 @@ class UNet(nn.Module):
     """
     widths: Sequence[int] = (32, 64, 128)
     residual: bool = True
+    noise_level: bool = False  # FFDNet-style: a noise-level map as a 4th input channel
     dtype: Any = jnp.float32
 
     @property
     def stride(self) -> int:
         return 2 ** (len(self.widths) - 1)
+
+    @property
+    def in_channels(self) -> int:
+        """3 (blind), or 4 with ``noise_level``: the image and its noise-level map (``noise.level_map``)."""
+        return 4 if self.noise_level else 3
 
     @property
     def receptive_field(self) -> int:
@@ -59,7 +65,7 @@ class UNet(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        noisy = x.astype(jnp.float32)
+        noisy = x[..., :3].astype(jnp.float32)
         conv = lambda f, name: Conv3x3(f, dtype=self.dtype, name=name)
         h = x.astype(self.dtype)
         skips = []
