@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxdenoise import config as config_lib, errors, hostmem, models, noise as noise_lib, steps, train
+from jaxdenoise import config as config_lib, errors, hostmem, models, noise as noise_lib, parallel, steps
+from jaxdenoise.data import feed
 from jaxdenoise.data import loader, store
 
 # (peak dense FLOP/s for float32, for bfloat16, memory bandwidth B/s); datasheet values, SXM parts
@@ -76,13 +77,13 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
         loader_batches: int = 200) -> Dict:
     """Measure everything above for ``config``; returns a flat dict (JSON-ready)."""
     config_lib.validate(config)
-    mesh = train.make_mesh()
+    mesh = parallel.make_mesh()
     repl = NamedSharding(mesh, P())
     k, b, size = config.steps_per_call, config.batch_size, config.data.patch or config.data.size
     model = models.create(config.model, config.dtype)
     tx = steps.make_optimizer(config, total_steps=10**6)
     noise = noise_lib.parse(config.noise)
-    jitted, batch_sharding, chunks = train.jit_train_step(config, model, tx, noise, mesh, size)
+    jitted, batch_sharding, chunks = parallel.jit_train_step(config, model, tx, noise, mesh, size)
     state = jax.jit(lambda r: steps.init_state(model, tx, r, (size, size, 3), ema=config.ema_decay > 0),
                     out_shardings=repl)(jax.random.PRNGKey(0))
     rng = jax.random.PRNGKey(1)
@@ -126,11 +127,11 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     roofline = max(flop_frac, byte_frac)
 
     # the input path
-    path = store_path or train.resolve_store(config, workdir)
+    path = store_path or feed.resolve_store(config, workdir)
     images = store.open_split(path, "train")
     aug = dict(patch=config.data.patch, flips=config.data.flips, rot90=config.data.rot90,
                num_threads=config.data.num_threads, prefetch=config.data.prefetch)
-    it = iter(loader.make_loader(images, b, 0, loader_batches + 10, **aug))
+    it = iter(loader.make_loader(images, b, 0, loader_batches + 10, shard=parallel.process_shard(), **aug))
     for _ in range(5):
         next(it)
     t0 = time.perf_counter()
@@ -138,8 +139,8 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
         next(it)
     loader_ips = loader_batches * b / (time.perf_counter() - t0)
 
-    it = iter(loader.make_loader(images, b, 0, (calls + 8) * k, **aug))
-    prefetch = train.DevicePrefetcher(it, batch_sharding, k)
+    it = iter(loader.make_loader(images, b, 0, (calls + 8) * k, shard=parallel.process_shard(), **aug))
+    prefetch = feed.DevicePrefetcher(it, batch_sharding, k)
 
     def one_from_loader():
         batch, _ = next(prefetch)

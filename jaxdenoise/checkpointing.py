@@ -14,6 +14,9 @@ and falls back to the newest intact step, naming each damaged one in one line. A
 ``WORKDIR/checkpoints.damaged/<step>`` by a training run (never deleted: they are evidence), so that the
 run can save that step again; evaluation only skips them. Stale ``*.orbax-checkpoint-tmp*`` folders from
 an interrupted save are removed when a training run opens the directory.
+
+Several processes: every process calls ``save``/``restore`` (orbax coordinates them; replicated arrays are
+written once); process 0 alone seals steps and moves damaged ones aside, the others wait for it there.
 """
 from __future__ import annotations
 
@@ -166,6 +169,8 @@ class Checkpointer:
         self.manager.wait_until_finished()
         self.manager.check_for_errors()
         pending, self._unsealed = self._unsealed, []
+        if jax.process_index() != 0:  # one writer of the seals
+            return
         for step in pending:
             step_dir = os.path.join(self.directory, str(step))
             if os.path.isdir(step_dir):  # retention may already have removed it
@@ -224,12 +229,16 @@ class Checkpointer:
         """Move damaged steps to ``<directory>.damaged/`` (training only), so these steps can be saved again."""
         if self.read_only:
             return
-        aside = self.directory + ".damaged"
-        os.makedirs(aside, exist_ok=True)
-        for step in steps:
-            dst = os.path.join(aside, f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
-            shutil.move(os.path.join(self.directory, str(step)), dst)
-            print(f"moved damaged checkpoint {step} to {dst}", file=sys.stderr, flush=True)
+        from jaxdenoise import parallel
+        parallel.barrier("checkpoint-set-aside-start")  # every process has finished reading the steps
+        if jax.process_index() == 0:
+            aside = self.directory + ".damaged"
+            os.makedirs(aside, exist_ok=True)
+            for step in steps:
+                dst = os.path.join(aside, f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+                shutil.move(os.path.join(self.directory, str(step)), dst)
+                print(f"moved damaged checkpoint {step} to {dst}", file=sys.stderr, flush=True)
+        parallel.barrier("checkpoint-set-aside-done")
         self.manager.reload()
 
     def close(self) -> None:
@@ -313,7 +322,7 @@ def load_state(workdir: str, which: str | int = "best", log: Callable[[str], Non
         model = models.create(config.model, config.dtype)
         tx = steps.make_optimizer(config, total_steps=1)
         init, init_rng = make_init(model, tx, config.seed, ema=config.get("ema_decay", 0.0) > 0)
-        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = abstract_like(jax.eval_shape(init, init_rng), sharding)
         note = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         step, state, data = ckpt.restore_intact(abstract, which, with_data=True, log=note)

@@ -4,6 +4,9 @@
 that is missing, and every error jaxdenoise raises for the user (``ValueError`` and its subclasses,
 ``errors.RunError``, an ``OSError`` such as a full disk or a read-only folder) end the process with
 ``error: <one line>`` on stderr and exit status 1.
+
+``define_distributed_flags()`` (train, evaluate, benchmark) adds the flags that join a multi-process run;
+``run`` then joins it (``parallel.initialize``) before ``main`` touches a device.
 """
 from __future__ import annotations
 
@@ -43,12 +46,37 @@ def parse_flags(argv: List[str]) -> List[str]:
 
 
 USER_ERRORS = (ValueError, ImportError, errors.RunError, OSError)
+_distributed_flags = False
+
+
+def define_distributed_flags() -> None:
+    """The flags of ``jax.distributed.initialize`` (same names), for scripts that can run in several processes."""
+    global _distributed_flags
+    flags.DEFINE_enum("distributed", "off", ["off", "auto"],
+                      "auto: join the multi-process run that JAX detects from the cluster (SLURM, Kubernetes/GKE, "
+                      "TPU pods); off: only with --coordinator_address (or JAX_COORDINATOR_ADDRESS)")
+    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0's coordinator (several processes)")
+    flags.DEFINE_integer("num_processes", None, "number of processes in the run (one per host)")
+    flags.DEFINE_integer("process_id", None, "this process's index, 0 .. num_processes - 1")
+    flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "a process silent this long stops the others with an error")
+    _distributed_flags = True
+
+
+def join_distributed() -> bool:
+    """``parallel.initialize`` from the flags (and JAX_* environment); True when a multi-process run was joined."""
+    from jaxdenoise import parallel
+    f = flags.FLAGS
+    return parallel.initialize(f.distributed, f.coordinator_address, f.num_processes, f.process_id,
+                               f.heartbeat_timeout_seconds)
 
 
 def run(main: Callable[[List[str]], None]) -> None:
-    """``app.run(main)`` with one-line errors for bad flags and for every user-facing error ``main`` raises."""
+    """``app.run(main)`` with one-line errors for bad flags and for every user-facing error ``main`` raises;
+    joins a multi-process run first when the script defined the distributed flags."""
     def wrapped(argv):
         try:
+            if _distributed_flags:
+                join_distributed()
             main(argv)
         except USER_ERRORS as e:
             sys.exit(f"error: {describe(e)}")

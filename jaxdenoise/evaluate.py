@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 import jax
 import numpy as np
 
-from jaxdenoise import fsutil, metrics as metrics_lib, noise as noise_lib
+from jaxdenoise import fsutil, metrics as metrics_lib, noise as noise_lib, parallel
 from jaxdenoise.data import store
 
 
@@ -96,8 +96,13 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     Non-blind models (``model.noise_level``) get the noise-level map drawn with the synthetic noise; on real
     noise, the map of ``noise_level`` (a fixed spec such as ``poisson:30``), else of the estimated Gaussian
     level (``denoise.with_level``).
+
+    Several processes: each denoises and scores a contiguous share of the images (every process restores
+    the model onto its own device), and the per-image scores are gathered, so the rows are those of one
+    process; ``sec_per_mp`` is process 0's. Only process 0 writes the grid.
     """
-    from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib, train
+    from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib
+    from jaxdenoise.data import feed
 
     runs = [(w, *denoise_lib.load_denoiser(w, which)) for w in [workdir, *also]]
     config = runs[0][3]["config"]
@@ -114,9 +119,14 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         for s in skipped:
             print(f"skipped {s['path']}: {s['reason']}")
     else:
-        split = store.open_split(train.resolve_store(config, workdir), "val")
+        split = store.open_split(feed.resolve_store(config, workdir), "val")
         named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
     named = named[:limit] if limit else named
+    total = len(named)
+    share = parallel.local_share(total)  # the whole list in a single process
+    named, offset = named[share], share.start
+    if noisy:
+        real = real[share]
     seed = config.eval_seed if seed is None else seed
     models = {}  # row name -> denoiser
     for w, apply, stride, info in runs:
@@ -144,7 +154,7 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
             noisy_images = []
             for i, c in enumerate(clean):  # noise on the bucket-padded image: a few shapes, a few compilations
                 hb, wb = _bucket_shape(c.shape)
-                y, lvl = jax.device_get(add_noise(jax.random.fold_in(key, i), _pad(c, hb, wb)))
+                y, lvl = jax.device_get(add_noise(jax.random.fold_in(key, offset + i), _pad(c, hb, wb)))
                 noisy_images.append(y[:c.shape[0], :c.shape[1]])
                 levels[i] = lvl[:c.shape[0], :c.shape[1]]
         outputs = {"noisy input": (noisy_images, 0.0)}
@@ -158,12 +168,13 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
             t0 = time.perf_counter()
             outs = [fn(i) for i in range(len(noisy_images))]
             dt = time.perf_counter() - t0
-            outputs[name] = (outs, dt / (sum(c.shape[0] * c.shape[1] for c in clean) / 1e6))
+            outputs[name] = (outs, dt / max(sum(c.shape[0] * c.shape[1] for c in clean) / 1e6, 1e-12))
         for name, (outs, spmp) in outputs.items():
             psnr, ssim = scorer(list(zip(clean, outs)))
+            psnr, ssim = parallel.gather_shares(psnr), parallel.gather_shares(ssim)  # every image, in order
             rows.append({"noise": label, "method": name, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
-                         "sec_per_mp": spmp, "images": len(clean)})
-        if grid_path and not grid_cols:
+                         "sec_per_mp": spmp, "images": total})
+        if grid_path and not grid_cols and parallel.is_main():
             grid_cols = _grid_columns(clean, outputs, grid_count)
     if grid_path and grid_cols:
         from jaxdenoise import plots

@@ -39,15 +39,24 @@ class Workdir:
     Errors, one line each: the path is a file, cannot be created or written (``ValueError``), or another
     process holds the lock (``errors.WorkdirBusy``). If this call created the folder and the run fails
     before its config was accepted, the folder is removed again (no workdir that looks like a run).
+
+    primary: False for processes other than 0 of a multi-process run: they neither create nor lock the
+    folder nor write config.json (process 0 does, before they open it).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, primary: bool = True):
         self.path = os.path.abspath(path)
+        self.primary = primary
         self._fd: Optional[int] = None
         self._created = False
         self.accepted = False
 
     def __enter__(self) -> "Workdir":
+        if not self.primary:
+            if not os.path.isdir(self.path):
+                raise ValueError(f"workdir {self.path} is not visible from this process: a multi-process run "
+                                 f"needs a workdir on a file system every host shares")
+            return self
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ValueError(f"workdir {self.path} is a file, not a folder")
         try:
@@ -107,6 +116,9 @@ class Workdir:
 
     def accept_config(self, config) -> None:
         """Write ``config.json`` (atomically): the run is accepted from here on."""
+        if not self.primary:
+            self.accepted = True
+            return
         fsutil.atomic_write(self.file(CONFIG_FILE), config.to_json(indent=1) + "\n")
         self.accepted = True
 
@@ -146,12 +158,15 @@ class MetricWriter:
     dropped first, by an atomic rewrite; TensorBoard is told to purge events from ``start_step + 1`` on.
     """
 
-    def __init__(self, workdir: str, start_step: int = 0):
+    def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True):
         self.path = os.path.join(workdir, METRICS_FILE)
+        self.enabled = enabled  # False on processes other than 0: one writer per run
+        self.tb = None
+        if not enabled:
+            return
         if os.path.exists(self.path):
             kept = [r for r in iter_rows(self.path) if r.get("step", 0) <= start_step]
             fsutil.atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.tb = None
         try:
             from tensorboardX import SummaryWriter
             self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start_step + 1 if start_step else None)
@@ -159,6 +174,8 @@ class MetricWriter:
             pass
 
     def write(self, row: Dict[str, Any], group: str) -> None:
+        if not self.enabled:
+            return
         line = (json.dumps(row) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -184,14 +201,17 @@ class MetricWriter:
 # Signals and a full disk
 # ----------------------------------------------------------------------------------------------------------
 class StopFlag:
-    """SIGTERM / SIGINT set a flag that the loop reads after each step; a second Ctrl-C aborts at once."""
+    """SIGTERM / SIGINT (or ``signals``) set a flag that the loop reads after each step; a second Ctrl-C
+    aborts at once. ``preempted``: set by the loop when the stop came from JAX's preemption sync point."""
 
-    def __init__(self):
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
         self.signum: Optional[int] = None
+        self.preempted = False
+        self.signals = tuple(signals)
         self._old = {}
 
     def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.signals:
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: no signal handling

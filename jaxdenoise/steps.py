@@ -173,7 +173,7 @@ def multi_train_step(state: TrainState, batches: jax.Array, rng: jax.Array, *, u
     A ``lax.scan`` over ``train_step``: the same parameters as k separate calls (same step-indexed noise),
     one dispatch instead of k (small batches on a GPU are launch-bound otherwise). unroll: unroll the scan
     fully; XLA's CPU backend runs convolutions inside a while loop ~8x slower (measured: 3.3 s vs 0.4 s per
-    step of the paper model), so ``train.jit_train_step`` unrolls on CPU.
+    step of the paper model), so ``parallel.jit_train_step`` unrolls on CPU.
     """
     def body(s, b):
         return train_step(s, b, rng, **kw)

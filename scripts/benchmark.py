@@ -15,7 +15,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxdenoise import benchmark, cli, fsutil
+from jaxdenoise import benchmark, cli, fsutil, parallel
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 config_flags.DEFINE_config_file("config", os.path.join(_REPO, "configs", "paper.py"), "experiment config",
@@ -29,6 +29,7 @@ flags.DEFINE_string("torch-device", "cpu", "device for the PyTorch reference (cp
 flags.DEFINE_list("models", [], "benchmark these registered models (or 'all') at their default fields, "
                   "with the rest of --config, and print one row each")
 flags.DEFINE_string("store", None, "prepared store for the loader measurements (default: the config's data)")
+cli.define_distributed_flags()
 FLAGS = flags.FLAGS
 
 
@@ -49,11 +50,15 @@ def main(argv):
             if n not in models.REGISTRY:
                 raise ValueError(f"--models: unknown model {n!r}: choose from {', '.join(sorted(models.REGISTRY))} or all")
         results = benchmark.run_models(config, names, FLAGS.steps, FLAGS.store)
+        if not parallel.is_main():
+            return
         print(benchmark.format_models_table(results))
         if FLAGS.json:
             fsutil.atomic_write(FLAGS.json, json.dumps(results, indent=1) + "\n")
         return
     res = benchmark.run(config, FLAGS.steps, FLAGS.store)
+    if not parallel.is_main():  # the measurements ran on every process; process 0 reports them
+        return
     if FLAGS["compare-torch"].value:
         res.update(benchmark.compare_torch(FLAGS["torch-peer"].value, config.batch_size, config.data.size,
                                            max(FLAGS.steps, 10), FLAGS["torch-device"].value))

@@ -12,7 +12,7 @@ import os
 
 from absl import flags, logging
 
-from jaxdenoise import cli, evaluate
+from jaxdenoise import cli, evaluate, parallel
 
 flags.DEFINE_string("workdir", None, "training workdir (its config.json and checkpoints/)", required=True)
 flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
@@ -31,6 +31,7 @@ flags.DEFINE_integer("tile", 512, "tile side for images larger than this")
 flags.DEFINE_integer("overlap", 32, "tile overlap in pixels")
 flags.DEFINE_integer("limit", None, "evaluate only the first N images (e.g. to keep slow baselines short)")
 flags.DEFINE_string("grid", None, "comparison grid PNG (default: WORKDIR/eval_grid.png)")
+cli.define_distributed_flags()
 FLAGS = flags.FLAGS
 
 
@@ -41,6 +42,8 @@ def main(argv):
     rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
                         FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy, also=FLAGS.also,
                         noise_level=FLAGS["noise-level"].value)
+    if not parallel.is_main():  # every process computed its share; process 0 reports
+        return
     print(evaluate.format_table(rows))
     if os.path.isfile(grid):
         print(f"comparison grid (clean | noisy | model | baselines): {grid}")

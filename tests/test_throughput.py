@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxdenoise import benchmark, models, noise, steps, train
+from jaxdenoise import benchmark, models, noise, parallel, steps, train
+from jaxdenoise.data import feed
 from jaxdenoise.data import loader
 from tests.test_train import tiny_config
 
@@ -72,38 +73,6 @@ def test_unrolled_multi_step_equals_the_scan():
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
-_TWO_DEVICES = """
-import jax, numpy as np
-from jaxdenoise import models, noise, steps, train
-from tests.test_train import tiny_config
-assert jax.device_count() == 2
-cfg = tiny_config("/nonexistent", micro_batch=2)
-model, mesh = models.create(cfg.model), train.make_mesh()
-tx = steps.make_optimizer(cfg, 10)
-state = steps.init_state(model, tx, jax.random.PRNGKey(0), (16, 16, 3))
-jitted, rows, chunks = train.jit_train_step(cfg, model, tx, noise.parse(cfg.noise), mesh, 16)
-assert chunks == 2, chunks  # 8 images over 2 devices = 4 per device, in micro-batches of 2
-batch = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), np.uint8)
-rng = jax.random.PRNGKey(1)
-want, _ = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise.parse(cfg.noise)))(state, batch, rng)
-got, m = jitted(state, jax.device_put(batch, rows), rng)
-for a, b in zip(jax.tree.leaves(want.params), jax.tree.leaves(got.params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-print("ok", float(m["loss"]))
-"""
-
-
-def test_micro_batches_on_a_two_device_mesh_match_one_device():
-    import os
-    import subprocess
-    import sys
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], capture_output=True, text=True, env=env, cwd=root)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.startswith("ok")
-
-
 def test_retain_freed_memory_applies_in_a_fresh_process():
     import os
     import subprocess
@@ -135,13 +104,13 @@ def test_bfloat16_trains_with_float32_params():
 def test_training_loop_makes_no_implicit_transfers():
     """The hot loop (prefetch -> step) under transfer_guard('disallow'): only explicit transfers happen."""
     state, kw = _setup()
-    mesh = train.make_mesh()
+    mesh = parallel.make_mesh()
     repl, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     state = jax.device_put(state, repl)
     rng = jax.device_put(jax.random.PRNGKey(0), repl)
     images = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), np.uint8)
     it = iter(loader.make_loader(images, 4, 0, 10))
-    prefetch = train.DevicePrefetcher(it, rows)
+    prefetch = feed.DevicePrefetcher(it, rows)
     step = jax.jit(steps.bind(steps.train_step, **kw), in_shardings=(repl, rows, repl), out_shardings=(repl, repl),
                    donate_argnums=0)
     batch, _ = next(prefetch)

@@ -1,0 +1,222 @@
+"""Processes, devices and shardings: joining a multi-process run, the global mesh, the jitted train step,
+and the few points where processes must agree.
+
+One process per host, each driving all of its local devices (``jax.distributed``). Without a coordinator
+(no flags, no ``JAX_COORDINATOR_ADDRESS``, ``--distributed`` off) a run is one process, as it always was,
+and every helper here is a no-op or the single-process answer.
+
+What is where (docs/scaling.md):
+- the mesh: every device of every process on axis ``data`` (data parallel), and a ``model`` axis of size 1
+  that FSDP-style parameter sharding would use;
+- parameters, optimiser state, EMA, rng and metrics: replicated (``P()``);
+- a training batch: split over ``data``; each process reads only its rows (``process_shard``);
+- validation: each process feeds its rows of every evaluation batch; the per-image metrics come back
+  replicated, so every image is scored once and every process sees all scores.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, TypeVar
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+T = TypeVar("T")
+
+DATA, MODEL = "data", "model"
+_joined = False
+
+
+def initialize(distributed: str = "off", coordinator_address: Optional[str] = None,
+               num_processes: Optional[int] = None, process_id: Optional[int] = None,
+               heartbeat_timeout_seconds: int = 100, initialization_timeout: int = 300) -> bool:
+    """Join a multi-process run through ``jax.distributed.initialize``; True when one was joined.
+
+    Must run before anything touches a device. ``coordinator_address`` (or ``JAX_COORDINATOR_ADDRESS``),
+    ``num_processes`` (or ``JAX_NUM_PROCESSES``) and ``process_id`` (or ``JAX_PROCESS_ID``) name the run
+    explicitly; ``distributed="auto"`` lets JAX detect the cluster (SLURM, Kubernetes/GKE, TPU pods, MPI)
+    and fill in what is not given. With neither, the run is single-process and nothing happens.
+
+    heartbeat_timeout_seconds: a process that stops answering for this long (it died, its host went away)
+    makes the coordination service stop every other process with an error, instead of a hang in the next
+    collective.
+    """
+    global _joined
+    if distributed not in ("off", "auto"):
+        raise ValueError(f"--distributed must be 'off' or 'auto', got {distributed!r}")
+    address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    n = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    pid = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    if distributed == "off" and address is None:
+        if n not in (None, 1) or pid not in (None, 0):
+            raise ValueError("--num_processes/--process_id need --coordinator_address HOST:PORT (or "
+                             "--distributed=auto under a cluster scheduler)")
+        return False
+    if distributed == "off" and (n is None or pid is None):
+        raise ValueError(f"coordinator {address} given: --num_processes and --process_id are needed too "
+                         f"(or --distributed=auto to detect them from the cluster)")
+    if n is not None and pid is not None and not 0 <= pid < n:
+        raise ValueError(f"--process_id must be in [0, {n}), got {pid}")
+    jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=pid,
+                               heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                               initialization_timeout=initialization_timeout)
+    _joined = True
+    return True
+
+
+def _env_int(name: str) -> Optional[int]:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
+def multi_process() -> bool:
+    return jax.process_count() > 1
+
+
+def is_main() -> bool:
+    """True on the process that writes logs, metrics, plots and config.json (process 0)."""
+    return jax.process_index() == 0
+
+
+def make_mesh() -> Mesh:
+    """The global mesh: every device of every process on ``data``, with a ``model`` axis of size 1.
+
+    Devices are ordered by (process, id), so a process's devices hold consecutive rows of a batch: its
+    local rows (``process_shard``, ``jax.make_array_from_process_local_data``) are a contiguous block.
+    """
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    # Auto axes: the shardings of jit's inputs and outputs are set here, XLA propagates the rest (Explicit
+    # axes, make_mesh's default in this jax, would ask every reshape in the models for an output sharding)
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((len(devices), 1), (DATA, MODEL), axis_types=auto, devices=devices)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def rows(mesh: Mesh, leading: int = 0) -> NamedSharding:
+    """Batch rows split over ``data`` (after ``leading`` unsharded axes, e.g. 1 for stacked ``[k, B, ...]``)."""
+    return NamedSharding(mesh, P(*([None] * leading), DATA))
+
+
+def check_batch(what: str, size: int, mesh: Mesh) -> None:
+    """One-line ValueError unless ``size`` splits evenly over every device of every process."""
+    n = mesh.devices.size
+    if size % n:
+        where = f"{n} devices" + (f" ({jax.process_count()} processes)" if multi_process() else "")
+        raise ValueError(f"config: {what}={size} is not divisible by the {where}: use a multiple of {n}")
+
+
+def process_shard():
+    """This process's share of every global batch (grain): rows ``[i B/P, (i+1) B/P)`` of process ``i``."""
+    import grain
+    return grain.sharding.ShardOptions(jax.process_index(), jax.process_count())
+
+
+def local_rows(total: int) -> slice:
+    """The rows of a global batch of ``total`` that this process feeds (the same split as ``process_shard``)."""
+    per = total // jax.process_count()
+    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def barrier(name: str) -> None:
+    """Every process waits here for the others (no-op in a single process)."""
+    if multi_process():
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def main_first(fn: Callable[[], T], what: str) -> T:
+    """Run ``fn`` on process 0 first (workdir lock, config checks, data preparation), then on the others.
+
+    Process 0's outcome reaches every process: when it raises, it tells the others before it re-raises,
+    and they stop with one line instead of waiting in the next collective. The others then run ``fn``
+    themselves (with the shared files now in place) and return its result.
+    """
+    if not multi_process():
+        return fn()
+    from jax.experimental import multihost_utils
+    failed, result = 0, None
+    if is_main():
+        try:
+            result = fn()
+        except BaseException:
+            multihost_utils.broadcast_one_to_all(np.int32(1))
+            raise
+        multihost_utils.broadcast_one_to_all(np.int32(0))
+        return result
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(0)))
+    if failed:
+        from jaxdenoise import errors
+        raise errors.RunError(f"process 0 stopped while {what} (its log says why)")
+    return fn()
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on any (a collective: every process must call it)."""
+    if not multi_process():
+        return flag
+    from jax.experimental import multihost_utils
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def preemption_point(step: int) -> bool:
+    """True on every process at the same step once any of them got SIGTERM (JAX's preemption sync point:
+    the coordination service picks a step all processes have not yet passed). Single process: False (the
+    loop's own SIGTERM handler covers it)."""
+    if not (multi_process() and _joined):
+        return False
+    from jax.experimental import multihost_utils
+    return multihost_utils.reached_preemption_sync_point(step)
+
+
+def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int):
+    """The jitted train step for this config: ``(state, batch, rng) -> (state, metrics)``, state donated, state
+    and metrics replicated, the batch on the mesh's ``data`` axis; ``steps_per_call > 1`` takes stacked
+    ``[k, B, H, W, 3]`` batches (``steps.multi_train_step``). Returns (jitted, batch_sharding, chunks), chunks
+    being the micro-batches per step (``steps.micro_batch_chunks``).
+    """
+    from jaxdenoise import steps
+    k = config.steps_per_call
+    platform = mesh.devices.flat[0].platform
+    chunks = steps.micro_batch_chunks(config.micro_batch, config.batch_size // mesh.devices.size, image_side,
+                                      platform)
+    repl = replicated(mesh)
+    batch_sharding = rows(mesh, leading=0 if k == 1 else 1)
+    kw = dict(model=model, tx=tx, noise=noise, chunks=chunks, ema_decay=float(config.ema_decay))
+    if k > 1:
+        fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw)
+    else:
+        fn = steps.bind(steps.train_step, **kw)
+    jitted = jax.jit(fn, in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl), donate_argnums=0)
+    return jitted, batch_sharding, chunks
+
+
+def local_share(n: int) -> slice:
+    """This process's contiguous share of ``n`` items (the first ``n % P`` processes take one more)."""
+    p, i = jax.process_count(), jax.process_index()
+    base, extra = divmod(n, p)
+    start = i * base + min(i, extra)
+    return slice(start, start + base + (1 if i < extra else 0))
+
+
+def gather_shares(values: np.ndarray) -> np.ndarray:
+    """Concatenate every process's ``values`` (its ``local_share``, ``[n_i, ...]``) in process order; every
+    process gets the whole array (a collective). Single process: ``values`` itself."""
+    values = np.asarray(values)
+    if not multi_process():
+        return values
+    from jax.experimental import multihost_utils
+    counts = np.asarray(multihost_utils.process_allgather(np.int32(values.shape[0]))).reshape(-1)
+    width = int(counts.max())
+    padded = np.zeros((width,) + values.shape[1:], values.dtype)
+    padded[:values.shape[0]] = values
+    every = np.asarray(multihost_utils.process_allgather(padded))
+    return np.concatenate([every[i, :c] for i, c in enumerate(counts)])
