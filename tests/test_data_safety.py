@@ -19,6 +19,8 @@ from PIL import Image
 
 from jaxdenoise.data import imageio, prepare, store
 
+pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "prepare_data.py")
 

@@ -11,6 +11,8 @@ from PIL import Image
 from jaxdenoise import denoise
 from tests.conftest import tree_hashes
 
+pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(tile=32, overlap=8, batch=2, progress=False)
 

@@ -30,6 +30,7 @@ def photo_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.imagemagick
 def test_evaluate_writes_rows_and_is_deterministic(run_dir, photo_dir, tmp_path):
     kw = dict(data=str(photo_dir), noise_specs=["poisson:30", "gaussian:25"], baselines=["nlm"],
               grid_path=str(tmp_path / "grid.png"))
@@ -68,6 +69,7 @@ def test_tiled_equals_whole_image_where_it_fits(run_dir):
     assert psnr >= 45.0, psnr
 
 
+@pytest.mark.imagemagick
 def test_denoise_folder_handles_odd_sizes_grey_and_bad_files(run_dir, photo_dir, tmp_path):
     before = {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)}
     res = denoise.denoise_paths(run_dir, str(photo_dir), str(tmp_path / "out"), tile=32, overlap=8, batch=2,
@@ -102,6 +104,7 @@ def test_plot_is_written(run_dir, tmp_path):
     assert all(os.path.getsize(p) > 1000 for p in paths)
 
 
+@pytest.mark.imagemagick
 def test_timing_excludes_compilation_for_every_image_shape(run_dir, tmp_path, monkeypatch):
     """sec_per_mp over images of mixed sizes: every bucket shape is compiled before the clock starts."""
     import jax

@@ -1,7 +1,11 @@
 """The fast form of the fault-injection suite (scripts/faultcheck.py): at least 5 kill -9, SIGTERM, each kind of
 checkpoint damage once, a full disk (where a tmpfs can be mounted), a second run on a busy workdir, unusable
 paths, the data-safety cases and 200 mutated image files; nothing may be lost."""
+import pytest
+
 from jaxdenoise.faultcheck import suite
+
+pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
 
 
 def test_fast_fault_suite_loses_nothing(tmp_path):

@@ -20,6 +20,8 @@ import pytest
 from jaxdenoise.data import imageio
 from jaxdenoise.faultcheck import fuzz
 
+pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
+
 HERE = "tests.test_fuzz"
 
 

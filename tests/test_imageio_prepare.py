@@ -11,6 +11,8 @@ from PIL import Image
 
 from jaxdenoise.data import builtin, imageio, prepare, store
 
+pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
+
 SIZE = 16
 SEED = 3
 VAL_FRACTION = 0.4

@@ -147,6 +147,7 @@ def photo_folder(tmp_path_factory):
     return d
 
 
+@pytest.mark.imagemagick
 def test_full_size_store_keeps_sizes_and_skips_small_images(tmp_path, photo_folder):
     m = prepare.prepare_folder(str(photo_folder), str(tmp_path / "s"), size=32, val_fraction=0.3, mode="full",
                                max_side=50, progress=False)
@@ -160,6 +161,7 @@ def test_full_size_store_keeps_sizes_and_skips_small_images(tmp_path, photo_fold
     assert crops[np.arange(len(imgs))].shape == (len(imgs), 32, 32, 3)
 
 
+@pytest.mark.imagemagick
 def test_patch_training_from_a_full_size_store_resumes_bitwise(tmp_path, cache, photo_folder):
     def cfg(epochs):
         c = _tiny(cache, "unet", num_epochs=epochs, steps_per_epoch=3, ema_decay=0.9)
@@ -188,6 +190,7 @@ def test_estimate_sigma_reads_gaussian_noise():
         assert abs(baselines.estimate_sigma(noisy) * 255.0 - sigma) < 0.15 * sigma + 1.0
 
 
+@pytest.mark.imagemagick
 def test_real_noise_pairs_are_scored_by_name(tmp_path, run_dir, capsys):
     clean_dir, noisy_dir = tmp_path / "clean", tmp_path / "noisy"
     clean_dir.mkdir()
@@ -257,6 +260,7 @@ def test_noise_level_maps_follow_the_noise_parameters():
     assert np.all(np.where(per_image > 10, resid > 30, resid < 10))  # the map names the noise each image got
 
 
+@pytest.mark.imagemagick
 def test_non_blind_model_takes_the_level_map_everywhere(tmp_path, cache, photo_folder):
     """``model.noise_level``: a 4th input channel in training, evaluation (drawn map) and denoising of photos
     (map from --noise-level or estimated); the map changes the output."""

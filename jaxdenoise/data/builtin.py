@@ -5,6 +5,9 @@ downloaded. They go through the same Wand reader as any user folder, then become
 - train: random square crops at several scales (log-uniform side between ``size`` and the photo's short
   side), resized to ``size`` x ``size``, half of them mirrored;
 - val: whole held-out photos (never crops of training photos), each resized whole plus crops of its own.
+
+Without ImageMagick (the GPU image has none) the photos are read and resized with Pillow's Lanczos instead,
+so the test suite and the GPU check still find built-in data there; the store's name records which.
 """
 from __future__ import annotations
 
@@ -52,11 +55,27 @@ def random_crops(photo: np.ndarray, n: int, size: int, rng: np.random.Generator,
         y = int(rng.integers(0, h - side + 1))
         x = int(rng.integers(0, w - side + 1))
         crop = photo[y:y + side, x:x + side]
-        crop = imageio.resize_array(crop, size, size) if side != size else crop.copy()
+        crop = _resize(crop, size) if side != size else crop.copy()
         if flips and rng.random() < 0.5:
             crop = crop[:, ::-1]
         out.append(np.ascontiguousarray(crop))
     return out
+
+
+def load_photo(path: str) -> np.ndarray:
+    """``uint8 [H, W, 3]`` of a built-in photo (Wand; Pillow where ImageMagick is missing)."""
+    if imageio.has_imagemagick():
+        return imageio.load_rgb(path)
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _resize(arr: np.ndarray, size: int) -> np.ndarray:
+    if imageio.has_imagemagick():
+        return imageio.resize_array(arr, size, size)
+    from PIL import Image
+    return np.asarray(Image.fromarray(arr).resize((size, size), Image.LANCZOS))
 
 
 def default_cache_dir() -> str:
@@ -69,6 +88,7 @@ def builtin_store(size: int = 128, train_crops_per_photo: int = 256, val_crops_p
                   seed: int = 0, cache_dir: str | None = None) -> str:
     """Path of the built-in store for these settings, built on first use (a few seconds)."""
     key = f"v{VERSION}-s{size}-t{train_crops_per_photo}-v{val_crops_per_photo}-seed{seed}"
+    key += "" if imageio.has_imagemagick() else "-pil"  # another resampler: another store
     out = os.path.join(cache_dir or default_cache_dir(), f"builtin-{key}")
     if store.is_store(out):
         return out
@@ -80,11 +100,11 @@ def builtin_store(size: int = 128, train_crops_per_photo: int = 256, val_crops_p
         for split, photos, n in (("train", TRAIN_PHOTOS, train_crops_per_photo),
                                  ("val", VAL_PHOTOS, val_crops_per_photo)):
             for package, name in photos:
-                photo = imageio.load_rgb(photo_path(package, name))
+                photo = load_photo(photo_path(package, name))
                 # one stream per photo, so the crops of one photo do not depend on the others
                 rng = np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
                 if split == "val":
-                    writer.add(split, imageio.resize_array(photo, size, size), f"{package}:{name}#whole")
+                    writer.add(split, _resize(photo, size), f"{package}:{name}#whole")
                 for i, crop in enumerate(random_crops(photo, n, size, rng, flips=(split == "train"))):
                     writer.add(split, crop, f"{package}:{name}#crop{i}")
         writer.close(seed=seed, val_fraction=None, mode="builtin-crops", source="builtin", skipped=[],

@@ -66,6 +66,8 @@ _max_side = _LIMITS["width"]  # lowered to ImageMagick's own policy (Debian: 160
 def _wand():
     """Import Wand (needs libMagickWand) and apply resource limits once per process."""
     global _limits_set, _max_side
+    if os.environ.get("JAXDENOISE_NO_IMAGEMAGICK"):  # tests: behave as on a machine without the library
+        raise ImportError("Wand cannot find ImageMagick's library (JAXDENOISE_NO_IMAGEMAGICK is set)")
     try:
         import wand.image  # noqa: F401
         import wand.resource
@@ -86,6 +88,15 @@ def _wand():
             pass
         _limits_set = True
     return wand
+
+
+def has_imagemagick() -> bool:
+    """True when Wand can load ImageMagick's library here (the CPU machines; not the GPU image)."""
+    try:
+        _wand()
+    except ImportError:
+        return False
+    return True
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

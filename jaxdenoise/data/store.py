@@ -311,15 +311,18 @@ class StoreWriter:
     header is rewritten for the real count and the file truncated, so nothing is copied twice.
     ``ragged``: a full-size store (images of any size, at least ``size`` on their short side): pixels are
     appended to the split's file and indexed in ``{split}_index.npy``.
+    ``pngs=False`` leaves out the PNG copies under ``clean/`` (they are for people to look at; a synthetic
+    store of tens of thousands of crops would spend most of its time encoding them).
     Raises StoreError (one line) when ``out`` may not be replaced or cannot be written.
     """
 
     def __init__(self, out: str | os.PathLike, size: int, capacity: Dict[str, int], replace: bool = True,
-                 ragged: bool = False):
+                 ragged: bool = False, pngs: bool = True):
         self.out = os.path.realpath(out)
         self.size = size
         self.replace = replace
         self.ragged = ragged
+        self.pngs = pngs
         self._index: Dict[str, List] = {s: [] for s in SPLITS}
         self._raw: Dict[str, Any] = {}
         recover(self.out)
@@ -361,8 +364,9 @@ class StoreWriter:
             f.write(np.ascontiguousarray(image, np.uint8).tobytes())
         else:
             self._arrays[split][i] = image
-        with open(os.path.join(self.tmp, "clean", split, f"{i:06d}.png"), "wb") as f:
-            f.write(png if png is not None else png_bytes(image))
+        if self.pngs:
+            with open(os.path.join(self.tmp, "clean", split, f"{i:06d}.png"), "wb") as f:
+                f.write(png if png is not None else png_bytes(image))
         self.files[split].append(source)
 
     def close(self, **manifest_fields: Any) -> Dict[str, Any]:
