@@ -9,7 +9,7 @@ pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
 
 
 def test_fast_fault_suite_loses_nothing(tmp_path):
-    summary = suite.run(kills_n=5, fuzz_n=200, disk_full_n=1, seed=0, base=str(tmp_path))
+    summary = suite.run(kills_n=5, fuzz_n=200, disk_full_n=1, seed=0, base=str(tmp_path), workers=2)
     print(suite.format_table(summary))
     by = {s["scenario"]: s for s in summary["scenarios"]}
     t = summary["totals"]

@@ -120,23 +120,31 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache):
-    """The same run on 1 device and on 4 devices of one process (workdirs); the 4-device run also sums each
-    device's gradient over 2 micro-batches of 1 image (``micro_batch``), which must not change the step."""
-    base = tmp_path_factory.mktemp("reference")
+def runs(tmp_path_factory, cache):
+    """The same run on 1 device (here), on 4 devices of one process, and as 2 processes x 2 devices over gloo
+    (workdirs, and the 2 processes' outputs and wall time). The two subprocess runs start together: most of
+    their time is starting up."""
+    base = tmp_path_factory.mktemp("runs")
+    four = _start(base / "four", cache, devices=4, micro_batch=1)  # each device: 2 micro-batches of 1 image
+    t0 = time.time()
+    two = _start(base / "two", cache, processes=2, devices=2)
     assert jax.device_count() == 1
     _train_here(base / "one", cache)
-    _run(base / "four", cache, devices=4, micro_batch=1)
-    return base / "one", base / "four"
+    res_two = _finish(two)
+    seconds = time.time() - t0
+    for rc, o, e in _finish(four) + res_two:
+        assert rc == 0, (rc, o[-2000:], e[-3000:])
+    return base / "one", base / "four", (base / "two", res_two, seconds)
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory, cache, reference):
-    """The same run as 2 processes x 2 devices over gloo: (workdir, outputs, seconds)."""
-    wd = tmp_path_factory.mktemp("two") / "run"
-    t0 = time.time()
-    res = _run(wd, cache, processes=2, devices=2)
-    return wd, res, time.time() - t0
+def reference(runs):
+    return runs[0], runs[1]
+
+
+@pytest.fixture(scope="module")
+def two_processes(runs):
+    return runs[2]
 
 
 def test_four_devices_match_one_device(reference):

@@ -244,10 +244,11 @@ def damage(step_dir: str, kind: str, rng: np.random.Generator) -> str:
     return f"{kind}: {os.path.relpath(data_file, step_dir)}"
 
 
-def checkpoint_damage(r: Runner, kinds: Sequence[str], rng: np.random.Generator) -> Outcome:
+def checkpoint_damage(r: Runner, kinds: Sequence[str], rng: np.random.Generator, workers: int = 1) -> Outcome:
     """Damage the latest checkpoint of a half-finished run in each way; evaluate.py and the rerun must fall
     back to the intact earlier step (unsealed flips may restore silently: then the run continues from
-    them, and only the checksums could have told; we count what happens)."""
+    them, and only the checksums could have told; we count what happens). ``workers``: kinds at a time
+    (each in its own copy of the run, with its own random stream)."""
     out = Outcome("checkpoint damage", fell_back=0, silent=0)
     half = os.path.join(r.base, "half")
     # a run at step 12 with its step-6 checkpoint still on disk (retention keeps latest + best: put 6 back
@@ -262,31 +263,46 @@ def checkpoint_damage(r: Runner, kinds: Sequence[str], rng: np.random.Generator)
             shutil.copytree(os.path.join(half, "checkpoints", str(steps_per_epoch)), os.path.join(r.base, "early"))
     if steps_per_epoch not in _steps(half):
         shutil.copytree(os.path.join(r.base, "early"), os.path.join(half, "checkpoints", str(steps_per_epoch)))
-    for kind in kinds:
-        wd = os.path.join(r.base, f"damage-{kind}")
-        shutil.copytree(half, wd)
-        steps = _steps(wd)
-        what = damage(os.path.join(wd, "checkpoints", str(steps[-1])), kind, rng)
-        out["faults"] += 1
-        ev = r.script("evaluate.py", "--workdir", wd, "--checkpoint", "latest", "--limit", "2",
-                      "--grid", os.path.join(r.base, f"grid-{kind}.png"))
-        fell_back = ev.returncode == 0 and f"(step {steps[-2]})" in ev.stdout and "is damaged" in ev.stderr
-        if "Traceback" in ev.stderr:
-            out["tracebacks"] += 1
-            kept = os.path.join(r.base, f"damage-{kind}.stderr")
-            with open(kept, "w") as f:  # for diagnosis: the whole stderr
-                f.write(ev.stderr)
-            out["notes"].append(f"{what}: evaluate printed a traceback ({kept}): "
-                                f"{(ev.stderr.strip().splitlines() or [''])[-1][:200]}")
-        if fell_back:
-            out["fell_back"] += 1
-        elif kind == "flipped_unsealed" and ev.returncode == 0:
-            out["silent"] += 1  # no checksums: corrupted values that are finite restore like any others
-        else:
-            out["notes"].append(f"{what}: evaluate did not fall back: {(ev.stderr.strip().splitlines() or [''])[-1]}")
-        if kind == "flipped_unsealed" and not fell_back:
-            continue  # the run would continue from the corrupted values: no bitwise comparison possible
-        r.finish(wd, out)
+    from concurrent.futures import ThreadPoolExecutor
+    streams = [np.random.default_rng(int(rng.integers(2**32))) for _ in kinds]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        parts = list(pool.map(lambda a: _damage_one(r, half, *a), zip(kinds, streams)))
+    for part in parts:  # in the kinds' order
+        for k, v in part.items():
+            if k == "notes":
+                out["notes"].extend(v)
+            elif isinstance(v, int) and k in out:
+                out[k] += v
+    return out
+
+
+def _damage_one(r: Runner, half: str, kind: str, rng: np.random.Generator) -> Outcome:
+    """One kind of damage on a copy of the half-finished run ``half`` (see ``checkpoint_damage``)."""
+    out = Outcome("checkpoint damage", fell_back=0, silent=0)
+    wd = os.path.join(r.base, f"damage-{kind}")
+    shutil.copytree(half, wd)
+    steps = _steps(wd)
+    what = damage(os.path.join(wd, "checkpoints", str(steps[-1])), kind, rng)
+    out["faults"] += 1
+    ev = r.script("evaluate.py", "--workdir", wd, "--checkpoint", "latest", "--limit", "2",
+                  "--grid", os.path.join(r.base, f"grid-{kind}.png"))
+    fell_back = ev.returncode == 0 and f"(step {steps[-2]})" in ev.stdout and "is damaged" in ev.stderr
+    if "Traceback" in ev.stderr:
+        out["tracebacks"] += 1
+        kept = os.path.join(r.base, f"damage-{kind}.stderr")
+        with open(kept, "w") as f:  # for diagnosis: the whole stderr
+            f.write(ev.stderr)
+        out["notes"].append(f"{what}: evaluate printed a traceback ({kept}): "
+                            f"{(ev.stderr.strip().splitlines() or [''])[-1][:200]}")
+    if fell_back:
+        out["fell_back"] += 1
+    elif kind == "flipped_unsealed" and ev.returncode == 0:
+        out["silent"] += 1  # no checksums: corrupted values that are finite restore like any others
+    else:
+        out["notes"].append(f"{what}: evaluate did not fall back: {(ev.stderr.strip().splitlines() or [''])[-1]}")
+    if kind == "flipped_unsealed" and not fell_back:
+        return out  # the run would continue from the corrupted values: no bitwise comparison possible
+    r.finish(wd, out)
     return out
 
 
@@ -556,11 +572,16 @@ SCENARIOS = ("kills", "sigterm", "damage", "disk_full", "concurrent", "paths", "
 
 
 def run(kills_n: int = 5, fuzz_n: int = 200, disk_full_n: int = 1, seed: int = 0, base: Optional[str] = None,
-        log: Callable[[str], None] = print, only: Sequence[str] = SCENARIOS) -> Dict:
+        log: Callable[[str], None] = print, only: Sequence[str] = SCENARIOS, workers: int = 1) -> Dict:
     """Run the scenarios named in ``only`` (all by default) and the reader fuzz (``fuzz_n`` cases); returns
-    ``{"scenarios": [Outcome...], "fuzz": {...}, "totals": {...}, "settings": {...}}``."""
+    ``{"scenarios": [Outcome...], "fuzz": {...}, "totals": {...}, "settings": {...}}``.
+
+    workers: scenarios run this many at a time (each in its own folders, with its own random stream seeded
+    by (seed, scenario)); their processes mostly start up and wait, so two at a time fill two cores.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from jaxdenoise.faultcheck import fuzz
-    rng = np.random.default_rng(seed)
     own = base is None
     base = base or tempfile.mkdtemp(prefix="jaxdenoise-faultcheck-")
     t_start = time.perf_counter()
@@ -568,17 +589,27 @@ def run(kills_n: int = 5, fuzz_n: int = 200, disk_full_n: int = 1, seed: int = 0
         r = Runner(base, log)
         r.make_reference()
         scenarios = []
-        table = {"kills": lambda: kills(r, kills_n, rng), "sigterm": lambda: sigterm(r),
-                 "damage": lambda: checkpoint_damage(r, DAMAGE_KINDS, rng),
-                 "disk_full": lambda: disk_full(r, disk_full_n, rng), "concurrent": lambda: concurrent(r),
+        rngs = {name: np.random.default_rng([seed, i]) for i, name in enumerate(SCENARIOS)}
+        table = {"kills": lambda: kills(r, kills_n, rngs["kills"]), "sigterm": lambda: sigterm(r),
+                 "damage": lambda: checkpoint_damage(r, DAMAGE_KINDS, rngs["damage"]),
+                 "disk_full": lambda: disk_full(r, disk_full_n, rngs["disk_full"]), "concurrent": lambda: concurrent(r),
                  "paths": lambda: bad_paths(r), "data": lambda: data_safety(r)}
         unknown = set(only) - set(table)
         if unknown:
             raise ValueError(f"unknown fault scenario(s) {sorted(unknown)}: choose from {', '.join(SCENARIOS)}")
-        for fn in (table[name] for name in SCENARIOS if name in only):
+
+        def timed(fn):
             t0 = time.perf_counter()
             out = fn()
             out["seconds"] = round(time.perf_counter() - t0, 1)
+            return out
+        chosen = [name for name in SCENARIOS if name in only]
+        # the longest first (checkpoint damage restarts 2 processes per kind), so the others fill the gaps
+        order = sorted(chosen, key=lambda n: (n != "damage", n != "kills", chosen.index(n)))
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            futures = {name: pool.submit(timed, table[name]) for name in order}
+            results = [futures[name].result() for name in chosen]
+        for out in results:  # reported in the scenarios' order, whatever order they finished in
             scenarios.append(out)
             log(f"{out['scenario']}: {out['faults']} faults, {out['recovered']} recovered, bitwise "
                 f"{out['bitwise']}/{out['bitwise_expected']}, files lost {out['files_lost']}, one-line "
