@@ -154,7 +154,8 @@ def step_tests(c: Check) -> Optional[str]:
         limit = 120
     else:
         suite = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests", "-m", "not imagemagick",
-                 "--ignore=tests/test_faultcheck.py", "--ignore=tests/test_gpu_check.py"]
+                 "--ignore=tests/test_faultcheck.py", "--ignore=tests/test_gpu_check.py",
+                 "--ignore=tests/test_scaling.py"]  # these three run CPU processes only: no GPU news
         limit = 240
     t0 = time.time()
     rc, out = c.sh(suite, limit, "tests.log")
