@@ -103,6 +103,10 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     # ---- devices
     mesh = parallel.make_mesh()
     parallel.check_batch("batch_size", config.batch_size, mesh)
+    if config.data.device_resident and mesh.devices.size > 1:  # before config.json: a refused run leaves nothing
+        raise ValueError(f"config: data.device_resident copies the whole training split to the device and needs "
+                         f"exactly one; this run has {mesh.devices.size} devices: turn it off (the grain loader "
+                         f"feeds each device only its rows)")
     repl = parallel.replicated(mesh)
     wd.accept_config(config)  # process 0 writes it
 
