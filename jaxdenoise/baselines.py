@@ -32,12 +32,26 @@ def _gauss_denoiser(name: str) -> Callable[[np.ndarray, float], np.ndarray]:
         except ImportError as e:
             raise ImportError("baseline bm3d needs the bm3d package: pip install 'jaxdenoise[baselines]' "
                               "(or pip install bm3d)") from e
-        return lambda z, sigma: np.asarray(bm3d.bm3d_rgb(z, sigma), np.float32)
+        return lambda z, sigma: _at_least(z, BM3D_MIN_SIDE, lambda p: np.asarray(bm3d.bm3d_rgb(p, sigma), np.float32))
     if name == "nlm":
         from skimage.restoration import denoise_nl_means
         return lambda z, sigma: denoise_nl_means(z, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6,
                                                  fast_mode=True, channel_axis=-1).astype(np.float32)
     raise ValueError(f"unknown baseline {name!r}: choose from {', '.join(AVAILABLE)}")
+
+
+# bm3d 4.0's compiled core crashes the process (SIGSEGV) on an 8x8 image; images with a side under this are
+# denoised mirror-padded to it and cropped back (a 9-px side already works; 16 leaves a margin).
+BM3D_MIN_SIDE = 16
+
+
+def _at_least(z: np.ndarray, side: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``fn`` of ``[H, W, 3]`` symmetric-padded at the bottom/right to at least ``side`` x ``side``, cropped back."""
+    h, w = z.shape[:2]
+    if h >= side and w >= side:
+        return fn(z)
+    ph, pw = max(0, side - h), max(0, side - w)
+    return fn(np.pad(z, ((0, ph), (0, pw), (0, 0)), mode="symmetric"))[:h, :w]
 
 
 def _mid(r) -> float:

@@ -76,6 +76,8 @@ def device_peaks(device, dtype: str) -> tuple:
 def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: str = "/tmp/jaxdenoise-bench",
         loader_batches: int = 200) -> Dict:
     """Measure everything above for ``config``; returns a flat dict (JSON-ready)."""
+    if steps_n < 1:
+        raise ValueError(f"--steps must be >= 1 (timed train steps), got {steps_n}")
     config_lib.validate(config)
     mesh = parallel.make_mesh()
     repl = NamedSharding(mesh, P())

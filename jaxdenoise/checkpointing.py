@@ -284,16 +284,17 @@ def make_init(model, tx, seed: int, ema: bool = False) -> Tuple[Callable[[], Any
 
 
 def read_run_config(workdir: str):
-    """The config a run saved in ``WORKDIR/config.json`` as a ConfigDict; CheckpointError when absent."""
-    import ml_collections
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{workdir} is not a training workdir (no config.json)")
+    """The config a run saved in ``WORKDIR/config.json`` as a ConfigDict (fields it lacks at their defaults);
+    CheckpointError (one line) when it is absent, unreadable or not a run's config."""
+    from jaxdenoise import config as config_lib, run_io
+    if not os.path.isdir(workdir):
+        raise CheckpointError(f"{workdir} does not exist")
+    if not os.path.isfile(os.path.join(workdir, run_io.CONFIG_FILE)):
+        raise CheckpointError(f"{workdir} is not a training workdir (no {run_io.CONFIG_FILE})")
     try:
-        with open(path) as f:
-            return ml_collections.ConfigDict(json.load(f))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"unreadable {path}: {fsutil.first_line(e)}") from e
+        return config_lib.with_defaults(run_io.read_saved_config(workdir))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def parse_source(spec: str) -> Tuple[str, str]:
@@ -315,11 +316,14 @@ def load_state(workdir: str, which: str | int = "best", log: Callable[[str], Non
 
     config = read_run_config(workdir)
     ckpt_dir = os.path.join(workdir, "checkpoints")
+    try:
+        model = models.create(config.model, config.dtype)
+    except ValueError as e:
+        raise CheckpointError(f"{workdir}/config.json: {e}") from None
     if not step_dirs(ckpt_dir):
         raise CheckpointError(f"no checkpoint in {ckpt_dir} (no checkpoint was saved yet)")
     ckpt = Checkpointer(ckpt_dir, read_only=True)
     try:
-        model = models.create(config.model, config.dtype)
         tx = steps.make_optimizer(config, total_steps=1)
         init, init_rng = make_init(model, tx, config.seed, ema=config.get("ema_decay", 0.0) > 0)
         sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -10,6 +10,7 @@ that is missing, and every error jaxdenoise raises for the user (``ValueError`` 
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from typing import Callable, List
@@ -36,13 +37,44 @@ def describe(e: BaseException) -> str:
 
 
 def parse_flags(argv: List[str]) -> List[str]:
-    """absl's parsing, with every failure (bad value, unknown config field, missing config file) one line."""
+    """absl's parsing, with every failure (bad value, unknown config field, missing config file, a config file
+    without ``get_config``) one line naming the flag and the file."""
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except flags.Error as e:
         sys.exit(f"error: {fsutil.first_line(e)} (--helpshort lists the flags)")
     except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError, ImportError) as e:
-        sys.exit(f"error: {describe(e)}")
+        sys.exit(f"error: {_config_file_problem(argv, e) or describe(e)}")
+    for name, path in _config_files(argv):  # a file that could not be read fails only when first used
+        if type(flags.FLAGS[name].value).__name__ == "_ErrorConfig":
+            why = "does not exist" if not os.path.isfile(path) else "cannot be read"
+            sys.exit(f"error: --{name} {path} {why}")
+    return rest
+
+
+def _config_files(argv: List[str]) -> List[tuple]:
+    """(flag name, path) of every config-file flag given on the command line."""
+    out = []
+    for i, arg in enumerate(argv[1:], 1):
+        if not arg.startswith("--") or "." in arg.split("=")[0]:
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if name in flags.FLAGS and type(flags.FLAGS[name].parser).__name__ == "ConfigFileFlagParser":
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            out.append((name, value.split(":", 1)[0]))
+    return out
+
+
+def _config_file_problem(argv: List[str], e: BaseException) -> str | None:
+    """What is wrong with the config file behind a parse error, when that is the cause."""
+    files = _config_files(argv)
+    if isinstance(e, AttributeError) and "get_config" in str(e) and files:
+        name, path = files[0]
+        return f"--{name} {path} has no get_config() function (a config file defines get_config(), see configs/)"
+    if isinstance(e, SyntaxError) and files:
+        name, path = files[0]
+        return f"--{name} {path}: {e.msg} at line {e.lineno}"
+    return None
 
 
 USER_ERRORS = (ValueError, ImportError, errors.RunError, OSError)
@@ -59,6 +91,8 @@ def define_distributed_flags() -> None:
     flags.DEFINE_integer("num_processes", None, "number of processes in the run (one per host)")
     flags.DEFINE_integer("process_id", None, "this process's index, 0 .. num_processes - 1")
     flags.DEFINE_integer("heartbeat_timeout_seconds", 100, "a process silent this long stops the others with an error")
+    flags.DEFINE_integer("initialization_timeout", 300, "seconds to wait for every process to join; then one error "
+                         "line (a wrong address, a process that was not started)")
     _distributed_flags = True
 
 
@@ -66,8 +100,31 @@ def join_distributed() -> bool:
     """``parallel.initialize`` from the flags (and JAX_* environment); True when a multi-process run was joined."""
     from jaxdenoise import parallel
     f = flags.FLAGS
-    return parallel.initialize(f.distributed, f.coordinator_address, f.num_processes, f.process_id,
-                               f.heartbeat_timeout_seconds)
+    joined = parallel.initialize(f.distributed, f.coordinator_address, f.num_processes, f.process_id,
+                                 f.heartbeat_timeout_seconds, f.initialization_timeout)
+    if joined:
+        parallel.check_same_settings(settings())
+    return joined
+
+
+# what may differ between the processes of one run: who they are, and host-local speed and cache settings
+HOST_LOCAL = frozenset({"process_id", "coordinator_address", "distributed", "config.data.num_threads",
+                        "config.data.prefetch", "config.data.cache_dir"})
+
+
+def settings() -> dict:
+    """The script's own flags (a config flag field by field) as JSON texts, but ``HOST_LOCAL``: what every
+    process of a multi-process run must have alike."""
+    from jaxdenoise import config as config_lib
+    import json
+    out = {}
+    for fl in flags.FLAGS.get_key_flags_for_module(sys.argv[0]) + flags.FLAGS.get_key_flags_for_module(__name__):
+        value = fl.value
+        if hasattr(value, "to_dict"):
+            out.update({f"{fl.name}.{k}": json.dumps(v, default=str) for k, v in config_lib.flatten(value).items()})
+        else:
+            out[fl.name] = json.dumps(value, default=str)
+    return {k: v for k, v in out.items() if k not in HOST_LOCAL}
 
 
 def run(main: Callable[[List[str]], None]) -> None:

@@ -83,6 +83,19 @@ def flatten(c) -> dict:
     return out
 
 
+def with_defaults(saved) -> ml_collections.ConfigDict:
+    """A saved config (dict or ConfigDict, e.g. a workdir's config.json) over ``base_config()``'s defaults:
+    fields it lacks (written before they existed) take their default, ``model`` is taken whole."""
+    out = base_config().to_dict()
+    saved = saved.to_dict() if hasattr(saved, "to_dict") else dict(saved)
+    for k, v in saved.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "model":
+            out[k].update(v)
+        else:
+            out[k] = v
+    return ml_collections.ConfigDict(out)
+
+
 def _same(field: str, a, b) -> bool:
     if field == "data.dir" and a and b:  # the same folder, named relatively or absolutely
         import os

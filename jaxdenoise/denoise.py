@@ -84,7 +84,10 @@ def denoise(apply: Apply, image: np.ndarray, stride: int = 4, tile: int = 256, o
     hp, wp = _ceil_to(h, stride), _ceil_to(w, stride)
     x = _pad_to(np.asarray(image, np.float32), hp, wp)
     tile = max(_ceil_to(tile, stride), 2 * stride)
-    overlap = min(_ceil_to(overlap, stride), tile // 2)
+    overlap = _ceil_to(overlap, stride)
+    if 2 * overlap > tile:  # a capped overlap would blend borders that never saw their context
+        raise ValueError(f"tile {tile} px cannot hold an overlap of {overlap} px on both sides: use a tile of at "
+                         f"least {2 * overlap} px (or 0 for whole images)")
     th, tw = min(tile, hp), min(tile, wp)
     ys = _starts(hp, th, th - overlap, stride)
     xs = _starts(wp, tw, tw - overlap, stride)
@@ -142,6 +145,20 @@ def min_overlap(overlap: int, receptive_field: int) -> int:
     return max(overlap, -(-receptive_field // 2))
 
 
+def check_tiling(tile: int, overlap: int, stride: int, receptive_field: int, what: str = "the model") -> None:
+    """One-line ValueError unless ``tile`` (0: whole images) can hold the overlap ``denoise`` will use
+    (``min_overlap``, rounded to the stride) on both sides; a smaller tile would give seams and wrong borders."""
+    if tile < 0 or overlap < 0:
+        raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
+    if tile == 0:
+        return
+    ov = _ceil_to(min_overlap(overlap, receptive_field), stride)
+    need = max(2 * ov, 2 * stride)
+    if max(_ceil_to(tile, stride), 2 * stride) < need:
+        raise ValueError(f"--tile {tile} is too small for {what} (receptive field {receptive_field} px, overlap "
+                         f"{ov} px per side): use --tile {need} or more, or --tile 0 for whole images")
+
+
 # --keep-format: sniffed format -> (the extension appended when the name does not say it, the extensions
 # that do). PNM comes in as PBM/PGM/PPM and always goes out as binary PPM, since the output is RGB.
 _EXTENSIONS = {
@@ -186,6 +203,7 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
     """
     from tqdm import tqdm
 
+    from jaxdenoise import outputs
     from jaxdenoise.data import imageio
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
@@ -194,38 +212,49 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
     if not input_path:
         raise ValueError("--input is required: an image file or a folder of images")
     out_root = os.path.abspath(output_dir)
+    if os.path.lexists(out_root) and not os.path.isdir(out_root):
+        raise ValueError(f"--output {output_dir} is a file, not a folder")
+    inside = outputs.protected(out_root)
+    if inside:  # e.g. --output RUN/checkpoints: images among a run's own files
+        raise ValueError(f"--output {output_dir} {inside}: choose another folder")
+    why = fsutil.creatable(os.path.join(out_root, "x")) if os.path.isdir(out_root) else fsutil.creatable(out_root)
+    if why:  # before loading the model: an unusable --output fails at once
+        raise ValueError(f"--output {output_dir}: {why}")
     root, files = _list_inputs(input_path, out_root)
     formats = {rel: _sniff(os.path.join(root, rel)) if keep_format else "png" for rel in files}
     names = _output_names(root, files, out_root, formats, keep_format)
     if noise_level:
         from jaxdenoise import noise as noise_lib
         noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
-    _makedirs(out_root)  # before loading the model: an unwritable --output fails at once
     apply, stride, info = load_denoiser(workdir, which)
+    check_tiling(tile, overlap, stride, info["receptive_field"])
     overlap = min_overlap(overlap, info["receptive_field"])
-    written, skipped = [], []
-    for rel in tqdm(files, desc="denoising", unit="img", disable=not progress or len(files) < 2, file=sys.stderr):
-        dst = os.path.join(out_root, names[rel])
-        if not overwrite and os.path.lexists(dst):  # checked first only to save the work; the write re-checks
-            skipped.append({"path": rel, "output": dst, "reason": EXISTS})
-            continue
-        try:
-            image = imageio.load_rgb(os.path.join(root, rel))
-        except imageio.ImageReadError as e:
-            skipped.append({"path": rel, "reason": str(e)})
-            continue
-        x = with_level(image.astype(np.float32) / 255.0, info["in_channels"], noise_level)
-        out = denoise(apply, x, stride, tile, overlap, batch)
-        data = _encode(np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), formats[rel])
-        _makedirs(os.path.dirname(dst))
-        try:
-            ok = fsutil.atomic_write(dst, data, overwrite=overwrite)
-        except OSError as e:
-            raise ValueError(fsutil.describe(e, dst)) from e
-        if ok:
-            written.append(dst)
-        else:  # appeared while we worked
-            skipped.append({"path": rel, "output": dst, "reason": EXISTS})
+    written, skipped, created = [], [], []
+    try:
+        for rel in tqdm(files, desc="denoising", unit="img", disable=not progress or len(files) < 2, file=sys.stderr):
+            dst = os.path.join(out_root, names[rel])
+            if not overwrite and os.path.lexists(dst):  # checked first only to save the work; the write re-checks
+                skipped.append({"path": rel, "output": dst, "reason": EXISTS})
+                continue
+            try:
+                image = imageio.load_rgb(os.path.join(root, rel))
+            except imageio.ImageReadError as e:
+                skipped.append({"path": rel, "reason": str(e)})
+                continue
+            x = with_level(image.astype(np.float32) / 255.0, info["in_channels"], noise_level)
+            out = denoise(apply, x, stride, tile, overlap, batch)
+            data = _encode(np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), formats[rel])
+            _makedirs(os.path.dirname(dst), created)  # output folders appear with their first image
+            try:
+                ok = fsutil.atomic_write(dst, data, overwrite=overwrite)
+            except OSError as e:
+                raise ValueError(fsutil.describe(e, dst)) from e
+            if ok:
+                written.append(dst)
+            else:  # appeared while we worked
+                skipped.append({"path": rel, "output": dst, "reason": EXISTS})
+    finally:
+        fsutil.remove_empty(created)  # a failed or empty run leaves no folder it made
     return {"written": written, "skipped": skipped}
 
 
@@ -286,9 +315,9 @@ def _output_names(root: str, files: List[str], out_root: str, formats: Dict[str,
     return names
 
 
-def _makedirs(path: str) -> None:
+def _makedirs(path: str, created: list) -> None:
     try:
-        os.makedirs(path, exist_ok=True)
+        fsutil.makedirs(path, created)
     except FileExistsError as e:
         raise ValueError(f"{path} is a file, not a folder") from e
     except OSError as e:

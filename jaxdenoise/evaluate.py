@@ -17,9 +17,11 @@ from jaxdenoise.data import store
 BUCKET = 64  # whole-image inputs and metrics are padded to multiples of this: a few shapes per folder
 
 
-def load_folder(path: str, resize: int | None = None) -> Tuple[List[Tuple[str, np.ndarray]], List[Dict]]:
+def load_folder(path: str, resize: int | None = None,
+                flag: str = "--data") -> Tuple[List[Tuple[str, np.ndarray]], List[Dict]]:
     """Every image under ``path`` (a file or folder), ``uint8 [H, W, 3]`` at its own size (or resized square),
-    read through the project's Wand path; unreadable files are returned in ``skipped`` with their reason."""
+    read through the project's Wand path; unreadable files are returned in ``skipped`` with their reason.
+    ``flag`` names the path in errors."""
     from jaxdenoise.data import imageio, prepare
     if os.path.isfile(path):
         files = [os.path.basename(path)]
@@ -27,7 +29,7 @@ def load_folder(path: str, resize: int | None = None) -> Tuple[List[Tuple[str, n
     elif os.path.isdir(path):
         files = prepare.list_files(path)
     else:
-        raise ValueError(f"--data {path} does not exist")
+        raise ValueError(f"{flag} {path} does not exist")
     images, skipped = [], []
     for rel in files:
         try:
@@ -35,7 +37,7 @@ def load_folder(path: str, resize: int | None = None) -> Tuple[List[Tuple[str, n
         except imageio.ImageReadError as e:
             skipped.append({"path": rel, "reason": str(e)})
     if not images:
-        raise ValueError(f"no readable images under {path}")
+        raise ValueError(f"{flag} {path}: no readable images")
     return images, skipped
 
 
@@ -44,23 +46,24 @@ class _Scorer:
 
     def __init__(self, batch: int = 8):
         self.batch = batch
-        self.fn = jax.jit(lambda a, b, hw: (metrics_lib.psnr_from_mse(metrics_lib.masked_mse_per_image(a, b, hw)),
-                                            metrics_lib.masked_ssim_per_image(a, b, hw)))
+        self.fn = jax.jit(lambda a, b, hw, win: (
+            metrics_lib.psnr_from_mse(metrics_lib.masked_mse_per_image(a, b, hw)),
+            metrics_lib.masked_ssim_per_image(a, b, hw, win)), static_argnums=3)
 
     def __call__(self, pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
         """pairs of (clean, other) ``float [H, W, 3]`` -> (psnr [N], ssim [N])."""
         psnr, ssim = np.zeros(len(pairs)), np.zeros(len(pairs))
-        groups: Dict[Tuple[int, int], List[int]] = {}
-        for i, (c, _) in enumerate(pairs):
-            groups.setdefault(_bucket_shape(c.shape), []).append(i)
-        for (hb, wb), idx in groups.items():
+        groups: Dict[Tuple[int, int, int], List[int]] = {}
+        for i, (c, _) in enumerate(pairs):  # by bucket shape and SSIM window (smaller for images under 11 px)
+            groups.setdefault((*_bucket_shape(c.shape), metrics_lib.window(*c.shape[:2])), []).append(i)
+        for (hb, wb, win), idx in groups.items():
             for s in range(0, len(idx), self.batch):
                 chunk = idx[s:s + self.batch]
                 full = chunk + [chunk[-1]] * (self.batch - len(chunk))  # fixed batch: no recompiles
                 a = np.stack([_pad(pairs[i][0], hb, wb) for i in full])
                 b = np.stack([_pad(pairs[i][1], hb, wb) for i in full])
                 hw = np.array([pairs[i][0].shape[:2] for i in full], np.int32)
-                p, q = jax.device_get(self.fn(a, b, hw))
+                p, q = jax.device_get(self.fn(a, b, hw, win))
                 psnr[chunk], ssim[chunk] = p[:len(chunk)], q[:len(chunk)]
         return psnr, ssim
 
@@ -77,7 +80,7 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         baselines: Sequence[str] = (), resize: int | None = None, seed: int | None = None, tile: int = 512,
         overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3,
         limit: int | None = None, noisy: str | None = None, also: Sequence[str] = (),
-        noise_level: str | None = None) -> List[Dict]:
+        noise_level: str | None = None, json_path: str | None = None, overwrite: bool = False) -> List[Dict]:
     """The evaluation table: per noise spec, rows for the noisy input, the model and each baseline.
 
     ``also``: more run workdirs whose models are scored on the same noisy images, a row each after the
@@ -100,20 +103,47 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     Several processes: each denoises and scores a contiguous share of the images (every process restores
     the model onto its own device), and the per-image scores are gathered, so the rows are those of one
     process; ``sec_per_mp`` is process 0's. Only process 0 writes the grid.
+
+    Outputs: ``grid_path`` (a PNG) and ``json_path`` (the rows, ``write_json``) are checked before any work
+    (``outputs.claim``: never an input, never a run's own file, an existing file only with ``overwrite``;
+    ``eval_grid.png`` in a workdir is evaluate's own and is replaced).
     """
-    from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib
+    from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib, outputs, run_io
     from jaxdenoise.data import feed
 
-    runs = [(w, *denoise_lib.load_denoiser(w, which)) for w in [workdir, *also]]
-    config = runs[0][3]["config"]
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1 (the first N images), got {limit}")
+    if noisy and not data:
+        raise ValueError("--noisy needs --data: the folder of clean references, matched by file name")
+    if noisy and os.path.exists(noisy) and os.path.exists(data) and os.path.samefile(noisy, data):
+        raise ValueError(f"--noisy {noisy} and --data {data} are the same folder: --noisy holds the noisy shots, "
+                         f"--data their clean references")
     for b in baselines:
         if b not in baselines_lib.AVAILABLE:
             raise ValueError(f"unknown baseline {b!r}: choose from {', '.join(baselines_lib.AVAILABLE)}")
+    for spec in noise_specs:
+        noise_lib.parse(spec)
+    if noise_level:
+        noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
+    inputs = [("--data", data), ("--noisy", noisy)]
+    own = (run_io.EVAL_GRID_FILE,)
+    targets = {"grid": grid_path and parallel.is_main() and outputs.claim(grid_path, "--grid", inputs=inputs,
+                                                                          overwrite=overwrite, own=own, writable=False),
+               "json": json_path and parallel.is_main() and outputs.claim(json_path, "--json", inputs=inputs,
+                                                                          overwrite=overwrite)}
+    if targets["grid"] and targets["json"] and targets["grid"].path == targets["json"].path:
+        raise ValueError(f"--grid and --json name the same file {json_path}")
+
+    runs = [(w, *denoise_lib.load_denoiser(w, which)) for w in [workdir, *also]]
+    config = runs[0][3]["config"]
+    for w, _, stride, info in runs:
+        denoise_lib.check_tiling(tile, overlap, stride, info["receptive_field"], f"model of {w}")
+    if noise_level and (not noisy or all(info["in_channels"] == 3 for *_, info in runs)):
+        print(f"note: --noise-level {noise_level} is not used: " + (
+            "the models are blind (3 input channels)" if noisy else
+            "on synthetic noise non-blind models get the level map of the noise drawn"), file=sys.stderr)
     if noisy:
-        if not data:
-            raise ValueError("--noisy needs --data: the folder of clean references, matched by file name")
         named, real = _pairs(data, noisy, resize)
-        named, real = (named[:limit], real[:limit]) if limit else (named, real)
     elif data:
         named, skipped = load_folder(data, resize)
         for s in skipped:
@@ -121,7 +151,8 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     else:
         split = store.open_split(feed.resolve_store(config, workdir), "val")
         named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
-    named = named[:limit] if limit else named
+    if limit:
+        named, real = named[:limit], (real[:limit] if noisy else None)
     total = len(named)
     share = parallel.local_share(total)  # the whole list in a single process
     named, offset = named[share], share.start
@@ -176,22 +207,33 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
                          "sec_per_mp": spmp, "images": total})
         if grid_path and not grid_cols and parallel.is_main():
             grid_cols = _grid_columns(clean, outputs, grid_count)
-    if grid_path and grid_cols:
+    if targets["grid"] and grid_cols:
         from jaxdenoise import plots
         try:  # the numbers matter more than the figure: a grid that cannot be written is a warning
-            plots.save_png(plots.image_grid(grid_cols), grid_path)
-        except OSError as e:
-            print(f"warning: comparison grid not written: {fsutil.describe(e, grid_path)}", file=sys.stderr)
+            targets["grid"].write(plots.png_writer(plots.image_grid(grid_cols)))
+        except (OSError, ValueError) as e:
+            why = fsutil.describe(e, grid_path) if isinstance(e, OSError) else str(e)
+            print(f"warning: comparison grid not written: {why}", file=sys.stderr)
+    if targets["json"]:
+        write_json(rows, targets["json"])
     return rows
 
 
 def _pairs(clean_dir: str, noisy_dir: str, resize: int | None):
     """(clean [(name, uint8 image)], noisy [uint8 image]) matched by relative path without extension."""
-    clean, skipped_c = load_folder(clean_dir, resize)
-    noisy, skipped_n = load_folder(noisy_dir, resize)
+    clean, skipped_c = load_folder(clean_dir, resize, "--data")
+    noisy, skipped_n = load_folder(noisy_dir, resize, "--noisy")
     for s in skipped_c + skipped_n:
         print(f"skipped {s['path']}: {s['reason']}")
     stem = lambda rel: os.path.splitext(rel)[0]
+    for side, flag, folder in ((clean, "--data", clean_dir), (noisy, "--noisy", noisy_dir)):
+        seen: Dict[str, List[str]] = {}
+        for rel, _ in side:
+            seen.setdefault(stem(rel), []).append(rel)
+        for name, rels in seen.items():
+            if len(rels) > 1:  # which one is the pair's partner cannot be told
+                raise ValueError(f"{flag} {folder}: {len(rels)} files share the name {name!r} "
+                                 f"({', '.join(rels)}): pairs are matched by name without the extension")
     by_stem = {}
     for rel, img in noisy:
         by_stem.setdefault(stem(rel), []).append((rel, img))
@@ -201,13 +243,13 @@ def _pairs(clean_dir: str, noisy_dir: str, resize: int | None):
         if not match:
             print(f"no noisy shot for clean {rel}")
             continue
-        if len(match) > 1:
-            raise ValueError(f"{len(match)} noisy files share the name {stem(rel)!r}: "
-                             f"{', '.join(r for r, _ in match)}")
         nrel, nimg = match[0]
         if nimg.shape != img.shape:
             raise ValueError(f"noisy {nrel} is {nimg.shape[1]}x{nimg.shape[0]} but its clean reference {rel} is "
                              f"{img.shape[1]}x{img.shape[0]}")
+        if np.array_equal(nimg, img):
+            print(f"warning: noisy {nrel} is identical to its clean reference {rel} (it scores 100 dB)",
+                  file=sys.stderr)
         named.append((rel, img))
         real.append(nimg)
     for left in by_stem.values():
@@ -231,9 +273,19 @@ def _grid_columns(clean, outputs, count) -> List[np.ndarray]:
     return cols
 
 
-def write_json(rows: Sequence[Dict], path: str) -> None:
+def write_json(rows: Sequence[Dict], target) -> str:
+    """The rows as a JSON list, atomically; ``target`` is an ``outputs.Target`` or a path (claimed here, so an
+    existing file is refused). Non-finite numbers become ``null`` (JSON has no NaN)."""
+    from jaxdenoise import outputs
+    if not isinstance(target, outputs.Target):
+        target = outputs.claim(target, "--json")
     keep = ("noise", "method", "psnr", "ssim", "sec_per_mp", "images")
-    fsutil.atomic_write(path, json.dumps([{k: r[k] for k in keep if k in r} for r in rows], indent=1) + "\n")
+    clean = [{k: _finite(r[k]) for k in keep if k in r} for r in rows]
+    return target.write(json.dumps(clean, indent=1, allow_nan=False) + "\n")
+
+
+def _finite(v):
+    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 def format_table(rows: Sequence[Dict]) -> str:

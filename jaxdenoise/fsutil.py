@@ -31,6 +31,39 @@ def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 
+def creatable(path: str | os.PathLike) -> str | None:
+    """Why ``path`` (a file or folder that may not exist yet) cannot be created, or None: its nearest existing
+    ancestor must be a folder this process may write into."""
+    probe = os.path.dirname(os.path.abspath(os.fspath(path)))
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"permission denied: {probe}"
+    return None
+
+
+def makedirs(path: str | os.PathLike, created: list) -> None:
+    """``os.makedirs(path, exist_ok=True)``, appending the folders it made to ``created`` (outermost first),
+    so that ``remove_empty(created)`` can take back exactly those, and nothing else."""
+    missing, p = [], os.path.abspath(os.fspath(path))
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    os.makedirs(path, exist_ok=True)
+    created.extend(reversed(missing))
+
+
+def remove_empty(created: list) -> None:
+    """Remove the folders of ``created`` that are still empty, innermost first."""
+    for d in reversed(created):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
 def tree_digests(root: str | os.PathLike) -> Dict[str, Tuple[int, str]]:
     """relpath (POSIX separators) -> (size, SHA-256 hex) of every file under ``root``, hidden ones included."""
     out = {}

@@ -53,12 +53,23 @@ FIELDS = {
 }
 
 
+MARKER = ".jaxdenoise-gpu-check"  # in --out and in the carry folder: their files are this command's
+
+
 class Check:
-    """Runs the steps, records each one's status, writes the summary."""
+    """Runs the steps, records each one's status, writes the summary.
+
+    ``out`` must be new, empty, or a folder an earlier check wrote (``outputs.own_folder``); the FFHQ-sized
+    store and the epoch's workdir live in ``scratch``, a folder this check creates (under ``out`` in a dry
+    run, else in the system's temporary folder) and removes at the end (``close``): nothing else is deleted.
+    """
 
     def __init__(self, out: str, dry_run: bool, budget_s: float):
-        self.out, self.dry, self.t0, self.budget = out, dry_run, time.time(), budget_s
-        os.makedirs(out, exist_ok=True)
+        from jaxdenoise import outputs
+        self.out = outputs.own_folder(out, "--out", MARKER)
+        self.dry, self.t0, self.budget = dry_run, time.time(), budget_s
+        import tempfile
+        self.scratch = tempfile.mkdtemp(prefix="gpu_check_scratch-", dir=self.out if dry_run else None)
         self.summary: Dict = {"dry_run": dry_run, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "steps": {}, **{k: {f: None for f in v} for k, v in FIELDS.items()}}
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -100,10 +111,13 @@ class Check:
         self.write()
 
     def write(self) -> None:
-        with open(os.path.join(self.out, "summary.json"), "w") as f:
-            json.dump(self.summary, f, indent=1)
-        with open(os.path.join(self.out, "summary.md"), "w") as f:
-            f.write(markdown(self.summary))
+        from jaxdenoise import fsutil
+        fsutil.atomic_write(os.path.join(self.out, "summary.json"), json.dumps(self.summary, indent=1) + "\n")
+        fsutil.atomic_write(os.path.join(self.out, "summary.md"), markdown(self.summary))
+
+    def close(self) -> None:
+        """Remove the scratch folder (this check created it: it is this check's to delete)."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -146,11 +160,10 @@ def _pytest_counts(text: str) -> Dict[str, int]:
 
 def step_tests(c: Check) -> Optional[str]:
     t = c.summary["tests"]
-    resume = "tests/test_train.py::test_resume_is_bitwise_identical"
-    if c.dry:  # make test is what runs this: quick tests stand for the suite and for the resume test
+    resume = "tests/test_train.py::test_resume_mid_epoch_is_bitwise_identical"  # the real resume test, always
+    if c.dry:  # make test is what runs this: a quick test stands for the suite
         suite = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_noise.py", "-k",
                  "parse_good_specs"]
-        resume = "tests/test_noise.py::test_ranges_draw_parameters_per_image"
         limit = 120
     else:
         suite = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests", "-m", "not imagemagick",
@@ -171,7 +184,7 @@ def step_tests(c: Check) -> Optional[str]:
 
 
 def _store_dir(c: Check) -> str:
-    return os.path.join(c.out if c.dry else "/tmp", "gpu_check_store")
+    return os.path.join(c.scratch, "store")
 
 
 def step_store(c: Check) -> Optional[str]:
@@ -187,8 +200,6 @@ def step_store(c: Check) -> Optional[str]:
     photos = list(np.load(seed).values())
     t0 = time.time()
     path = _store_dir(c)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
     rng = np.random.default_rng(0)
     n_val = max(8, n // 200)
     with store.StoreWriter(path, size, {"train": n, "val": n_val}, pngs=False) as w:
@@ -302,8 +313,7 @@ def step_torch(c: Check) -> Optional[str]:
 
 def step_epoch(c: Check) -> Optional[str]:
     e = c.summary["epoch"]
-    wd = os.path.join(c.out if c.dry else "/tmp", "gpu_check_epoch")
-    shutil.rmtree(wd, ignore_errors=True)
+    wd = os.path.join(c.scratch, "epoch")
     over = {"data.dir": _store_dir(c), "num_epochs": 1, "data.device_resident": True, "data.flips": False,
             "log_every_steps": 500}
     if c.dry:
@@ -380,8 +390,9 @@ def prepare(shared: Optional[str], carry: str = CARRY) -> List[str]:
     through the project's Wand path). Returns what was written."""
     import numpy as np
 
+    from jaxdenoise import outputs
     from jaxdenoise.data import builtin
-    os.makedirs(carry, exist_ok=True)
+    carry = outputs.own_folder(carry, "the carry folder (JAXDENOISE_GPU_CHECK_CARRY)", MARKER)
     done = []
     if shared and os.path.isdir(os.path.join(shared, "wheels", "py312")):
         dst = os.path.join(carry, "wheels")
@@ -407,21 +418,34 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.environ.get("OUT") or os.path.join(REPO, "runs", "gpu_check"))
     ap.add_argument("--dry-run", action="store_true", help="every step on the CPU at tiny sizes")
     ap.add_argument("--budget", type=float, default=450.0, help="seconds for all steps (each gets what is left)")
-    ap.add_argument("--only", default="", help="comma-separated steps to run (default: all)")
+    ap.add_argument("--only", default="", help="comma-separated steps to run (default: all): "
+                    + ", ".join(name for name, _ in STEPS))
     ap.add_argument("--prepare", action="store_true",
                     help="on the development machine: fill .gpu_check/ with what the GPU machine lacks")
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(REPO), "shared"), help="for --prepare")
     a = ap.parse_args(argv)
-    if a.prepare:
-        for line in prepare(a.shared):
-            print(f"{CARRY}/{line}")
-        return 0
-    c = Check(a.out, a.dry_run, a.budget)
     only = {s for s in a.only.split(",") if s}
-    for name, fn in STEPS:
-        if not only or name in only:
-            c.step(name, lambda fn=fn: fn(c))
-    c.write()
+    unknown = sorted(only - {name for name, _ in STEPS})
+    if unknown:
+        ap.error(f"--only: unknown step {unknown[0]!r}: choose from {', '.join(name for name, _ in STEPS)}")
+    if a.budget <= 0:
+        ap.error(f"--budget must be > 0 seconds, got {a.budget:g}")
+    try:
+        if a.prepare:
+            for line in prepare(a.shared):
+                print(f"{CARRY}/{line}")
+            return 0
+        c = Check(a.out, a.dry_run, a.budget)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        for name, fn in STEPS:
+            if not only or name in only:
+                c.step(name, lambda fn=fn: fn(c))
+        c.write()
+    finally:
+        c.close()
     print(markdown(c.summary))
     return 0 if all(st["status"] != "failed" for st in c.summary["steps"].values()) else 1
 

@@ -5,7 +5,8 @@ PSNR is 10 log10(1 / MSE) per image, averaged over images. SSIM is the standard 
 (11x11, sigma 1.5, K1 0.01, K2 0.03, population covariances) per channel over the positions where the
 window lies inside the image, averaged over channels and positions; it equals scikit-image's
 ``structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)``
-(tested).
+(tested). An image with a side under 11 px (the smallest we read is 8) is scored with the largest odd window
+that fits it (9 or 7, the same Gaussian truncated and renormalised), where the 11x11 window has no position.
 
 The ``masked`` variants score images padded into a larger array (``mask`` marks the real pixels), so that a
 folder of mixed sizes runs in a few bucketed shapes instead of one compilation per size.
@@ -21,28 +22,34 @@ _MSE_FLOOR = 1e-10  # PSNR of identical images: 100 dB, not inf
 _WIN, _SIGMA, _C1, _C2 = 11, 1.5, 0.01**2, 0.03**2
 
 
-def _gauss_1d() -> np.ndarray:
-    x = np.arange(_WIN, dtype=np.float64) - (_WIN - 1) / 2
+def window(h: int, w: int) -> int:
+    """The SSIM window side for an ``h`` x ``w`` image: 11, or the largest odd side that fits a smaller one."""
+    return max(1, min(_WIN, (min(h, w) - 1) | 1))
+
+
+def _gauss_1d(win: int = _WIN) -> np.ndarray:
+    x = np.arange(win, dtype=np.float64) - (win - 1) / 2
     g = np.exp(-0.5 * (x / _SIGMA) ** 2)
     return (g / g.sum()).astype(np.float32)
 
 
-def _filter_valid(x: jax.Array) -> jax.Array:
-    """Separable Gaussian filter of ``[H, W, C]``, 'valid' positions only -> ``[H-10, W-10, C]``."""
-    g = jnp.asarray(_gauss_1d())
+def _filter_valid(x: jax.Array, win: int = _WIN) -> jax.Array:
+    """Separable Gaussian filter of ``[H, W, C]``, 'valid' positions only -> ``[H-win+1, W-win+1, C]``."""
+    g = jnp.asarray(_gauss_1d(win))
     c = x.shape[-1]
     img = x.transpose(2, 0, 1)[:, None]  # [C, 1, H, W]
-    img = jax.lax.conv_general_dilated(img, g.reshape(1, 1, _WIN, 1), (1, 1), "VALID")
-    img = jax.lax.conv_general_dilated(img, g.reshape(1, 1, 1, _WIN), (1, 1), "VALID")
+    img = jax.lax.conv_general_dilated(img, g.reshape(1, 1, win, 1), (1, 1), "VALID")
+    img = jax.lax.conv_general_dilated(img, g.reshape(1, 1, 1, win), (1, 1), "VALID")
     return img[:, 0].transpose(1, 2, 0).reshape(img.shape[2], img.shape[3], c)
 
 
-def _ssim_map(x: jax.Array, y: jax.Array) -> jax.Array:
+def _ssim_map(x: jax.Array, y: jax.Array, win: int = _WIN) -> jax.Array:
     x, y = x.astype(jnp.float32), y.astype(jnp.float32)
-    mx, my = _filter_valid(x), _filter_valid(y)
-    sxx = _filter_valid(x * x) - mx * mx
-    syy = _filter_valid(y * y) - my * my
-    sxy = _filter_valid(x * y) - mx * my
+    f = lambda a: _filter_valid(a, win)
+    mx, my = f(x), f(y)
+    sxx = f(x * x) - mx * mx
+    syy = f(y * y) - my * my
+    sxy = f(x * y) - mx * my
     return ((2 * mx * my + _C1) * (2 * sxy + _C2)) / ((mx * mx + my * my + _C1) * (sxx + syy + _C2))
 
 
@@ -64,8 +71,10 @@ def psnr_per_image(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def ssim_per_image(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``[B, H, W, C]`` in [0, 1] x2 -> ``[B]`` SSIM (Gaussian 11x11 window, sigma 1.5, data range 1)."""
-    return jax.vmap(lambda x, y: jnp.mean(_ssim_map(x, y)))(a, b)
+    """``[B, H, W, C]`` in [0, 1] x2 -> ``[B]`` SSIM (Gaussian 11x11 window, sigma 1.5, data range 1; a smaller
+    odd window for images with a side under 11 px, ``window``)."""
+    win = window(*a.shape[1:3])
+    return jax.vmap(lambda x, y: jnp.mean(_ssim_map(x, y, win)))(a, b)
 
 
 def masked_mse_per_image(a: jax.Array, b: jax.Array, hw: jax.Array) -> jax.Array:
@@ -77,11 +86,12 @@ def masked_mse_per_image(a: jax.Array, b: jax.Array, hw: jax.Array) -> jax.Array
     return jax.vmap(one)(a, b, hw)
 
 
-def masked_ssim_per_image(a: jax.Array, b: jax.Array, hw: jax.Array) -> jax.Array:
-    """SSIM over the top-left ``hw[i]`` region of each padded image (windows wholly inside it)."""
+def masked_ssim_per_image(a: jax.Array, b: jax.Array, hw: jax.Array, win: int = _WIN) -> jax.Array:
+    """SSIM over the top-left ``hw[i]`` region of each padded image (windows wholly inside it); ``win``
+    (static): the window side, ``window(h, w)`` of the images scored together."""
     def one(x, y, size):
-        smap = _ssim_map(x, y)
-        m = _region(smap.shape[:2], size[0] - (_WIN - 1), size[1] - (_WIN - 1))[..., None]
+        smap = _ssim_map(x, y, win)
+        m = _region(smap.shape[:2], size[0] - (win - 1), size[1] - (win - 1))[..., None]
         return jnp.sum(smap * m) / (jnp.sum(m) * smap.shape[-1])
     return jax.vmap(one)(a, b, hw)
 

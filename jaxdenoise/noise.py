@@ -290,6 +290,9 @@ def level_map(spec: str, y: jax.Array) -> jax.Array:
 
 
 def _range(text: str, what: str, spec: str, lo_ok: float, hi_ok: float) -> Range:
+    if text.strip().startswith("-") or "--" in text:  # '-5' would read as an empty low end
+        raise ValueError(f"noise spec {spec!r}: {what} must be >= {lo_ok:g} (a range is low-high, e.g. 5-60), "
+                         f"got {text}")
     parts = text.split("-")
     try:
         if len(parts) == 1:

@@ -15,8 +15,11 @@ What is where (docs/scaling.md):
 """
 from __future__ import annotations
 
+import json
 import os
-from typing import Callable, Optional, TypeVar
+import sys
+import threading
+from typing import Callable, Dict, Optional, TypeVar
 
 import jax
 import numpy as np
@@ -53,16 +56,89 @@ def initialize(distributed: str = "off", coordinator_address: Optional[str] = No
             raise ValueError("--num_processes/--process_id need --coordinator_address HOST:PORT (or "
                              "--distributed=auto under a cluster scheduler)")
         return False
+    if address is not None:
+        check_address(address)
     if distributed == "off" and (n is None or pid is None):
         raise ValueError(f"coordinator {address} given: --num_processes and --process_id are needed too "
                          f"(or --distributed=auto to detect them from the cluster)")
+    if n is not None and n < 1:
+        raise ValueError(f"--num_processes must be >= 1, got {n}")
     if n is not None and pid is not None and not 0 <= pid < n:
         raise ValueError(f"--process_id must be in [0, {n}), got {pid}")
-    jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=pid,
-                               heartbeat_timeout_seconds=heartbeat_timeout_seconds,
-                               initialization_timeout=initialization_timeout)
+    for flag, value in (("--heartbeat_timeout_seconds", heartbeat_timeout_seconds),
+                        ("--initialization_timeout", initialization_timeout)):
+        if value < 1:  # jax aborts the process natively on a non-positive timeout
+            raise ValueError(f"{flag} must be >= 1 second, got {value}")
+    who = f"process {pid} of {n}" if pid is not None and n is not None else "a process"
+    print(f"joining the run at {address or 'the address the cluster gives'} as {who}; waiting up to "
+          f"{initialization_timeout} s for every process (--initialization_timeout)...", file=sys.stderr, flush=True)
+    # jax ends the process natively (a C++ check failure) when the others do not all join in time: a watchdog
+    # ends it first, with one line, a moment before jax's own deadline
+    joined = threading.Event()
+
+    def watchdog():
+        if not joined.wait(initialization_timeout):
+            print(f"error: could not join the run within {initialization_timeout} s: " + (
+                f"the coordinator {address} did not answer, or " if pid else "") +
+                f"not all {n or 'the'} processes connected; check --coordinator_address, --num_processes and that "
+                f"every process was started (--initialization_timeout sets the wait)", file=sys.stderr, flush=True)
+            os._exit(1)
+    threading.Thread(target=watchdog, daemon=True, name="join-watchdog").start()
+    try:
+        jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=pid,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                                   initialization_timeout=initialization_timeout + 5,
+                                   coordinator_bind_address=_bind_address(address, pid))
+    finally:
+        joined.set()
     _joined = True
     return True
+
+
+def check_address(address: str) -> None:
+    """One-line ValueError unless ``address`` is ``HOST:PORT`` with a port in 1..65535 (``[v6]:PORT`` too)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"--coordinator_address must be HOST:PORT with a port in 1..65535, got {address!r}")
+
+
+def _bind_address(address: Optional[str], pid: Optional[int]) -> Optional[str]:
+    """Where process 0's coordination service listens: the given address when it is a loopback one (a run on
+    one machine stays off the network), else jax's default, every interface, as other hosts must reach it."""
+    if not address or pid != 0:
+        return None
+    host, _, port = address.rpartition(":")
+    return f"{host}:{port}" if host in ("127.0.0.1", "localhost", "[::1]") else None
+
+
+def check_same_settings(settings: Dict[str, str]) -> None:
+    """Stop every process with one line when the processes were started with different settings (flags and
+    config fields: ``settings`` maps a name to its JSON text). Without this, a batch size that differs
+    compiles different programs, and the first collective aborts in gloo/NCCL with a 'collective mismatch'.
+    A collective: every process calls it, at the same point."""
+    if not multi_process():
+        return
+    from jax.experimental import multihost_utils
+    blob = json.dumps(settings, sort_keys=True).encode()
+    n = int(multihost_utils.broadcast_one_to_all(np.int32(len(blob))))
+    mine = np.zeros(n, np.uint8)
+    mine[:min(n, len(blob))] = np.frombuffer(blob[:n], np.uint8)
+    first = bytes(np.asarray(multihost_utils.broadcast_one_to_all(mine), np.uint8))
+    differs = first != blob
+    every = np.asarray(multihost_utils.process_allgather(np.int32(differs))).reshape(-1)
+    if not every.any():
+        return
+    from jaxdenoise import errors
+    if differs:
+        theirs = json.loads(first.decode())
+        diff = [f"{k} {theirs.get(k, '(unset)')} vs {settings.get(k, '(unset)')} here"
+                for k in sorted(set(theirs) | set(settings)) if theirs.get(k) != settings.get(k)]
+        raise errors.RunError(f"process {jax.process_index()} was started with other settings than process 0 "
+                              f"({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}): start every process with "
+                              f"the same command")
+    bad = ", ".join(str(i) for i in np.flatnonzero(every))
+    raise errors.RunError(f"process(es) {bad} were started with other settings than process 0 (their logs name "
+                          f"them): start every process with the same command")
 
 
 def _env_int(name: str) -> Optional[int]:
@@ -157,14 +233,6 @@ def main_first(fn: Callable[[], T], what: str) -> T:
         from jaxdenoise import errors
         raise errors.RunError(f"process 0 stopped while {what} (its log says why)")
     return fn()
-
-
-def any_process(flag: bool) -> bool:
-    """True on every process when ``flag`` is True on any (a collective: every process must call it)."""
-    if not multi_process():
-        return flag
-    from jax.experimental import multihost_utils
-    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def preemption_point(step: int) -> bool:

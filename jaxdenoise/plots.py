@@ -15,21 +15,24 @@ def read_eval_rows(workdir: str) -> List[Dict]:
     return [rows[e] for e in sorted(rows)]
 
 
-def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | None = None) -> List[str]:
+def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | None = None,
+                overwrite: bool = False) -> List[str]:
     """Write ``psnr_per_epoch.png`` and ``mse_per_epoch.png`` into ``out_dir``; several runs share the axes.
 
     The noisy-input PSNR of the first run is drawn dashed beside the PSNR curves. Returns the paths.
+    ``out_dir`` is checked first (``outputs.claim_folder``): in a workdir these two names are the run's own
+    and are replaced; elsewhere an existing file of those names is replaced only with ``overwrite``.
     """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from jaxdenoise import outputs
+    targets = outputs.claim_folder(out_dir, "--out", run_io.PLOT_FILES, overwrite=overwrite, own=run_io.PLOT_FILES)
     labels = list(labels) if labels else [os.path.basename(os.path.normpath(w)) or w for w in workdirs]
     runs = [(label, read_eval_rows(w)) for label, w in zip(labels, workdirs)]
-    os.makedirs(out_dir, exist_ok=True)
     paths = []
-    for key, ylabel, fname in (("psnr", "validation PSNR (dB)", "psnr_per_epoch.png"),
-                               ("mse", "validation MSE", "mse_per_epoch.png")):
+    for (key, ylabel), target in zip((("psnr", "validation PSNR (dB)"), ("mse", "validation MSE")), targets):
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
         for label, rows in runs:
             if rows:
@@ -44,12 +47,10 @@ def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = os.path.join(out_dir, fname)
         try:
-            fsutil.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+            paths.append(target.write(lambda tmp: fig.savefig(tmp, format="png")))
         finally:
             plt.close(fig)
-        paths.append(path)
     return paths
 
 
@@ -69,9 +70,15 @@ def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
     return grid
 
 
-def save_png(image: np.ndarray, path: str) -> str:
-    """Write ``uint8 [H, W, 3]`` as a PNG, atomically (a full disk never leaves a torn file)."""
+def png_writer(image: np.ndarray):
+    """A callable that writes ``uint8 [H, W, 3]`` as a PNG at the path it is given (``fsutil.atomic_write``)."""
     from PIL import Image
+    return lambda tmp: Image.fromarray(image).save(tmp, format="PNG")
+
+
+def save_png(image: np.ndarray, path: str) -> str:
+    """Write ``uint8 [H, W, 3]`` as a PNG, atomically (a full disk never leaves a torn file), replacing the file:
+    for a run's own files (its grid); a path a user named goes through ``outputs.claim`` first."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fsutil.atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
+    fsutil.atomic_write(path, png_writer(image))
     return path

@@ -25,9 +25,65 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from jaxdenoise import config as config_lib, errors, fsutil
 
+# The layout of a workdir: one home for every name (outputs.py protects them from user-named outputs)
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
+CHECKPOINTS_DIR = "checkpoints"   # orbax; damaged steps go to checkpoints.damaged/
+TB_DIR = "tb"
+GRID_FILE = "grid.png"            # training's latest clean | noisy | denoised grid
+DATA_DIR = "data"                 # a raw data.dir prepared here when no data.cache_dir is set
+PLOT_FILES = ("psnr_per_epoch.png", "mse_per_epoch.png")  # the paper's Figs. 7 and 8 (train.py, plot.py)
+EVAL_GRID_FILE = "eval_grid.png"  # evaluate.py's default comparison grid
+RUN_FILES = frozenset({METRICS_FILE, CONFIG_FILE, LOCK_FILE, CHECKPOINTS_DIR, CHECKPOINTS_DIR + ".damaged", TB_DIR,
+                       GRID_FILE, DATA_DIR, EVAL_GRID_FILE, *PLOT_FILES})
+
+
+def is_workdir(path: str | os.PathLike) -> bool:
+    """True when ``path`` looks like a training workdir: a config.json beside a lock, a metric log or
+    checkpoints (what outputs.py protects; deliberately loose)."""
+    path = os.fspath(path)
+    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and any(
+        os.path.lexists(os.path.join(path, n)) for n in (LOCK_FILE, METRICS_FILE, CHECKPOINTS_DIR))
+
+
+def read_saved_config(path: str | os.PathLike) -> dict:
+    """A workdir's config.json as a dict; ValueError (one line) when it is unreadable or not a run's config."""
+    saved, problem = _load_config(os.path.join(os.fspath(path), CONFIG_FILE))
+    if problem:
+        raise ValueError(f"{os.path.join(os.fspath(path), CONFIG_FILE)} {problem}")
+    return saved
+
+
+def _load_config(f: str) -> tuple:
+    """(the saved config, None) or (None, what is wrong with it: one phrase)."""
+    try:
+        with open(f) as fh:
+            saved = json.load(fh)
+    except (OSError, ValueError) as e:
+        return None, f"is unreadable ({fsutil.first_line(e)})"
+    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict) and "name" in saved["model"]
+            and "noise" in saved):
+        return None, "is not the config of a jaxdenoise run (no model and noise fields)"
+    return saved, None
+
+
+def foreign_entry(path: str | os.PathLike) -> Optional[str]:
+    """Why an existing folder cannot become (or stay) a training workdir, or None: it holds a name a run
+    writes (config.json, metrics.jsonl, tb/, checkpoints/, ...) that jaxdenoise did not write there."""
+    path = os.fspath(path)
+    names = set(os.listdir(path)) & RUN_FILES
+    if CONFIG_FILE in names:
+        _, problem = _load_config(os.path.join(path, CONFIG_FILE))
+        if problem and not names & {CHECKPOINTS_DIR, METRICS_FILE}:
+            return f"its {CONFIG_FILE} {problem}"
+        return None  # ours (a damaged one beside a run's checkpoints: resuming says so, ``check_config``)
+    from jaxdenoise.data import store
+    for n in sorted(names - {LOCK_FILE}):
+        if n == DATA_DIR and store.is_store(os.path.join(path, n)):
+            continue  # a data cache prepared by a run that stopped before its config was accepted
+        return f"it holds {n} but no {CONFIG_FILE}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -59,6 +115,18 @@ class Workdir:
             return self
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ValueError(f"workdir {self.path} is a file, not a folder")
+        from jaxdenoise import outputs
+        inside = outputs.protected(os.path.dirname(self.path))
+        if inside:  # e.g. --workdir OTHER_RUN/checkpoints/run
+            raise ValueError(f"workdir {self.path}: its folder {inside}: choose a folder outside it")
+        if os.path.isdir(self.path):
+            try:
+                why = foreign_entry(self.path)
+            except OSError as e:
+                raise ValueError(f"cannot use workdir {self.path}: {fsutil.describe(e)}") from None
+            if why:
+                raise ValueError(f"workdir {self.path} is not a training workdir: {why}; use a new or empty folder "
+                                 f"(or a run's workdir to resume it)")
         try:
             if not os.path.isdir(self.path):
                 os.makedirs(self.path)
@@ -100,11 +168,13 @@ class Workdir:
         if not has_checkpoint or not os.path.isfile(path):
             return []
         try:
-            with open(path) as f:
-                saved = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"unreadable {path} ({fsutil.first_line(e)}): move it away to resume with "
-                             f"this command's config") from None
+            saved = read_saved_config(self.path)
+        except ValueError as e:
+            raise ValueError(f"{e}: move it away to resume with this command's config") from None
+        if config.init_from and config.init_from != saved.get("init_from", ""):
+            raise ValueError(f"init_from={config.init_from!r} starts a new run, but workdir {self.path} already has "
+                             f"checkpoints of its own: rerun without --config.init_from to resume it, or use a new "
+                             f"--workdir")
         fixed, mutable = config_lib.resume_changes(saved, config)
         if fixed:
             diff = ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in fixed)

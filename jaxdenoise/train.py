@@ -79,10 +79,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
 
 def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.DiskWatch) -> Dict[str, float]:
-    ckpt_dir = wd.file("checkpoints")
+    """Every check first (config against the saved one, init_from, data, devices, micro-batches): a refused
+    run writes nothing. Then config.json, the checkpoint manager and the loop."""
+    ckpt_dir = wd.file(run_io.CHECKPOINTS_DIR)
+    resuming = bool(checkpointing.step_dirs(ckpt_dir))
+    if config.init_from and not resuming:
+        _check_init_from(config)
 
     def check_and_prepare():  # process 0 first: it prepares a missing store, the others then open it
-        return wd.check_config(config, bool(checkpointing.step_dirs(ckpt_dir))), feed.resolve_store(config, wd.path)
+        changes = wd.check_config(config, resuming)
+        _check_data_outside(config, wd.path)
+        return changes, feed.resolve_store(config, wd.path)
     changes, store_path = parallel.main_first(check_and_prepare, "checking the config and preparing the data")
 
     # ---- data
@@ -103,14 +110,13 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     # ---- devices
     mesh = parallel.make_mesh()
     parallel.check_batch("batch_size", config.batch_size, mesh)
-    if config.data.device_resident and mesh.devices.size > 1:  # before config.json: a refused run leaves nothing
+    if config.data.device_resident and mesh.devices.size > 1:
         raise ValueError(f"config: data.device_resident copies the whole training split to the device and needs "
                          f"exactly one; this run has {mesh.devices.size} devices: turn it off (the grain loader "
                          f"feeds each device only its rows)")
     repl = parallel.replicated(mesh)
-    wd.accept_config(config)  # process 0 writes it
 
-    # ---- model, optimiser, state
+    # ---- model, optimiser, state, data iterator (each may still refuse the config)
     model = models.create(config.model, config.dtype)
     tx = steps.make_optimizer(config, total_steps)
     train_noise = noise_lib.parse(config.noise)
@@ -125,10 +131,20 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
             train_images, config.batch_size, config.seed, total_steps,
             shard=parallel.process_shard(), flips=config.data.flips, rot90=config.data.rot90, patch=config.data.patch,
             num_threads=config.data.num_threads, prefetch=config.data.prefetch))
+    forked = None if resuming or not config.init_from else _restore_init_from(config, abstract)
+
+    wd.accept_config(config)  # process 0 writes it: from here on the workdir is a run
     ckpt = checkpointing.Checkpointer(ckpt_dir)
     writer = None
     try:
-        state, rng, data_state, origin = _initial_state(config, ckpt, init, init_rng, abstract, repl)
+        if resuming:
+            step, tree, data_state = ckpt.restore_intact(abstract, "latest", with_data=True, log=log)
+            origin = f"resumed from {ckpt.directory}/{step}"
+        elif forked:
+            tree, data_state, origin = forked
+        else:
+            tree, data_state, origin = jax.jit(init, out_shardings=repl)(init_rng), None, None
+        state, rng = tree["train_state"], tree["rng"]
         if data_state is not None:
             data_iter.set_state(_data_position(data_state, int(state.step)))
         step = int(state.step)
@@ -165,27 +181,71 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     return result
 
 
-def _initial_state(config, ckpt, init, init_rng, abstract, repl):
-    """(train state, rng, data state or None, where it came from or None): the newest intact checkpoint of
-    this run, else the checkpoint named by ``config.init_from``, else fresh parameters."""
-    if ckpt.finished_steps():
-        step, tree, data = ckpt.restore_intact(abstract, "latest", with_data=True, log=log)
-        origin = f"resumed from {ckpt.directory}/{step}"
-    elif config.init_from:
-        src, which = checkpointing.parse_source(config.init_from)
-        fixed, _ = config_lib.resume_changes(checkpointing.read_run_config(src), config)
-        models_differ = [f for f, _, _ in fixed if f.startswith("model.")]
-        if models_differ:
-            raise ValueError(f"init_from={config.init_from!r}: that run's model differs ({', '.join(models_differ)})")
-        source = checkpointing.Checkpointer(os.path.join(src, "checkpoints"), read_only=True)
-        try:
-            step, tree, data = source.restore_intact(abstract, which, with_data=True, log=log)
-        finally:
-            source.close()
-        origin = f"started from {source.directory}/{step} (init_from)"
-    else:
-        tree, data, origin = jax.jit(init, out_shardings=repl)(init_rng), None, None
-    return tree["train_state"], tree["rng"], data, origin
+def _check_data_outside(config, workdir: str) -> None:
+    """A workdir (or data cache) inside the raw image folder would put the run's files among its images."""
+    d = config.data
+    if d.source != "dir" or not d.dir or not os.path.isdir(d.dir):
+        return
+    for field, path in (("--workdir", workdir), ("data.cache_dir", d.cache_dir)):
+        if path and fsutil.is_within(path, d.dir):
+            raise ValueError(f"config: {field} {path} lies inside data.dir={d.dir!r}, the images this run reads: "
+                             f"choose a folder outside it")
+
+
+# Fields whose values decide the shape of the optimiser state (and the EMA) that init_from carries over
+OPTIMISER_FIELDS = ("optimizer", "momentum", "schedule", "warmup_steps", "grad_clip", "ema_decay")
+
+
+def _check_init_from(config) -> None:
+    """Refuse an init_from that cannot start this run, in one line naming the field, before anything is written:
+    a missing or non-run folder, no checkpoint, a step that is not there, another model, another optimiser."""
+    src, which = checkpointing.parse_source(config.init_from)
+    head = f"init_from={config.init_from!r}"
+    if not os.path.isdir(src):
+        raise ValueError(f"{head}: {src} does not exist (give a training workdir, optionally with :STEP, :best or "
+                         f":latest)")
+    try:
+        saved = checkpointing.read_run_config(src)
+    except checkpointing.CheckpointError as e:
+        raise ValueError(f"{head}: {e}") from None
+    done = checkpointing.step_dirs(os.path.join(src, run_io.CHECKPOINTS_DIR))
+    if not done:
+        raise ValueError(f"{head}: {src} has no checkpoint yet")
+    if which not in ("best", "latest") and int(which) not in done:
+        raise ValueError(f"{head}: no checkpoint at step {which} in {src}; saved steps: {done}")
+    fixed, _ = config_lib.resume_changes(saved, config)
+    models_differ = [f for f, _, _ in fixed if f.startswith("model.")]
+    if models_differ:
+        raise ValueError(f"{head}: that run's model differs ({', '.join(models_differ)})")
+    saved = config_lib.with_defaults(saved)  # a config.json from before a field existed has its default
+    src_tx = steps.make_optimizer(saved, 1)
+    mine = jax.eval_shape(checkpointing.make_init(models.create(config.model), steps.make_optimizer(config, 1),
+                                                  0, ema=config.ema_decay > 0)[0], jax.random.PRNGKey(0))
+    theirs = jax.eval_shape(checkpointing.make_init(models.create(config.model), src_tx, 0,
+                                                    ema=saved.get("ema_decay", 0.0) > 0)[0], jax.random.PRNGKey(0))
+    if jax.tree.structure(mine) != jax.tree.structure(theirs):
+        old = config_lib.flatten(saved)
+        diff = [f"{f} {_short(old[f])} -> {_short(config[f])}" for f in OPTIMISER_FIELDS if old[f] != config[f]]
+        raise ValueError(f"{head}: that run's optimiser state does not fit this config "
+                         f"({', '.join(diff) or 'optimiser settings'}); init_from carries the optimiser state over: "
+                         f"use that run's values for these fields")
+
+
+def _short(v) -> str:
+    return repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _restore_init_from(config, abstract):
+    """(tree, data state, origin) of the checkpoint init_from names (``_check_init_from`` passed)."""
+    src, which = checkpointing.parse_source(config.init_from)
+    source = checkpointing.Checkpointer(os.path.join(src, run_io.CHECKPOINTS_DIR), read_only=True)
+    try:
+        step, tree, data = source.restore_intact(abstract, which, with_data=True, log=log)
+    except checkpointing.CheckpointError as e:
+        raise checkpointing.CheckpointError(f"init_from={config.init_from!r}: {e}") from None
+    finally:
+        source.close()
+    return tree, data, f"started from {source.directory}/{step} (init_from)"
 
 
 PROCESS_COUNT_KEY = "process_count"  # saved beside the grain iterator's state: which topology wrote it
@@ -366,7 +426,7 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
     ckpt.wait()
     paths = plots.plot_curves([workdir], workdir) if parallel.is_main() else []
     log(f"done: {step} steps. best checkpoint: {ckpt.directory}/{ckpt.best_step()}; latest: {ckpt.directory}/{step}")
-    log(f"plots: {', '.join(paths)}; grid: {os.path.join(workdir, 'grid.png')}; metrics: {writer.path}")
+    log(f"plots: {', '.join(paths)}; grid: {os.path.join(workdir, run_io.GRID_FILE)}; metrics: {writer.path}")
     if last_eval and last_eval["psnr"] < last_eval["noisy_psnr"]:
         log(f"warning: the final model ({last_eval['psnr']:.2f} dB) is worse than its noisy input "
             f"({last_eval['noisy_psnr']:.2f} dB): it has not learned to denoise this noise")
@@ -392,7 +452,7 @@ def _evaluate(evaluator: validation.Evaluator, state, step: int, epoch: int, wri
     writer.write(row, "val")
     grid = evaluator.grid(validation.eval_params(state))  # all processes: the grid is computed on the mesh
     if parallel.is_main():
-        plots.save_png(grid, os.path.join(workdir, "grid.png"))
+        plots.save_png(grid, os.path.join(workdir, run_io.GRID_FILE))
     writer.image("val/clean_noisy_denoised", grid, step)
     ema = f" (EMA; raw weights {res['raw_psnr']:.2f})" if "raw_psnr" in res else ""
     msg = (f"epoch {epoch} (step {step}): val PSNR {res['psnr']:.2f} dB{ema} (noisy {res['noisy_psnr']:.2f}), "

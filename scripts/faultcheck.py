@@ -12,7 +12,7 @@ import sys
 
 from absl import flags, logging
 
-from jaxdenoise import cli, fsutil
+from jaxdenoise import cli, outputs
 from jaxdenoise.faultcheck import suite
 
 flags.DEFINE_integer("kills", 5, "kill -9 faults")
@@ -20,17 +20,19 @@ flags.DEFINE_integer("fuzz", 200, "mutated image files for the reader")
 flags.DEFINE_integer("disk-full", 1, "runs whose disk fills up (needs a tmpfs mount: root)")
 flags.DEFINE_integer("seed", 0, "seed of the kill times, damage positions and mutations")
 flags.DEFINE_list("only", list(suite.SCENARIOS), "scenarios to run: " + ", ".join(suite.SCENARIOS))
-flags.DEFINE_string("json", None, "write the summary as JSON here")
+flags.DEFINE_string("json", None, "write the summary as JSON here (a new file, or one to replace with --overwrite)")
+flags.DEFINE_bool("overwrite", False, "replace an existing --json file")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
+    target = FLAGS.json and outputs.claim(FLAGS.json, "--json", overwrite=FLAGS.overwrite)
     summary = suite.run(FLAGS.kills, FLAGS.fuzz, FLAGS["disk-full"].value, FLAGS.seed, only=FLAGS.only)
     print(suite.format_table(summary))
-    if FLAGS.json:
-        fsutil.atomic_write(FLAGS.json, json.dumps(summary, indent=1) + "\n")
+    if target:
+        target.write(json.dumps(summary, indent=1) + "\n")
     if not suite.passed(summary):
         sys.exit("error: the fault check failed (see the notes above)")
 

@@ -21,8 +21,9 @@ case " $* " in
     *)  # the GPU image lacks grain, Wand, ml-collections, dm-pix, tensorboardX: install the carried wheels
         if ! "$PY" -c "import grain, ml_collections, tensorboardX" 2>/dev/null; then
             if ls "$CARRY"/wheels/*.whl >/dev/null 2>&1; then
-                "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu_check_site "$CARRY"/wheels/*.whl \
-                    && export PYTHONPATH="/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH}"
+                SITE=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_site.XXXXXX") \
+                    && "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$CARRY"/wheels/*.whl \
+                    && export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
             else
                 echo "gpu_check: grain/ml_collections/tensorboardX missing and no wheels in $CARRY/wheels (run --prepare)" >&2
             fi

@@ -14,7 +14,7 @@ from tests.conftest import tree_hashes
 pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = dict(tile=32, overlap=8, batch=2, progress=False)
+SMALL = dict(tile=48, overlap=8, batch=2, progress=False)
 
 
 def _image(h=24, w=20, seed=0):
@@ -127,7 +127,7 @@ def test_script_report_counts_writes_and_prints_each_reason_once(run_dir, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "kept.png").write_bytes(b"keep me")
-    r = _script("--workdir", run_dir, "--input", str(src), "--output", str(out), "--tile", "32", "--overlap", "8")
+    r = _script("--workdir", run_dir, "--input", str(src), "--output", str(out), "--tile", "48", "--overlap", "8")
     assert r.returncode == 0, r.stderr
     assert f"wrote 2 image(s) to {out}; skipped 2" in r.stdout
     both = r.stdout + r.stderr

@@ -47,7 +47,9 @@ def test_evaluate_writes_rows_and_is_deterministic(run_dir, photo_dir, tmp_path)
     back = json.loads((tmp_path / "out.json").read_text())
     assert set(back[0]) == {"noise", "method", "psnr", "ssim", "sec_per_mp", "images"}
     assert (tmp_path / "grid.png").is_file()
-    again = evaluate.run(run_dir, "best", **kw)
+    with pytest.raises(ValueError, match=r"--grid .*grid.png exists and jaxdenoise did not write it here"):
+        evaluate.run(run_dir, "best", **kw)  # a rerun names a file that now exists: refused before any work
+    again = evaluate.run(run_dir, "best", overwrite=True, **kw)
     assert [(r["psnr"], r["ssim"]) for r in again] == [(r["psnr"], r["ssim"]) for r in rows]
 
 
@@ -72,7 +74,7 @@ def test_tiled_equals_whole_image_where_it_fits(run_dir):
 @pytest.mark.imagemagick
 def test_denoise_folder_handles_odd_sizes_grey_and_bad_files(run_dir, photo_dir, tmp_path):
     before = {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)}
-    res = denoise.denoise_paths(run_dir, str(photo_dir), str(tmp_path / "out"), tile=32, overlap=8, batch=2,
+    res = denoise.denoise_paths(run_dir, str(photo_dir), str(tmp_path / "out"), tile=48, overlap=8, batch=2,
                                 progress=False)
     assert sorted(os.path.basename(p) for p in res["written"]) == ["grey.png", "odd.png", "sq.png"]
     assert [s["path"] for s in res["skipped"]] == ["broken.png"]

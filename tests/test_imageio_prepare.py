@@ -152,9 +152,9 @@ def test_load_rgb_own_size_and_orientation(tmp_path, odd_images):
         with pytest.raises(imageio.ImageReadError) as e:
             imageio.load_rgb(os.path.join(odd.root, rel), size=16)
         assert str(e.value).strip() and "\n" not in str(e.value), rel
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown resize mode 'stretch'"):
         imageio.load_rgb(os.path.join(odd.root, "red.png"), size=8, mode="stretch")
-    with pytest.raises(imageio.ImageReadError):
+    with pytest.raises(imageio.ImageReadError, match="No such file"):
         imageio.load_rgb(os.path.join(odd.root, "does-not-exist.png"))
 
 
@@ -250,11 +250,11 @@ def test_prepare_argument_errors(tmp_path):
         prepare.prepare_folder(str(src), str(src / "prepared"), size=8, progress=False)
     with pytest.raises(ValueError, match="inside"):
         prepare.prepare_folder(str(src), str(src), size=8, progress=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\), got 1.0"):
         prepare.prepare_folder(str(src), str(tmp_path / "out"), size=8, val_fraction=1.0, progress=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="size must be at least 8, got 4"):
         prepare.prepare_folder(str(src), str(tmp_path / "out"), size=4, progress=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown resize mode 'stretch'"):
         prepare.prepare_folder(str(src), str(tmp_path / "out"), size=8, mode="stretch", progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no files"):
@@ -314,7 +314,7 @@ def test_ensure_prepared_reuses_a_matching_cache(tmp_path):
     assert os.stat(os.path.join(cache, store.MANIFEST)).st_mtime_ns == mtime
     # a store passed as the source is used as it is, and a size mismatch is an error
     assert prepare.ensure_prepared(cache, str(tmp_path / "other"), size=8, val_fraction=0.0, seed=0) == cache
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="holds 8px images but the config asks for 16px"):
         prepare.ensure_prepared(cache, str(tmp_path / "other"), size=16, val_fraction=0.0, seed=0)
 
 

@@ -48,13 +48,13 @@ def test_parse_good_specs():
 
 @pytest.mark.parametrize("spec", BAD_SPECS)
 def test_parse_bad_specs(spec):
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(ValueError, match=r"^(noise spec|unknown noise model)") as e:
         noise.parse(spec)
     assert str(e.value).strip() and "\n" not in str(e.value)
 
 
 def test_parse_rejects_non_strings():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="noise spec must be a non-empty string"):
         noise.parse(None)
 
 
@@ -260,7 +260,7 @@ def test_poisson_sample_shape_and_bad_max_rate():
     assert x.shape == lam.shape and x.dtype == jnp.float32
     np.testing.assert_array_equal(np.asarray(x), np.asarray(noise.poisson_sample(jax.random.key(0), lam, 4.0)))
     for bad in (0.0, -1.0, noise.MAX_RATE * 2):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_rate must be in"):
             noise.poisson_sample(jax.random.key(0), lam, bad)
 
 

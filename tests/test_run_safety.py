@@ -87,7 +87,7 @@ def test_run_defining_changes_are_refused_before_anything_is_written(one_epoch, 
     for overrides, fields in [({"model.latent": 4}, ["model.latent"]),
                               ({"batch_size": 4, "learning_rate": 1e-4}, ["learning_rate", "batch_size"]),
                               ({"noise": "gaussian:25", "seed": 7}, ["seed", "noise"])]:
-        with pytest.raises(ValueError) as e:
+        with pytest.raises(ValueError, match="holds a run with other settings") as e:
             train.train_and_evaluate(tiny_config(cache, num_epochs=2, **overrides), str(wd))
         msg = str(e.value)
         assert "\n" not in msg and "init_from" in msg

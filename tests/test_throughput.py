@@ -121,7 +121,7 @@ def test_training_loop_makes_no_implicit_transfers():
             batch, _ = next(prefetch)
         host = jax.device_get(m)
     assert np.isfinite(host["loss"])
-    with pytest.raises(Exception):  # the guard is live: an implicit host->device copy is refused
+    with pytest.raises(Exception, match="host-to-device"):  # the guard is live: an implicit copy is refused
         with jax.transfer_guard("disallow"):
             compiled(state, np.zeros((4, 16, 16, 3), np.uint8), rng)
 

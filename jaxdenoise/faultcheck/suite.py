@@ -16,7 +16,8 @@ The faults: ``kill -9`` at random moments (many land inside checkpoint writes: `
 counts them), SIGTERM, each kind of checkpoint damage (truncated, zeroed, deleted manifest, 64 flipped
 bytes, and flipped bytes in a step whose checksums were lost), a disk that fills up during training (a
 small tmpfs, where this machine lets us mount one), a second run on the same workdir, read-only and
-unusable paths, and the data-safety cases of prepare_data.py and denoise.py. Then the image reader is
+unusable paths, the data-safety cases of prepare_data.py and denoise.py, and every output flag of every
+script pointed at inputs, a run's own files and a user's files (``output_paths``). Then the image reader is
 fuzzed (``fuzz.fuzz_reader``).
 """
 from __future__ import annotations
@@ -383,9 +384,9 @@ def disk_full(r: Runner, n: int, rng: np.random.Generator) -> Outcome:
             after = _steps(wd)
             if before and (not after or max(after) < max(before)):
                 out["files_lost"] += 1
-            for check in (["plot.py", "--workdir", wd, "--out", r.base],
+            for check in (["plot.py", "--workdir", wd, "--out", os.path.join(r.base, f"plots-{i}")],
                           ["evaluate.py", "--workdir", wd, "--checkpoint", "latest", "--limit", "1", "--grid",
-                           os.path.join(r.base, "g.png")]):
+                           os.path.join(r.base, f"g-{i}.png")]):
                 res = r.script(*check)
                 if res.returncode != 0 and _steps(wd):
                     out["notes"].append(f"{check[0]} failed after the full disk: {res.stderr.strip()[-200:]}")
@@ -565,10 +566,98 @@ def data_safety(r: Runner) -> Outcome:
     return out
 
 
+def output_paths(r: Runner, workers: int = 2) -> Outcome:
+    """Every output flag of every script pointed at an input of the command, at a file a training run owns
+    (config.json, metrics.jsonl, a checkpoint's INTEGRITY, checkpoints/, tb/) and at an existing file of the
+    user's: each is refused in one line, before any work, and nothing changes (--overwrite too, where it
+    must still refuse). Then what must work: --overwrite replaces a user's file; evaluate's default grid in
+    the workdir is replaced on every run."""
+    from concurrent.futures import ThreadPoolExecutor
+    out = Outcome("output paths")
+    base = os.path.join(r.base, "outputs")
+    run = os.path.join(base, "run")
+    shutil.copytree(os.path.join(r.base, "unbroken"), run)
+    step = _steps(run)[-1]
+    clean, noisy, user = (os.path.join(base, n) for n in ("clean", "noisy", "user"))
+    _photos(clean, 2, seed=3, names=["a.png", "b.png"])
+    _photos(noisy, 2, seed=4, names=["a.png", "b.png"])
+    os.makedirs(os.path.join(user, "gpu_check_store"))
+    for name, text in (("notes.json", '{"mine": true}\n'), ("summary.md", "# my notes\n"),
+                       ("psnr_per_epoch.png", "not a plot\n"), ("gpu_check_store/keep.txt", "keep me\n")):
+        with open(os.path.join(user, name), "w") as f:
+            f.write(text)
+    shutil.copy(os.path.join(REPO, "configs", "demo.py"), os.path.join(user, "myconfig.py"))
+    ev = ["evaluate.py", "--workdir", run, "--data", clean, "--noisy", noisy]
+    ck = os.path.join(run, "checkpoints", str(step))
+    refused = [  # (what, script and args, text the error line names)
+        ("evaluate --grid at a clean input", ev + ["--grid", os.path.join(clean, "a.png")], "input"),
+        ("evaluate --json at a noisy input", ev + ["--json", os.path.join(noisy, "b.png"), "--overwrite"], "input"),
+        ("evaluate --grid new file in an input folder", ev + ["--grid", os.path.join(clean, "grid.png")], "input"),
+        ("evaluate --json at a user's file", ev + ["--json", os.path.join(user, "notes.json")], "--overwrite"),
+        ("evaluate --json at config.json", ev + ["--json", os.path.join(run, "config.json"), "--overwrite"],
+         "training workdir"),
+        ("evaluate --grid at a checkpoint's INTEGRITY", ev + ["--grid", os.path.join(ck, "INTEGRITY"), "--overwrite"],
+         "checkpoint"),
+        ("benchmark --json at its --config", ["benchmark.py", "--config", os.path.join(user, "myconfig.py"), "--json",
+                                              os.path.join(user, "myconfig.py"), "--overwrite"], "--config"),
+        ("benchmark --json at metrics.jsonl", ["benchmark.py", "--json", os.path.join(run, "metrics.jsonl")],
+         "workdir"),
+        ("plot --out at a user's folder", ["plot.py", "--workdir", run, "--out", user], "--overwrite"),
+        ("plot --out at checkpoints/", ["plot.py", "--workdir", run, "--out", os.path.join(run, "checkpoints")],
+         "workdir"),
+        ("faultcheck --json at a user's file", ["faultcheck.py", "--json", os.path.join(user, "notes.json"),
+                                                "--kills", "0", "--fuzz", "0", "--only", "sigterm"], "--overwrite"),
+        ("denoise --output at checkpoints/", ["denoise.py", "--workdir", run, "--input", clean, "--output",
+                                              os.path.join(run, "checkpoints")], "workdir"),
+        ("train --workdir at a user's folder", r.train_args(user)[1:], "not a training workdir"),
+        ("train --workdir inside tb/", r.train_args(os.path.join(run, "tb", "x"))[1:], "workdir"),
+        ("prepare_data --out at a workdir", ["prepare_data.py", "--src", clean, "--out", run], "not empty"),
+        ("gpu_check --out at a user's folder", ["gpu_check.sh", "--dry-run", "--out", user], "not empty"),
+    ]
+    before = fsutil.tree_digests(base)
+
+    def one(case):
+        what, (name, *args), expect = case
+        if name == "gpu_check.sh":
+            cmd = [os.path.join(REPO, "scripts", name), *args]
+            env = dict(r.env, PYTHON=sys.executable)
+        else:
+            cmd = [sys.executable, os.path.join(REPO, "scripts", name) if not name.startswith("/") else name, *args]
+            env = r.env
+        return what, expect, subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = list(pool.map(one, refused))
+    for what, expect, proc in results:
+        out["faults"] += 1
+        if not out.stopped(proc, expect):
+            out["notes"][-1] = f"{what}: {out['notes'][-1]}"
+    after = fsutil.tree_digests(base)
+    lost = [k for k, v in before.items() if after.get(k) != v]
+    new = sorted(set(after) - set(before))
+    out["files_lost"] += len(lost)
+    if lost or new:
+        out["notes"].append(f"refused commands changed files: lost {lost[:5]}, new {new[:5]}")
+    # what must still work: --overwrite on a user's file, and evaluate's own grid replaced on each run
+    mine = os.path.join(user, "notes.json")
+    for args in (["--json", mine, "--overwrite"], []):
+        proc = r.script(*ev, "--limit", "1", *args)
+        ok = proc.returncode == 0 and os.path.isfile(os.path.join(run, "eval_grid.png"))
+        if args:
+            try:
+                ok = ok and json.load(open(mine))[0]["method"] == "noisy input"
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                ok = False
+        out["recovered"] += ok
+        if not ok:
+            out["notes"].append(f"evaluate {' '.join(args) or '(default grid, again)'} failed: rc={proc.returncode}: "
+                                f"{(proc.stderr.strip().splitlines() or [''])[-1][:200]}")
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the whole suite
 # ----------------------------------------------------------------------------------------------------------
-SCENARIOS = ("kills", "sigterm", "damage", "disk_full", "concurrent", "paths", "data")
+SCENARIOS = ("kills", "sigterm", "damage", "disk_full", "concurrent", "paths", "data", "outputs")
 
 
 def run(kills_n: int = 5, fuzz_n: int = 200, disk_full_n: int = 1, seed: int = 0, base: Optional[str] = None,
@@ -593,7 +682,7 @@ def run(kills_n: int = 5, fuzz_n: int = 200, disk_full_n: int = 1, seed: int = 0
         table = {"kills": lambda: kills(r, kills_n, rngs["kills"]), "sigterm": lambda: sigterm(r),
                  "damage": lambda: checkpoint_damage(r, DAMAGE_KINDS, rngs["damage"]),
                  "disk_full": lambda: disk_full(r, disk_full_n, rngs["disk_full"]), "concurrent": lambda: concurrent(r),
-                 "paths": lambda: bad_paths(r), "data": lambda: data_safety(r)}
+                 "paths": lambda: bad_paths(r), "data": lambda: data_safety(r), "outputs": lambda: output_paths(r)}
         unknown = set(only) - set(table)
         if unknown:
             raise ValueError(f"unknown fault scenario(s) {sorted(unknown)}: choose from {', '.join(SCENARIOS)}")

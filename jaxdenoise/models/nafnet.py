@@ -96,8 +96,13 @@ class NAFNet(nn.Module):
         if len(enc) != len(dec) or not enc:
             raise ValueError(f"model.enc_blocks and model.dec_blocks must have the same, non-zero length, got "
                              f"{enc} and {dec}")
-        if int(fields.get("width", 16)) < 1 or int(fields.get("middle_blocks", 1)) < 0:
-            raise ValueError("model.width must be >= 1 and model.middle_blocks >= 0")
+        for name, blocks in (("enc_blocks", enc), ("dec_blocks", dec)):
+            if any(not isinstance(n, int) or n < 0 for n in blocks):
+                raise ValueError(f"model.{name} must be block counts >= 0 per level, got {tuple(blocks)}")
+        if int(fields.get("width", 16)) < 1:
+            raise ValueError(f"model.width must be >= 1, got {fields.get('width')}")
+        if int(fields.get("middle_blocks", 1)) < 0:
+            raise ValueError(f"model.middle_blocks must be >= 0, got {fields.get('middle_blocks')}")
 
     @nn.compact
     def __call__(self, x):

@@ -1,0 +1,227 @@
+"""No command overwrites or deletes a file it did not write (issue 17): every writer refuses, before any work,
+an output path that is one of its inputs, a file a training run owns, or an existing file of the user's
+(unless --overwrite, which still never touches the first two); a refused run leaves no workdir or folder."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxdenoise import checkpointing, denoise, evaluate, fsutil, gpucheck, outputs, plots, run_io, train
+from tests.test_train import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture()
+def run(run_dir, tmp_path):
+    """A copy of the session's trained run (tests here may try to damage it)."""
+    wd = tmp_path / "run"
+    shutil.copytree(run_dir, wd)
+    return wd
+
+
+@pytest.fixture()
+def user(tmp_path):
+    """A user's folder: notes, a plot of the same name as ours, photos."""
+    d = tmp_path / "user"
+    (d / "photos").mkdir(parents=True)
+    (d / "notes.json").write_text('{"mine": true}\n')
+    (d / "psnr_per_epoch.png").write_text("my own figure\n")
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(d / "photos" / name)
+    return d
+
+
+def _same(root, before):
+    assert fsutil.tree_digests(root) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the rules (outputs.claim)
+# ---------------------------------------------------------------------------------------------------------
+def test_claim_refuses_inputs_run_files_and_existing_files(run, user):
+    photos = user / "photos"
+    for path, inputs, overwrite, needle in [
+        (photos / "a.png", [("--data", str(photos))], True, "lies inside --data"),
+        (photos / "new.png", [("--data", str(photos))], True, "lies inside --data"),
+        (photos / "a.png", [("--data", str(photos / "a.png"))], True, "is --data itself"),
+        (run / "config.json", [], True, "part of the training workdir"),
+        (run / "metrics.jsonl", [], True, "part of the training workdir"),
+        (run / "tb" / "x.json", [], True, "part of the training workdir"),
+        (run / "checkpoints" / "3" / "INTEGRITY", [], True, "lies in the checkpoint"),
+        (user / "notes.json", [], False, "use --overwrite"),
+        (user, [], True, "is a folder"),
+    ]:
+        with pytest.raises(ValueError, match=needle) as e:
+            outputs.claim(str(path), "--json", inputs=inputs, overwrite=overwrite)
+        assert str(e.value).startswith(f"--json {path}") and "\n" not in str(e.value)
+    # a link named as the output is judged by what it points at
+    os.symlink(run / "config.json", user / "link.json")
+    with pytest.raises(ValueError, match="training workdir"):
+        outputs.claim(str(user / "link.json"), "--json", overwrite=True)
+    # what may be written: a new file, a user's file with overwrite, a run's own output name
+    assert not outputs.claim(str(user / "new.json"), "--json").replace
+    assert outputs.claim(str(user / "notes.json"), "--json", overwrite=True).replace
+    (run / run_io.EVAL_GRID_FILE).write_bytes(b"earlier grid")
+    assert outputs.claim(str(run / run_io.EVAL_GRID_FILE), "--grid", own=(run_io.EVAL_GRID_FILE,)).replace
+    with pytest.raises(ValueError, match="part of the training workdir"):  # not another command's own file
+        outputs.claim(str(run / run_io.EVAL_GRID_FILE), "--json", overwrite=True)
+
+
+def test_a_file_that_appears_meanwhile_is_not_replaced(user):
+    target = outputs.claim(str(user / "late.json"), "--json")
+    (user / "late.json").write_text("written by someone else meanwhile\n")
+    with pytest.raises(ValueError, match="appeared while this command ran"):
+        target.write("ours\n")
+    assert (user / "late.json").read_text() == "written by someone else meanwhile\n"
+
+
+def test_own_folder_is_new_empty_or_marked(tmp_path, user):
+    before = fsutil.tree_digests(user)
+    with pytest.raises(ValueError, match="not empty and was not written by this command"):
+        outputs.own_folder(str(user), "--out", ".mark")
+    _same(user, before)
+    new = outputs.own_folder(str(tmp_path / "new"), "--out", ".mark")
+    (tmp_path / "new" / "summary.md").write_text("ours\n")
+    assert outputs.own_folder(str(tmp_path / "new"), "--out", ".mark") == new  # ours: reusable
+
+
+# ---------------------------------------------------------------------------------------------------------
+# each writer
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.imagemagick
+def test_evaluate_refuses_before_any_work_and_overwrites_only_when_asked(run, user, monkeypatch):
+    photos = user / "photos"
+    before, run_before = fsutil.tree_digests(user), fsutil.tree_digests(run)
+    monkeypatch.setattr(denoise, "load_denoiser", lambda *a: pytest.fail("work started before the check"))
+    for kw, needle in [(dict(grid_path=str(photos / "a.png")), "inside --data"),
+                       (dict(json_path=str(photos / "b.png"), overwrite=True), "inside --data"),
+                       (dict(json_path=str(user / "notes.json")), "use --overwrite"),
+                       (dict(json_path=str(run / "config.json"), overwrite=True), "training workdir"),
+                       (dict(grid_path=str(run / "checkpoints" / "3" / "INTEGRITY"), overwrite=True), "checkpoint")]:
+        with pytest.raises(ValueError, match=needle):
+            evaluate.run(str(run), "best", data=str(photos), **kw)
+    _same(user, before)
+    _same(run, run_before)
+    monkeypatch.undo()
+    rows = evaluate.run(str(run), "best", data=str(photos), json_path=str(user / "notes.json"), overwrite=True,
+                        grid_path=str(run / run_io.EVAL_GRID_FILE))
+    assert json.loads((user / "notes.json").read_text())[0]["method"] == rows[0]["method"] == "noisy input"
+    evaluate.run(str(run), "best", data=str(photos), grid_path=str(run / run_io.EVAL_GRID_FILE))  # its own: again
+    assert checkpointing.load_params(str(run), "best")[2] == 3  # the run still restores
+
+
+def test_plots_keep_a_users_figures_unless_overwrite(run, user):
+    before = fsutil.tree_digests(user)
+    with pytest.raises(ValueError, match="psnr_per_epoch.png exists"):
+        plots.plot_curves([str(run)], str(user))
+    _same(user, before)
+    with pytest.raises(ValueError, match="training workdir"):
+        plots.plot_curves([str(run)], str(run / "checkpoints"))
+    assert len(plots.plot_curves([str(run)], str(user), overwrite=True)) == 2
+    assert (user / "psnr_per_epoch.png").read_bytes()[:4] == b"\x89PNG"
+    plots.plot_curves([str(run)], str(run))  # the run's own figures: replaced without asking
+    plots.plot_curves([str(run)], str(run))
+
+
+def test_gpu_check_never_writes_into_or_deletes_a_users_folder(user, tmp_path, capsys):
+    (user / "gpu_check_store").mkdir()
+    (user / "gpu_check_store" / "keep.txt").write_text("keep me\n")
+    (user / "summary.md").write_text("my summary\n")
+    before = fsutil.tree_digests(user)
+    assert gpucheck.main(["--dry-run", "--out", str(user)]) == 1
+    assert "not empty and was not written by this command" in capsys.readouterr().err
+    _same(user, before)
+    with pytest.raises(SystemExit) as e:
+        gpucheck.main(["--dry-run", "--only", "nosuchstep", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "unknown step 'nosuchstep'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.imagemagick
+def test_denoise_output_inside_a_run_is_refused_and_a_failed_run_leaves_no_folder(run, user, tmp_path):
+    before = fsutil.tree_digests(run)
+    with pytest.raises(ValueError, match="part of the training workdir"):
+        denoise.denoise_paths(str(run), str(user / "photos"), str(run / "checkpoints" / "out"), progress=False)
+    _same(run, before)
+    with pytest.raises(checkpointing.CheckpointError):  # no such run: nothing is made
+        denoise.denoise_paths(str(tmp_path / "nope"), str(user / "photos"), str(tmp_path / "den" / "sub"),
+                              progress=False)
+    with pytest.raises(ValueError, match="--tile 8 is too small"):  # smaller than the receptive field
+        denoise.denoise_paths(str(run), str(user / "photos"), str(tmp_path / "den"), tile=8, progress=False)
+    assert not (tmp_path / "den").exists()
+
+
+def test_refused_training_runs_leave_no_workdir(run, tmp_path, cache, user):
+    src = str(run)
+    cases = [(dict(init_from=str(tmp_path / "missing")), "does not exist"),
+             (dict(init_from=str(user)), "not a training workdir"),
+             (dict(init_from=f"{src}:99"), "no checkpoint at step 99"),
+             (dict(init_from=src, **{"model.latent": 5}), r"model differs \(model.latent\)"),
+             (dict(init_from=src, optimizer="sgd"), "optimizer 'adam' -> 'sgd'"),
+             (dict(init_from=src, ema_decay=0.9), "ema_decay 0 -> 0.9"),
+             ({"data.patch": 32}, "data.patch=32 is larger"),
+             (dict(micro_batch=3), "micro_batch=3"),
+             (dict(steps_per_call=2), "steps_per_call")]
+    for i, (over, needle) in enumerate(cases):
+        wd = tmp_path / f"new{i}"
+        with pytest.raises(ValueError, match=needle) as e:
+            train.train_and_evaluate(tiny_config(cache, num_epochs=1, **over), str(wd))
+        assert "\n" not in str(e.value)
+        assert not wd.exists(), (over, os.listdir(wd))
+
+
+def test_training_refuses_foreign_folders_and_a_late_init_from(run, tmp_path, cache, user):
+    before = fsutil.tree_digests(user)
+    with pytest.raises(ValueError, match="not a training workdir: it holds psnr_per_epoch.png"):
+        train.train_and_evaluate(tiny_config(cache), str(user))
+    (user / "config.json").write_text("[1, 2]\n")  # valid JSON, not a run's config
+    with pytest.raises(ValueError, match="its config.json is not the config of a jaxdenoise run"):
+        train.train_and_evaluate(tiny_config(cache), str(user))
+    (user / "config.json").unlink()
+    _same(user, before)
+    with pytest.raises(ValueError, match="part of the training workdir"):
+        train.train_and_evaluate(tiny_config(cache), str(run / "checkpoints" / "x"))
+    assert not (run / "checkpoints" / "x").exists()
+    run_before = fsutil.tree_digests(run)
+    with pytest.raises(ValueError, match="already has checkpoints of its own"):  # was silently ignored
+        train.train_and_evaluate(tiny_config(cache, num_epochs=2, init_from=str(user)), str(run))
+    assert {k: v for k, v in fsutil.tree_digests(run).items() if k != ".lock"} == \
+        {k: v for k, v in run_before.items() if k != ".lock"}
+
+
+def test_a_config_json_that_is_not_a_run_config_is_one_line(run):
+    (run / "config.json").write_text("[1, 2, 3]\n")
+    with pytest.raises(checkpointing.CheckpointError, match="is not the config of a jaxdenoise run"):
+        evaluate.run(str(run), "best")
+    with pytest.raises(checkpointing.CheckpointError, match="is not the config of a jaxdenoise run"):
+        denoise.load_denoiser(str(run))
+
+
+def _script(name, *args):
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+
+
+def test_benchmark_refuses_its_own_config_as_json_and_zero_steps(user):
+    cfg = user / "myconfig.py"
+    shutil.copy(os.path.join(REPO, "configs", "demo.py"), cfg)
+    before = fsutil.tree_digests(user)
+    p = _script("benchmark.py", "--config", str(cfg), "--json", str(cfg), "--overwrite", "--steps", "0")
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode == 1 and last.startswith("error: --steps must be >= 1"), p.stderr
+    p = _script("benchmark.py", "--config", str(cfg), "--json", str(cfg), "--overwrite")
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode == 1 and "is --config itself, an input" in last and "Traceback" not in p.stderr, p.stderr
+    _same(user, before)
