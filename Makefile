@@ -20,7 +20,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check jaxdenoise scripts tests configs
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n auto --dist loadfile   # one worker per core; a test file stays on one worker
 
 bench: setup
 	$(PY) scripts/benchmark.py --config configs/paper.py

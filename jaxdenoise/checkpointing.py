@@ -178,6 +178,8 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: Any, with_data: bool = False) -> Tuple[Any, Optional[dict]]:
         """(state restored onto ``abstract_state`` (ShapeDtypeStructs with shardings), data state or None)."""
+        from jaxdenoise import run_io
+        run_io.quiet_echoes()  # a failed read is also reported from TensorStore's threads, as it happens
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if with_data:
             items["data"] = ocp.args.JsonRestore()
@@ -186,8 +188,9 @@ class Checkpointer:
         except FileNotFoundError as e:
             raise CheckpointError(f"checkpoint {self.directory}/{step} is incomplete ({fsutil.first_line(e)})") from e
         except Exception as e:  # orbax/TensorStore raise many types for unreadable or mismatched data
+            why = fsutil.first_line(e).split(". ")[0]  # orbax appends advice about its own API options
             raise CheckpointError(f"checkpoint {self.directory}/{step} cannot be restored onto this model/config "
-                                  f"({fsutil.first_line(e)})") from e
+                                  f"({why})") from e
         return restored["state"], (restored["data"] if with_data else None)
 
     def restore_intact(self, abstract_state: Any, which: str | int = "latest", with_data: bool = False,
@@ -286,11 +289,12 @@ def make_init(model, tx, seed: int, ema: bool = False) -> Tuple[Callable[[], Any
 def read_run_config(workdir: str):
     """The config a run saved in ``WORKDIR/config.json`` as a ConfigDict (fields it lacks at their defaults);
     CheckpointError (one line) when it is absent, unreadable or not a run's config."""
-    from jaxdenoise import config as config_lib, run_io
+    from jaxdenoise import config as config_lib, layout, run_io
     if not os.path.isdir(workdir):
-        raise CheckpointError(f"{workdir} does not exist")
-    if not os.path.isfile(os.path.join(workdir, run_io.CONFIG_FILE)):
-        raise CheckpointError(f"{workdir} is not a training workdir (no {run_io.CONFIG_FILE})")
+        raise CheckpointError(f"{workdir} " + ("is a file, not a training workdir" if os.path.exists(workdir)
+                                               else "does not exist"))
+    if not os.path.isfile(os.path.join(workdir, layout.CONFIG_FILE)):
+        raise CheckpointError(f"{workdir} is not a training workdir (no {layout.CONFIG_FILE})")
     try:
         return config_lib.with_defaults(run_io.read_saved_config(workdir))
     except ValueError as e:

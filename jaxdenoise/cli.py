@@ -38,18 +38,33 @@ def describe(e: BaseException) -> str:
 
 def parse_flags(argv: List[str]) -> List[str]:
     """absl's parsing, with every failure (bad value, unknown config field, missing config file, a config file
-    without ``get_config``) one line naming the flag and the file."""
+    without ``get_config`` or whose ``get_config`` fails) one line naming the flag and the file."""
     try:
         rest = flags.FLAGS(argv)
     except flags.Error as e:
-        sys.exit(f"error: {fsutil.first_line(e)} (--helpshort lists the flags)")
+        text = str(e)
+        if "Error whilst parsing config file" in text:  # ml_collections puts get_config's traceback inside
+            last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+            files = _config_files(argv)
+            where = f"--{files[0][0]} {files[0][1]}" if files else "the config file"
+            sys.exit(f"error: {where}: get_config() failed: {last}")
+        sys.exit(f"error: {_config_file_problem(argv, e) or fsutil.first_line(e) + ' (--helpshort lists the flags)'}")
     except (AttributeError, KeyError, TypeError, ValueError, OSError, SyntaxError, ImportError) as e:
         sys.exit(f"error: {_config_file_problem(argv, e) or describe(e)}")
     for name, path in _config_files(argv):  # a file that could not be read fails only when first used
-        if type(flags.FLAGS[name].value).__name__ == "_ErrorConfig":
-            why = "does not exist" if not os.path.isfile(path) else "cannot be read"
-            sys.exit(f"error: --{name} {path} {why}")
+        value = flags.FLAGS[name].value
+        if type(value).__name__ == "_ErrorConfig":
+            sys.exit(f"error: --{name} {path} {_unreadable(path)}")
+        if not hasattr(value, "to_dict"):
+            sys.exit(f"error: --{name} {path}: get_config() returned {type(value).__name__}, not an "
+                     f"ml_collections ConfigDict")
     return rest
+
+
+def _unreadable(path: str) -> str:
+    if os.path.isdir(path):
+        return "is a folder, not a config file"
+    return "does not exist" if not os.path.exists(path) else "cannot be read"
 
 
 def _config_files(argv: List[str]) -> List[tuple]:
@@ -68,13 +83,41 @@ def _config_files(argv: List[str]) -> List[tuple]:
 def _config_file_problem(argv: List[str], e: BaseException) -> str | None:
     """What is wrong with the config file behind a parse error, when that is the cause."""
     files = _config_files(argv)
-    if isinstance(e, AttributeError) and "get_config" in str(e) and files:
-        name, path = files[0]
+    for name, path in files:
+        if not os.path.isfile(path):
+            return f"--{name} {path} {_unreadable(path)}"
+    if not files:
+        return None
+    name, path = files[0]
+    if isinstance(e, AttributeError) and "get_config" in str(e):
         return f"--{name} {path} has no get_config() function (a config file defines get_config(), see configs/)"
-    if isinstance(e, SyntaxError) and files:
-        name, path = files[0]
+    if isinstance(e, SyntaxError):
         return f"--{name} {path}: {e.msg} at line {e.lineno}"
+    unknown = re.match(r"Unknown command line flag '(\w+)\.([\w.]+)'", str(e))
+    if unknown and unknown.group(1) == name:  # an override of a config that did not load as a ConfigDict?
+        import importlib.util
+        try:
+            spec = importlib.util.spec_from_file_location("_jaxdenoise_config_probe", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded = module.get_config()
+        except Exception:  # noqa: BLE001 - the probe only refines the message
+            return None
+        if not hasattr(loaded, "to_dict"):
+            return f"--{name} {path}: get_config() returned {type(loaded).__name__}, not an ml_collections ConfigDict"
+        return f"unknown config field {unknown.group(2)!r}"
+    if "does not support indexing" in str(e) or "object has no attribute" in str(e):
+        return f"--{name} {path}: get_config() did not return an ml_collections ConfigDict ({fsutil.first_line(e)})"
     return None
+
+
+def paths(*names: str) -> None:
+    """Refuse an empty value for these path flags at parsing (``--workdir=`` would mean the current folder)."""
+    def nonempty(value) -> bool:
+        values = value if isinstance(value, list) else [value]
+        return all(v is None or str(v).strip() for v in values)
+    for name in names:
+        flags.register_validator(name, nonempty, message=f"--{name} needs a path, got an empty value")
 
 
 USER_ERRORS = (ValueError, ImportError, errors.RunError, OSError)
@@ -136,5 +179,7 @@ def run(main: Callable[[List[str]], None]) -> None:
                 join_distributed()
             main(argv)
         except USER_ERRORS as e:
+            from jaxdenoise import run_io
+            run_io.quiet_echoes()  # background threads may still echo the error while the process exits
             sys.exit(f"error: {describe(e)}")
     app.run(wrapped, flags_parser=parse_flags)

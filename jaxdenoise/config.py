@@ -8,6 +8,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxdenoise import models, noise as noise_lib
+from jaxdenoise.data.imageio import MAX_SIZE
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -151,9 +152,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.warmup_steps >= 0, f"warmup_steps must be >= 0, got {c.warmup_steps}")
     need(c.grad_clip >= 0, f"grad_clip must be >= 0, got {c.grad_clip}")
     need(0 <= c.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {c.ema_decay}")
+    need(c.num_grid_images >= 0, f"num_grid_images must be >= 0, got {c.num_grid_images}")
+    for field in ("seed", "eval_seed"):
+        need(0 <= c[field] < 2**32, f"{field} must be in [0, 2^32), got {c[field]}")
     need(c.data.source in ("builtin", "dir"), f"data.source={c.data.source!r} is not 'builtin' or 'dir'")
+    if c.data.source == "builtin":  # the built-in photos are crops: these fields would be silently ignored
+        need(not c.data.dir, f"data.dir={c.data.dir!r} is set but data.source='builtin': add "
+                             f"--config.data.source=dir to train on that folder")
+        need(c.data.resize_mode == "resize", f"data.resize_mode={c.data.resize_mode!r} applies to data.source='dir' "
+                                             f"(the built-in photos are random crops)")
+        need(c.data.builtin_train_crops >= 1, f"data.builtin_train_crops must be >= 1, got {c.data.builtin_train_crops}")
+        need(c.data.builtin_val_crops >= 0, f"data.builtin_val_crops must be >= 0, got {c.data.builtin_val_crops}")
+    need(0 <= c.data.split_seed < 2**32, f"data.split_seed must be in [0, 2^32), got {c.data.split_seed}")
+    need(c.data.num_threads >= 0, f"data.num_threads must be >= 0 (0 = min(8, cores)), got {c.data.num_threads}")
+    need(c.data.prefetch >= 0, f"data.prefetch must be >= 0, got {c.data.prefetch}")
     need(c.data.source != "dir" or bool(c.data.dir), "data.source='dir' needs data.dir=/path/to/images")
-    need(c.data.size >= 8 and c.data.size % 4 == 0, f"data.size must be a multiple of 4 and >= 8, got {c.data.size}")
+    need(8 <= c.data.size <= MAX_SIZE and c.data.size % 4 == 0,
+         f"data.size must be a multiple of 4 in [8, {MAX_SIZE}], got {c.data.size}")
     need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")
     need(c.data.resize_mode in ("resize", "center_crop", "full"),
          f"data.resize_mode={c.data.resize_mode!r} is not 'resize', 'center_crop' or 'full'")

@@ -211,6 +211,8 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
         raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
     if not input_path:
         raise ValueError("--input is required: an image file or a folder of images")
+    if not str(output_dir).strip():
+        raise ValueError("--output needs a folder, got an empty value")
     out_root = os.path.abspath(output_dir)
     if os.path.lexists(out_root) and not os.path.isdir(out_root):
         raise ValueError(f"--output {output_dir} is a file, not a folder")
@@ -221,16 +223,25 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
     if why:  # before loading the model: an unusable --output fails at once
         raise ValueError(f"--output {output_dir}: {why}")
     root, files = _list_inputs(input_path, out_root)
+    if not files:
+        raise ValueError(f"--input {input_path} holds no files")
     formats = {rel: _sniff(os.path.join(root, rel)) if keep_format else "png" for rel in files}
     names = _output_names(root, files, out_root, formats, keep_format)
     if noise_level:
         from jaxdenoise import noise as noise_lib
         noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
-    apply, stride, info = load_denoiser(workdir, which)
-    check_tiling(tile, overlap, stride, info["receptive_field"])
-    overlap = min_overlap(overlap, info["receptive_field"])
     written, skipped, created = [], [], []
     try:
+        _makedirs(out_root, created)  # now, so that a folder that cannot be made fails before any work
+        try:
+            apply, stride, info = load_denoiser(workdir, which)
+        except ValueError as e:  # CheckpointError: say which flag
+            raise type(e)(f"--workdir {workdir}: {e}") from None
+        check_tiling(tile, overlap, stride, info["receptive_field"])
+        if noise_level and info["in_channels"] == 3:
+            print(f"note: --noise-level {noise_level} is not used: the model is blind (3 input channels)",
+                  file=sys.stderr)
+        overlap = min_overlap(overlap, info["receptive_field"])
         for rel in tqdm(files, desc="denoising", unit="img", disable=not progress or len(files) < 2, file=sys.stderr):
             dst = os.path.join(out_root, names[rel])
             if not overwrite and os.path.lexists(dst):  # checked first only to save the work; the write re-checks
@@ -255,6 +266,11 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
                 skipped.append({"path": rel, "output": dst, "reason": EXISTS})
     finally:
         fsutil.remove_empty(created)  # a failed or empty run leaves no folder it made
+    unreadable = [s for s in skipped if s["reason"] != EXISTS]
+    if not written and len(unreadable) == len(files):  # nothing could be read: a wrong --input
+        first = unreadable[0]
+        raise ValueError(f"--input {input_path}: no readable image among its {len(files)} file(s) (the first, "
+                         f"{first['path']}: {first['reason']})")
     return {"written": written, "skipped": skipped}
 
 
@@ -319,9 +335,9 @@ def _makedirs(path: str, created: list) -> None:
     try:
         fsutil.makedirs(path, created)
     except FileExistsError as e:
-        raise ValueError(f"{path} is a file, not a folder") from e
+        raise ValueError(f"--output: {path} is a file, not a folder") from e
     except OSError as e:
-        raise ValueError(fsutil.describe(e, path)) from e
+        raise ValueError(f"--output: cannot make {path}: {fsutil.describe(e, path)}") from e
 
 
 def _encode(image: np.ndarray, fmt: str) -> bytes:

@@ -23,6 +23,7 @@ def load_folder(path: str, resize: int | None = None,
     read through the project's Wand path; unreadable files are returned in ``skipped`` with their reason.
     ``flag`` names the path in errors."""
     from jaxdenoise.data import imageio, prepare
+    given = path
     if os.path.isfile(path):
         files = [os.path.basename(path)]
         path = os.path.dirname(path) or "."
@@ -37,7 +38,8 @@ def load_folder(path: str, resize: int | None = None,
         except imageio.ImageReadError as e:
             skipped.append({"path": rel, "reason": str(e)})
     if not images:
-        raise ValueError(f"{flag} {path}: no readable images")
+        why = f" ({skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+        raise ValueError(f"{flag} {given}: no readable images{why}")
     return images, skipped
 
 
@@ -108,11 +110,15 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     (``outputs.claim``: never an input, never a run's own file, an existing file only with ``overwrite``;
     ``eval_grid.png`` in a workdir is evaluate's own and is replaced).
     """
-    from jaxdenoise import baselines as baselines_lib, denoise as denoise_lib, outputs, run_io
-    from jaxdenoise.data import feed
+    from jaxdenoise import baselines as baselines_lib, checkpointing, denoise as denoise_lib, layout, outputs
+    from jaxdenoise.data import feed, imageio
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (the first N images), got {limit}")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2^32), got {seed}")
+    if resize is not None and not imageio.MIN_SIDE <= resize <= imageio.MAX_SIZE:
+        raise ValueError(f"--resize must be in [{imageio.MIN_SIDE}, {imageio.MAX_SIZE}] px, got {resize}")
     if noisy and not data:
         raise ValueError("--noisy needs --data: the folder of clean references, matched by file name")
     if noisy and os.path.exists(noisy) and os.path.exists(data) and os.path.samefile(noisy, data):
@@ -126,7 +132,7 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     if noise_level:
         noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
     inputs = [("--data", data), ("--noisy", noisy)]
-    own = (run_io.EVAL_GRID_FILE,)
+    own = (os.path.join(workdir, layout.EVAL_GRID_FILE),)  # evaluate's own file in its own workdir
     targets = {"grid": grid_path and parallel.is_main() and outputs.claim(grid_path, "--grid", inputs=inputs,
                                                                           overwrite=overwrite, own=own, writable=False),
                "json": json_path and parallel.is_main() and outputs.claim(json_path, "--json", inputs=inputs,
@@ -134,7 +140,12 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     if targets["grid"] and targets["json"] and targets["grid"].path == targets["json"].path:
         raise ValueError(f"--grid and --json name the same file {json_path}")
 
-    runs = [(w, *denoise_lib.load_denoiser(w, which)) for w in [workdir, *also]]
+    runs = []
+    for flag, w in [("--workdir", workdir)] + [("--also", a) for a in also]:
+        try:
+            runs.append((w, *denoise_lib.load_denoiser(w, which)))
+        except checkpointing.CheckpointError as e:  # say which of the runs it is
+            raise checkpointing.CheckpointError(f"{flag} {w}: {e}") from None
     config = runs[0][3]["config"]
     for w, _, stride, info in runs:
         denoise_lib.check_tiling(tile, overlap, stride, info["receptive_field"], f"model of {w}")

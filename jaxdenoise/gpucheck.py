@@ -5,8 +5,8 @@ Steps (each a subprocess with its own time limit; a failure is recorded and the 
 
 1. ``env``: GPU name and driver (nvidia-smi), jax / jaxlib / flax / optax / orbax versions, ``jax.devices()``.
 2. ``tests``: the test suite minus the tests that need ImageMagick (marker ``imagemagick``), under a time
-   limit; then the exact-resume test with XLA's deterministic GPU ops, which must give bitwise-equal
-   parameters.
+   limit; then the exact-resume test (stopped mid-epoch, all state compared) with XLA's deterministic GPU
+   ops, which must give a bitwise-equal run. The dry run runs the resume test alone (make test runs the rest).
 3. ``store``: a store of FFHQ's size (56,000 images at 128x128, random crops and flips of the built-in
    photos, written with numpy: the GPU image has no ImageMagick).
 4. ``benchmark``: ``scripts/benchmark.py --json`` for the paper model at batch 16 (steps_per_call 1 and 8)
@@ -160,23 +160,24 @@ def _pytest_counts(text: str) -> Dict[str, int]:
 
 def step_tests(c: Check) -> Optional[str]:
     t = c.summary["tests"]
-    resume = "tests/test_train.py::test_resume_mid_epoch_is_bitwise_identical"  # the real resume test, always
-    if c.dry:  # make test is what runs this: a quick test stands for the suite
-        suite = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/test_noise.py", "-k",
-                 "parse_good_specs"]
-        limit = 120
+    resume = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+              "tests/test_train.py::test_resume_mid_epoch_is_bitwise_identical"]  # the real resume test, always
+    env = dict(c.env, XLA_FLAGS=(c.env.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip())
+    t0 = time.time()
+    if c.dry:  # make test is what runs this (and the whole suite): the resume test stands for the suite too
+        rc, out = c.sh(resume, 180, "tests.log", env=env)
+        rc2 = rc
+        limit = 180
     else:
         suite = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests", "-m", "not imagemagick",
                  "--ignore=tests/test_faultcheck.py", "--ignore=tests/test_gpu_check.py",
                  "--ignore=tests/test_scaling.py"]  # these three run CPU processes only: no GPU news
         limit = 240
-    t0 = time.time()
-    rc, out = c.sh(suite, limit, "tests.log")
+        rc, out = c.sh(suite, limit, "tests.log")
+        rc2, _ = c.sh(resume, 180, "tests.log", env=env)
     counts = _pytest_counts(out.strip().splitlines()[-1] if out.strip() else "")
     t.update(passed=counts.get("passed", 0), failed=counts.get("failed", 0) + counts.get("error", 0),
              skipped=counts.get("skipped", 0), seconds=round(time.time() - t0, 1), timed_out=rc is None)
-    env = dict(c.env, XLA_FLAGS=(c.env.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip())
-    rc2, _ = c.sh([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", resume], 180, "tests.log", env=env)
     t["deterministic_resume_bitwise"] = rc2 == 0
     if rc is None:
         return f"the suite hit its {limit} s limit ({t['passed']} passed so far)"
@@ -246,8 +247,8 @@ def step_benchmark(c: Check) -> Optional[str]:
     small, big = (4, 8) if c.dry else (16, 256)
     runs, failed = [], []
     grid = [(d, batch, k) for d in ("float32", "bfloat16") for batch, k in ((small, 1), (small, 8), (big, 1))]
-    if c.dry:  # every code path, not every size: one run (bfloat16, several steps per call)
-        grid = [("bfloat16", small, 8)]
+    if c.dry:  # every code path, not every size: one run (bfloat16, several steps per call: 2, cheap to compile)
+        grid = [("bfloat16", small, 2)]
     for dtype, batch, k in grid:
         over = {"batch_size": batch, "steps_per_call": k, "dtype": dtype, "data.size": size,
                 "data.num_threads": 4, "steps_per_epoch": 0}

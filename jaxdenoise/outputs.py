@@ -8,8 +8,8 @@ when it is
 1. an input of the command (``inputs``: files, or folders whose every file is an input); never allowed;
 2. inside what a training run owns (``protected``): a workdir's config.json, metrics.jsonl, lock, grid,
    TensorBoard events, checkpoints and data cache, any orbax checkpoint folder, a prepared store; never
-   allowed, except the names the command itself writes into a workdir by default (``own``, e.g. evaluate's
-   ``eval_grid.png``), which it may replace;
+   allowed, except the files the command itself writes into its own workdir by default (``own``: paths, e.g.
+   evaluate's ``WORKDIR/eval_grid.png`` of its ``--workdir``), which it may replace;
 3. an existing file, unless the caller passes ``overwrite`` (``--overwrite``), which then replaces it
    atomically (rules 1 and 2 still hold).
 
@@ -22,7 +22,7 @@ import dataclasses
 import os
 from typing import Iterable, List, Optional, Sequence
 
-from jaxdenoise import fsutil, run_io
+from jaxdenoise import fsutil, layout
 
 # a folder holding one of these is (part of) an orbax checkpoint: nothing is written inside it
 _CHECKPOINT_MARKERS = ("_CHECKPOINT_METADATA", "INTEGRITY", "_METADATA", "manifest.ocdbt")
@@ -58,21 +58,21 @@ def _real(path: str | os.PathLike) -> str:
 def protected(path: str | os.PathLike, own: Iterable[str] = ()) -> Optional[str]:
     """Why ``path`` lies in what a training run or a store owns (one phrase), or None.
 
-    own: names directly in a workdir that the asking command writes there itself (allowed).
+    own: paths of files in a workdir that the asking command writes there itself (allowed).
     """
     from jaxdenoise.data import store
     p = _real(path)
-    own = set(own)
+    is_own = p in {_real(o) for o in own}
     folder = p
     while True:
         parent = os.path.dirname(folder)
         if folder != p or os.path.isdir(p):
-            if run_io.is_workdir(folder):
+            if layout.is_workdir(folder):
                 rel = os.path.relpath(p, folder)
                 if rel == ".":
                     return f"is the training workdir {folder}"
                 top = rel.split(os.sep)[0]
-                if top in run_io.RUN_FILES and not (rel in own and os.sep not in rel):
+                if top in layout.RUN_FILES and not is_own:
                     return f"is part of the training workdir {folder} ({top})"
             if store.is_store(folder):
                 return f"lies in the prepared store {folder}"
@@ -113,11 +113,10 @@ def claim(path: str | os.PathLike, flag: str, *, inputs: Sequence[tuple] = (), o
     why = _input_clash(p, inputs) or protected(p, own)
     if why:
         raise ValueError(f"{flag} {text} {why}: write it elsewhere")
-    parent = os.path.dirname(p)
     why = fsutil.creatable(p) if writable and not os.path.lexists(p) else None
     if why:
         raise ValueError(f"{flag} {text}: {why}")
-    is_own = os.path.basename(p) in set(own) and run_io.is_workdir(parent)
+    is_own = p in {_real(o) for o in own}
     exists = os.path.lexists(p)
     if exists and not (overwrite or is_own):
         raise ValueError(f"{flag} {text} exists and jaxdenoise did not write it here: use --overwrite to "
@@ -128,14 +127,15 @@ def claim(path: str | os.PathLike, flag: str, *, inputs: Sequence[tuple] = (), o
 def claim_folder(folder: str | os.PathLike, flag: str, names: Sequence[str], *, inputs: Sequence[tuple] = (),
                  overwrite: bool = False, own: Iterable[str] = ()) -> List[Target]:
     """``claim`` for each of ``names`` inside ``folder`` (which may not exist yet); the folder itself may
-    not be an input, lie inside one, or lie in what a run owns (unless it is a workdir and every name is
-    ``own``)."""
+    not be an input, lie inside one, or lie in what a run owns (unless it is a workdir whose files of those
+    names are all ``own``)."""
     text = os.fspath(folder)
     p = _real(text)
     if os.path.lexists(p) and not os.path.isdir(p):
         raise ValueError(f"{flag} {text} is a file, not a folder")
     why = _input_clash(p, inputs)
-    if why is None and not (run_io.is_workdir(p) and set(names) <= set(own)):
+    owned = {_real(o) for o in own}
+    if why is None and not (layout.is_workdir(p) and all(os.path.join(p, n) in owned for n in names)):
         why = protected(p)
     if why:
         raise ValueError(f"{flag} {text} {why}: choose another folder")

@@ -67,8 +67,8 @@ def initialize(distributed: str = "off", coordinator_address: Optional[str] = No
         raise ValueError(f"--process_id must be in [0, {n}), got {pid}")
     for flag, value in (("--heartbeat_timeout_seconds", heartbeat_timeout_seconds),
                         ("--initialization_timeout", initialization_timeout)):
-        if value < 1:  # jax aborts the process natively on a non-positive timeout
-            raise ValueError(f"{flag} must be >= 1 second, got {value}")
+        if not 1 <= value <= 86400:  # jax aborts natively on a non-positive timeout; above a day is a typo
+            raise ValueError(f"{flag} must be in [1, 86400] seconds, got {value}")
     who = f"process {pid} of {n}" if pid is not None and n is not None else "a process"
     print(f"joining the run at {address or 'the address the cluster gives'} as {who}; waiting up to "
           f"{initialization_timeout} s for every process (--initialization_timeout)...", file=sys.stderr, flush=True)

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Dict, List, Sequence
 
 import numpy as np
 
-from jaxdenoise import fsutil, run_io
+from jaxdenoise import fsutil, layout, run_io
 
 
 def read_eval_rows(workdir: str) -> List[Dict]:
     """Eval rows of ``WORKDIR/metrics.jsonl`` (the last one per epoch; torn lines skipped)."""
-    rows = {r["epoch"]: r for r in run_io.read_rows(workdir, "eval") if "epoch" in r}
+    need = ("epoch", "psnr", "mse", "noisy_psnr")
+    rows = {r["epoch"]: r for r in run_io.read_rows(workdir, "eval") if all(k in r for k in need)}
     return [rows[e] for e in sorted(rows)]
 
 
@@ -28,9 +30,13 @@ def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | N
     import matplotlib.pyplot as plt
 
     from jaxdenoise import outputs
-    targets = outputs.claim_folder(out_dir, "--out", run_io.PLOT_FILES, overwrite=overwrite, own=run_io.PLOT_FILES)
+    own = [os.path.join(w, n) for w in workdirs for n in layout.PLOT_FILES]  # the plotted runs' own figures
+    targets = outputs.claim_folder(out_dir, "--out", layout.PLOT_FILES, overwrite=overwrite, own=own)
     labels = list(labels) if labels else [os.path.basename(os.path.normpath(w)) or w for w in workdirs]
     runs = [(label, read_eval_rows(w)) for label, w in zip(labels, workdirs)]
+    if not any(rows for _, rows in runs):  # a run still in its first epoch: empty axes, and a word
+        print(f"warning: no evaluation rows yet in {', '.join(os.path.join(w, layout.METRICS_FILE) for w in workdirs)} "
+              f"(a run logs one per evaluated epoch): the figures are empty", file=sys.stderr)
     paths = []
     for (key, ylabel), target in zip((("psnr", "validation PSNR (dB)"), ("mse", "validation MSE")), targets):
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -45,7 +51,8 @@ def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | N
         ax.set_ylabel(ylabel)
         ax.set_title(f"{ylabel} per epoch (data range 1, RGB, no border crop)", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         try:
             paths.append(target.write(lambda tmp: fig.savefig(tmp, format="png")))

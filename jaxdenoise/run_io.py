@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -25,26 +26,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from jaxdenoise import config as config_lib, errors, fsutil
 
-# The layout of a workdir: one home for every name (outputs.py protects them from user-named outputs)
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
-LOCK_FILE = ".lock"
-CHECKPOINTS_DIR = "checkpoints"   # orbax; damaged steps go to checkpoints.damaged/
-TB_DIR = "tb"
-GRID_FILE = "grid.png"            # training's latest clean | noisy | denoised grid
-DATA_DIR = "data"                 # a raw data.dir prepared here when no data.cache_dir is set
-PLOT_FILES = ("psnr_per_epoch.png", "mse_per_epoch.png")  # the paper's Figs. 7 and 8 (train.py, plot.py)
-EVAL_GRID_FILE = "eval_grid.png"  # evaluate.py's default comparison grid
-RUN_FILES = frozenset({METRICS_FILE, CONFIG_FILE, LOCK_FILE, CHECKPOINTS_DIR, CHECKPOINTS_DIR + ".damaged", TB_DIR,
-                       GRID_FILE, DATA_DIR, EVAL_GRID_FILE, *PLOT_FILES})
-
-
-def is_workdir(path: str | os.PathLike) -> bool:
-    """True when ``path`` looks like a training workdir: a config.json beside a lock, a metric log or
-    checkpoints (what outputs.py protects; deliberately loose)."""
-    path = os.fspath(path)
-    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and any(
-        os.path.lexists(os.path.join(path, n)) for n in (LOCK_FILE, METRICS_FILE, CHECKPOINTS_DIR))
+from jaxdenoise.layout import (CHECKPOINTS_DIR, CONFIG_FILE, DATA_DIR, LOCK_FILE, METRICS_FILE, RUN_FILES,  # noqa: F401
+                               TB_DIR)
 
 
 def read_saved_config(path: str | os.PathLike) -> dict:
@@ -101,10 +84,13 @@ class Workdir:
     """
 
     def __init__(self, path: str, primary: bool = True):
+        if not str(path).strip():
+            raise ValueError("--workdir needs a path, got an empty value")
         self.path = os.path.abspath(path)
         self.primary = primary
         self._fd: Optional[int] = None
         self._created = False
+        self._had: set = set()  # what the folder held before this run
         self.accepted = False
 
     def __enter__(self) -> "Workdir":
@@ -116,9 +102,12 @@ class Workdir:
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ValueError(f"workdir {self.path} is a file, not a folder")
         from jaxdenoise import outputs
+        from jaxdenoise.data import store
         inside = outputs.protected(os.path.dirname(self.path))
         if inside:  # e.g. --workdir OTHER_RUN/checkpoints/run
             raise ValueError(f"workdir {self.path}: its folder {inside}: choose a folder outside it")
+        if store.is_store(self.path):
+            raise ValueError(f"workdir {self.path} is a prepared store (data, not a run): choose another folder")
         if os.path.isdir(self.path):
             try:
                 why = foreign_entry(self.path)
@@ -131,6 +120,7 @@ class Workdir:
             if not os.path.isdir(self.path):
                 os.makedirs(self.path)
                 self._created = True
+            self._had = set(os.listdir(self.path))
             fd = os.open(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise ValueError(f"cannot use workdir {self.path}: {fsutil.describe(e)}") from None
@@ -147,15 +137,26 @@ class Workdir:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._created and not self.accepted:  # a run that never started leaves nothing behind
-            try:
-                os.unlink(os.path.join(self.path, LOCK_FILE))
-                os.rmdir(self.path)  # only if empty: a prepared data cache, say, stays
-            except OSError:
-                pass
+        if self.primary and not self.accepted:  # a run that never started leaves nothing behind
+            self._take_back()
         if self._fd is not None:
             os.close(self._fd)  # releases the lock
             self._fd = None
+
+    def _take_back(self) -> None:
+        """Remove what this refused run wrote: its lock file and a data cache it prepared (only when they were
+        not there before), and the folder if this run created it and it is now empty."""
+        from jaxdenoise.data import store
+        data = self.file(DATA_DIR)
+        try:
+            if DATA_DIR not in self._had and store.is_store(data):
+                shutil.rmtree(data)
+            if LOCK_FILE not in self._had:
+                os.unlink(self.file(LOCK_FILE))
+            if self._created:
+                os.rmdir(self.path)  # only if empty: whatever else appeared stays
+        except OSError:
+            pass
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -305,6 +306,30 @@ class StopFlag:
 # TensorBoard's writer thread reading its closed queue).
 _ECHOES = ("event loop is closed", "sys.meta_path is none", "python is likely shutting down", "handle is closed",
            "cannot schedule new futures")
+
+
+_QUIET = False
+
+
+def quiet_echoes() -> None:
+    """For the rest of the process, drop what orbax's and TensorStore's background threads still report once
+    a job has stopped with its one-line error (a pending read posting to an event loop that is closed, a save
+    scheduled while the interpreter shuts down): echoes of the error, not news. Other errors pass. Idempotent."""
+    global _QUIET
+    if _QUIET:
+        return
+    _QUIET = True
+
+    def echo(exc, text: str = "") -> bool:
+        blob = (str(exc) + " " + text).lower()
+        return any(e in blob for e in _ECHOES)
+    import inspect
+    thread_hook, unraisable_hook, except_hook = threading.excepthook, sys.unraisablehook, sys.excepthook
+    threading.excepthook = lambda a: None if echo(a.exc_value) else thread_hook(a)
+    # a restore that failed leaves orbax's read coroutines behind, each raising the same error when collected
+    sys.unraisablehook = lambda a: None if inspect.iscoroutine(a.object) or echo(a.exc_value, str(a.err_msg or "")) \
+        else unraisable_hook(a)
+    sys.excepthook = lambda kind, value, tb: None if echo(value) else except_hook(kind, value, tb)
 
 
 class DiskWatch(logging.Filter):

@@ -32,7 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdenoise import checkpointing, config as config_lib, errors, fsutil, metrics as metrics_lib, models
+from jaxdenoise import checkpointing, config as config_lib, errors, fsutil, layout, metrics as metrics_lib, models
 from jaxdenoise import noise as noise_lib, parallel, plots, run_io, steps, validation
 from jaxdenoise.data import feed, loader, store
 
@@ -81,14 +81,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.DiskWatch) -> Dict[str, float]:
     """Every check first (config against the saved one, init_from, data, devices, micro-batches): a refused
     run writes nothing. Then config.json, the checkpoint manager and the loop."""
-    ckpt_dir = wd.file(run_io.CHECKPOINTS_DIR)
+    ckpt_dir = wd.file(layout.CHECKPOINTS_DIR)
     resuming = bool(checkpointing.step_dirs(ckpt_dir))
     if config.init_from and not resuming:
         _check_init_from(config)
 
     def check_and_prepare():  # process 0 first: it prepares a missing store, the others then open it
         changes = wd.check_config(config, resuming)
-        _check_data_outside(config, wd.path)
+        _check_data_paths(config, wd.path)
         return changes, feed.resolve_store(config, wd.path)
     changes, store_path = parallel.main_first(check_and_prepare, "checking the config and preparing the data")
 
@@ -131,19 +131,26 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
             train_images, config.batch_size, config.seed, total_steps,
             shard=parallel.process_shard(), flips=config.data.flips, rot90=config.data.rot90, patch=config.data.patch,
             num_threads=config.data.num_threads, prefetch=config.data.prefetch))
-    forked = None if resuming or not config.init_from else _restore_init_from(config, abstract)
+    ckpt = None
+    if resuming:  # restored before config.json is rewritten: a run that cannot resume changes nothing
+        ckpt = checkpointing.Checkpointer(ckpt_dir)
+        try:
+            step, tree, data_state = ckpt.restore_intact(abstract, "latest", with_data=True, log=log)
+        except BaseException:
+            ckpt.close()
+            raise
+        origin = f"resumed from {ckpt.directory}/{step}"
+    elif config.init_from:
+        tree, data_state, origin = _restore_init_from(config, abstract)
+    else:
+        tree, data_state, origin = None, None, None
 
     wd.accept_config(config)  # process 0 writes it: from here on the workdir is a run
-    ckpt = checkpointing.Checkpointer(ckpt_dir)
+    ckpt = ckpt or checkpointing.Checkpointer(ckpt_dir)
     writer = None
     try:
-        if resuming:
-            step, tree, data_state = ckpt.restore_intact(abstract, "latest", with_data=True, log=log)
-            origin = f"resumed from {ckpt.directory}/{step}"
-        elif forked:
-            tree, data_state, origin = forked
-        else:
-            tree, data_state, origin = jax.jit(init, out_shardings=repl)(init_rng), None, None
+        if tree is None:
+            tree = jax.jit(init, out_shardings=repl)(init_rng)
         state, rng = tree["train_state"], tree["rng"]
         if data_state is not None:
             data_iter.set_state(_data_position(data_state, int(state.step)))
@@ -181,9 +188,15 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     return result
 
 
-def _check_data_outside(config, workdir: str) -> None:
-    """A workdir (or data cache) inside the raw image folder would put the run's files among its images."""
+def _check_data_paths(config, workdir: str) -> None:
+    """Where the run writes data: a workdir (or data cache) inside the raw image folder would put the run's
+    files among its images; a data cache inside another run or a checkpoint would write among its files."""
+    from jaxdenoise import outputs
     d = config.data
+    if d.cache_dir:
+        inside = outputs.protected(d.cache_dir)
+        if inside:
+            raise ValueError(f"config: data.cache_dir={d.cache_dir!r} {inside}: choose a folder outside it")
     if d.source != "dir" or not d.dir or not os.path.isdir(d.dir):
         return
     for field, path in (("--workdir", workdir), ("data.cache_dir", d.cache_dir)):
@@ -202,13 +215,13 @@ def _check_init_from(config) -> None:
     src, which = checkpointing.parse_source(config.init_from)
     head = f"init_from={config.init_from!r}"
     if not os.path.isdir(src):
-        raise ValueError(f"{head}: {src} does not exist (give a training workdir, optionally with :STEP, :best or "
-                         f":latest)")
+        raise ValueError(f"{head}: {src} " + ("is a file" if os.path.exists(src) else "does not exist") +
+                         " (give a training workdir, optionally with :STEP, :best or :latest)")
     try:
         saved = checkpointing.read_run_config(src)
     except checkpointing.CheckpointError as e:
         raise ValueError(f"{head}: {e}") from None
-    done = checkpointing.step_dirs(os.path.join(src, run_io.CHECKPOINTS_DIR))
+    done = checkpointing.step_dirs(os.path.join(src, layout.CHECKPOINTS_DIR))
     if not done:
         raise ValueError(f"{head}: {src} has no checkpoint yet")
     if which not in ("best", "latest") and int(which) not in done:
@@ -238,7 +251,7 @@ def _short(v) -> str:
 def _restore_init_from(config, abstract):
     """(tree, data state, origin) of the checkpoint init_from names (``_check_init_from`` passed)."""
     src, which = checkpointing.parse_source(config.init_from)
-    source = checkpointing.Checkpointer(os.path.join(src, run_io.CHECKPOINTS_DIR), read_only=True)
+    source = checkpointing.Checkpointer(os.path.join(src, layout.CHECKPOINTS_DIR), read_only=True)
     try:
         step, tree, data = source.restore_intact(abstract, which, with_data=True, log=log)
     except checkpointing.CheckpointError as e:
@@ -426,7 +439,7 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
     ckpt.wait()
     paths = plots.plot_curves([workdir], workdir) if parallel.is_main() else []
     log(f"done: {step} steps. best checkpoint: {ckpt.directory}/{ckpt.best_step()}; latest: {ckpt.directory}/{step}")
-    log(f"plots: {', '.join(paths)}; grid: {os.path.join(workdir, run_io.GRID_FILE)}; metrics: {writer.path}")
+    log(f"plots: {', '.join(paths)}; grid: {os.path.join(workdir, layout.GRID_FILE)}; metrics: {writer.path}")
     if last_eval and last_eval["psnr"] < last_eval["noisy_psnr"]:
         log(f"warning: the final model ({last_eval['psnr']:.2f} dB) is worse than its noisy input "
             f"({last_eval['noisy_psnr']:.2f} dB): it has not learned to denoise this noise")
@@ -452,7 +465,7 @@ def _evaluate(evaluator: validation.Evaluator, state, step: int, epoch: int, wri
     writer.write(row, "val")
     grid = evaluator.grid(validation.eval_params(state))  # all processes: the grid is computed on the mesh
     if parallel.is_main():
-        plots.save_png(grid, os.path.join(workdir, run_io.GRID_FILE))
+        plots.save_png(grid, os.path.join(workdir, layout.GRID_FILE))
     writer.image("val/clean_noisy_denoised", grid, step)
     ema = f" (EMA; raw weights {res['raw_psnr']:.2f})" if "raw_psnr" in res else ""
     msg = (f"epoch {epoch} (step {step}): val PSNR {res['psnr']:.2f} dB{ema} (noisy {res['noisy_psnr']:.2f}), "

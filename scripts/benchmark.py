@@ -31,6 +31,7 @@ flags.DEFINE_list("models", [], "benchmark these registered models (or 'all') at
                   "with the rest of --config, and print one row each")
 flags.DEFINE_string("store", None, "prepared store for the loader measurements (default: the config's data)")
 cli.define_distributed_flags()
+cli.paths("json", "store", "torch-peer")
 FLAGS = flags.FLAGS
 
 

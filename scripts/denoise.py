@@ -20,6 +20,7 @@ flags.DEFINE_bool("keep-format", False, "write each input's real format (from it
 flags.DEFINE_bool("overwrite", False, "replace existing outputs (atomically); inputs are never replaced")
 flags.DEFINE_string("noise-level", None, "non-blind models only: the photos' noise as a fixed spec "
                     "(poisson:30, gaussian:25); default: a Gaussian level estimated per image")
+cli.paths("workdir", "input", "output")
 FLAGS = flags.FLAGS
 
 

@@ -14,7 +14,7 @@ import os
 
 from absl import flags, logging
 
-from jaxdenoise import cli, evaluate, parallel, run_io
+from jaxdenoise import cli, evaluate, layout, parallel
 
 flags.DEFINE_string("workdir", None, "training workdir (its config.json and checkpoints/)", required=True)
 flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
@@ -35,13 +35,14 @@ flags.DEFINE_integer("limit", None, "evaluate only the first N images (e.g. to k
 flags.DEFINE_string("grid", None, "comparison grid PNG (default: WORKDIR/eval_grid.png, replaced on each run)")
 flags.DEFINE_bool("overwrite", False, "replace an existing --json / --grid file (never an input or a run's own file)")
 cli.define_distributed_flags()
+cli.paths("workdir", "data", "noisy", "also", "json", "grid")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
-    grid = FLAGS.grid or os.path.join(FLAGS.workdir, run_io.EVAL_GRID_FILE)
+    grid = FLAGS.grid or os.path.join(FLAGS.workdir, layout.EVAL_GRID_FILE)
     rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
                         FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy,
                         also=FLAGS.also, noise_level=FLAGS["noise-level"].value, json_path=FLAGS.json,

@@ -22,6 +22,7 @@ flags.DEFINE_integer("seed", 0, "seed of the kill times, damage positions and mu
 flags.DEFINE_list("only", list(suite.SCENARIOS), "scenarios to run: " + ", ".join(suite.SCENARIOS))
 flags.DEFINE_string("json", None, "write the summary as JSON here (a new file, or one to replace with --overwrite)")
 flags.DEFINE_bool("overwrite", False, "replace an existing --json file")
+cli.paths("json")
 FLAGS = flags.FLAGS
 
 

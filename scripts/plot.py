@@ -13,6 +13,7 @@ flags.DEFINE_multi_string("workdir", None, "training workdir(s); several share t
 flags.DEFINE_string("out", None, "output folder (default: the first workdir)")
 flags.DEFINE_bool("overwrite", False, "replace psnr_per_epoch.png / mse_per_epoch.png already in --out (never a "
                   "run's own files elsewhere)")
+cli.paths("workdir", "out")
 FLAGS = flags.FLAGS
 
 

@@ -21,6 +21,7 @@ flags.DEFINE_enum("mode", "resize", ["resize", "center_crop", "full"],
                   "patch training; --size is then the smallest short side kept)")
 flags.DEFINE_integer("max-side", 1024, "full mode: shrink images whose longer side exceeds this (0 = no cap)")
 flags.DEFINE_integer("workers", 0, "processes (0: all cores)")
+cli.paths("src", "out")
 FLAGS = flags.FLAGS
 
 

@@ -14,6 +14,7 @@ from jaxdenoise import cli, train
 config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)", lock_config=True)
 flags.DEFINE_string("workdir", None, "directory of this run (checkpoints, metrics, plots)", required=True)
 cli.define_distributed_flags()
+cli.paths("workdir")
 FLAGS = flags.FLAGS
 
 

@@ -135,3 +135,88 @@ def test_config_files_that_cannot_load_name_the_file(tmp_path):
         assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: --config {path} {needle}"), \
             p.stderr
         assert not (tmp_path / "w").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# found by a sweep of 373 bad inputs (2026-12-02)
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field,value,needle", [
+    ("model.widths", (8.5, 4), "model.widths must be two positive ints"),
+    ("num_grid_images", -1, "num_grid_images must be >= 0"),
+    ("data.num_threads", -1, "data.num_threads must be >= 0"),
+    ("data.prefetch", -1, "data.prefetch must be >= 0"),
+    ("data.split_seed", -1, r"data.split_seed must be in \[0, 2\^32\)"),
+    ("seed", 2**40, r"seed must be in \[0, 2\^32\)"),
+    ("data.builtin_train_crops", 0, "data.builtin_train_crops must be >= 1"),
+    ("data.dir", "/some/photos", "data.dir='/some/photos' is set but data.source='builtin'"),
+    ("data.resize_mode", "center_crop", "applies to data.source='dir'"),
+    ("data.size", 10**12, r"data.size must be a multiple of 4 in \[8, 4096\]"),
+])
+def test_config_values_that_used_to_pass_or_crash_name_the_field(field, value, needle):
+    c = config_lib.base_config()
+    node, *path = c, *field.split(".")
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(ValueError, match=needle) as e:
+        config_lib.validate(c)
+    assert str(e.value).startswith("config: ") and "\n" not in str(e.value)
+
+
+def test_config_files_that_fail_inside_name_the_file(tmp_path, monkeypatch):
+    """cli.parse_flags on a config flag like the scripts': get_config raising, returning something else, taking
+    no argument, a folder, a missing file given with overrides."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from jaxdenoise import cli
+    (tmp_path / "raises.py").write_text("def get_config():\n    raise ValueError('boom in config')\n")
+    (tmp_path / "five.py").write_text("def get_config():\n    return 5\n")
+    (tmp_path / "folder").mkdir()
+    demo = os.path.join(REPO, "configs", "demo.py")
+    for args, want in [
+        ([str(tmp_path / "raises.py")], f"--config {tmp_path / 'raises.py'}: get_config() failed: ValueError: boom"),
+        ([str(tmp_path / "five.py")], "get_config() returned int, not an ml_collections ConfigDict"),
+        ([str(tmp_path / "five.py"), "--config.batch_size=4"], "get_config() "),
+        ([demo + ":foo"], f"--config {demo}: get_config() failed: TypeError"),
+        ([str(tmp_path / "folder")], "is a folder, not a config file"),
+        ([str(tmp_path / "missing.py"), "--config.batch_size=4"], f"--config {tmp_path / 'missing.py'} does not exist"),
+    ]:
+        values = flags.FlagValues()  # a fresh parser per case, as each script run has
+        config_flags.DEFINE_config_file("config", None, "c", flag_values=values, lock_config=True)
+        monkeypatch.setattr(flags, "FLAGS", values)
+        with pytest.raises(SystemExit) as e:
+            cli.parse_flags(["prog", "--config", *args])
+        assert str(e.value).startswith("error: ") and want in str(e.value) and "\n" not in str(e.value), e.value
+
+
+def test_empty_path_flags_are_refused(tmp_path):
+    p = _script("train.py", "--config", os.path.join(REPO, "configs", "demo.py"), "--workdir=")
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        "error: flag --workdir=: --workdir needs a path, got an empty value (--helpshort lists the flags)"], p.stderr
+    assert not os.path.exists(os.path.join(REPO, "config.json"))
+
+
+def test_evaluate_names_the_flag_of_a_bad_path(run_dir, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    for kw, needle in [(dict(also=[str(tmp_path / "nope")]), r"--also \S+nope: \S+nope does not exist"),
+                       (dict(data=str(tmp_path / "notes.txt")), r"--data \S+notes.txt: no readable images \(notes.txt:"),
+                       (dict(seed=2**40), r"--seed must be in \[0, 2\^32\)"),
+                       (dict(resize=0), r"--resize must be in \[8, 4096\] px, got 0")]:
+        with pytest.raises(ValueError, match=needle):
+            evaluate.run(run_dir, "best", **kw)
+    with pytest.raises(ValueError, match=r"--workdir \S+notes.txt: \S+ is a file, not a training workdir"):
+        evaluate.run(str(tmp_path / "notes.txt"), "best")
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_one_line_and_nothing_else(run_dir, tmp_path):
+    """Orbax's pending reads used to add 'Event loop is closed' tracebacks after the error line."""
+    import shutil
+    wd = tmp_path / "run"
+    shutil.copytree(run_dir, wd)
+    saved = json.loads((wd / "config.json").read_text())
+    saved["model"]["widths"] = [16, 4]
+    (wd / "config.json").write_text(json.dumps(saved))
+    p = _script("evaluate.py", "--workdir", str(wd))
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr[-3000:]
+    assert "cannot be restored onto this model/config (Requested shape" in p.stderr

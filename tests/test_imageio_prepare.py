@@ -244,15 +244,15 @@ def test_split_fraction_and_seed_dependence():
 def test_prepare_argument_errors(tmp_path):
     src = tmp_path / "src"
     _write_pngs(src, ["a.png"], np.random.default_rng(0))
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ValueError, match=r"--src \S+missing does not exist"):
         prepare.prepare_folder(str(tmp_path / "missing"), str(tmp_path / "out"), progress=False)
     with pytest.raises(ValueError, match="inside"):
         prepare.prepare_folder(str(src), str(src / "prepared"), size=8, progress=False)
     with pytest.raises(ValueError, match="inside"):
         prepare.prepare_folder(str(src), str(src), size=8, progress=False)
-    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"--val-fraction must be in \[0, 1\), got 1.0"):
         prepare.prepare_folder(str(src), str(tmp_path / "out"), size=8, val_fraction=1.0, progress=False)
-    with pytest.raises(ValueError, match="size must be at least 8, got 4"):
+    with pytest.raises(ValueError, match=r"--size must be in \[8, 4096\], got 4"):
         prepare.prepare_folder(str(src), str(tmp_path / "out"), size=4, progress=False)
     with pytest.raises(ValueError, match="unknown resize mode 'stretch'"):
         prepare.prepare_folder(str(src), str(tmp_path / "out"), size=8, mode="stretch", progress=False)

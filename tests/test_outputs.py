@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import checkpointing, denoise, evaluate, fsutil, gpucheck, outputs, plots, run_io, train
+from jaxdenoise import checkpointing, denoise, evaluate, fsutil, gpucheck, layout, outputs, plots, train
 from tests.test_train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,10 +73,10 @@ def test_claim_refuses_inputs_run_files_and_existing_files(run, user):
     # what may be written: a new file, a user's file with overwrite, a run's own output name
     assert not outputs.claim(str(user / "new.json"), "--json").replace
     assert outputs.claim(str(user / "notes.json"), "--json", overwrite=True).replace
-    (run / run_io.EVAL_GRID_FILE).write_bytes(b"earlier grid")
-    assert outputs.claim(str(run / run_io.EVAL_GRID_FILE), "--grid", own=(run_io.EVAL_GRID_FILE,)).replace
+    (run / layout.EVAL_GRID_FILE).write_bytes(b"earlier grid")
+    assert outputs.claim(str(run / layout.EVAL_GRID_FILE), "--grid", own=[str(run / layout.EVAL_GRID_FILE)]).replace
     with pytest.raises(ValueError, match="part of the training workdir"):  # not another command's own file
-        outputs.claim(str(run / run_io.EVAL_GRID_FILE), "--json", overwrite=True)
+        outputs.claim(str(run / layout.EVAL_GRID_FILE), "--json", overwrite=True)
 
 
 def test_a_file_that_appears_meanwhile_is_not_replaced(user):
@@ -116,9 +116,9 @@ def test_evaluate_refuses_before_any_work_and_overwrites_only_when_asked(run, us
     _same(run, run_before)
     monkeypatch.undo()
     rows = evaluate.run(str(run), "best", data=str(photos), json_path=str(user / "notes.json"), overwrite=True,
-                        grid_path=str(run / run_io.EVAL_GRID_FILE))
+                        grid_path=str(run / layout.EVAL_GRID_FILE))
     assert json.loads((user / "notes.json").read_text())[0]["method"] == rows[0]["method"] == "noisy input"
-    evaluate.run(str(run), "best", data=str(photos), grid_path=str(run / run_io.EVAL_GRID_FILE))  # its own: again
+    evaluate.run(str(run), "best", data=str(photos), grid_path=str(run / layout.EVAL_GRID_FILE))  # its own: again
     assert checkpointing.load_params(str(run), "best")[2] == 3  # the run still restores
 
 
@@ -133,6 +133,10 @@ def test_plots_keep_a_users_figures_unless_overwrite(run, user):
     assert (user / "psnr_per_epoch.png").read_bytes()[:4] == b"\x89PNG"
     plots.plot_curves([str(run)], str(run))  # the run's own figures: replaced without asking
     plots.plot_curves([str(run)], str(run))
+    other = user.parent / "other"
+    shutil.copytree(run, other)
+    with pytest.raises(ValueError, match="is the training workdir"):  # another run's figures: never
+        plots.plot_curves([str(run)], str(other), overwrite=True)
 
 
 def test_gpu_check_never_writes_into_or_deletes_a_users_folder(user, tmp_path, capsys):
@@ -225,3 +229,92 @@ def test_benchmark_refuses_its_own_config_as_json_and_zero_steps(user):
     last = p.stderr.strip().splitlines()[-1]
     assert p.returncode == 1 and "is --config itself, an input" in last and "Traceback" not in p.stderr, p.stderr
     _same(user, before)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# found by a sweep of 373 bad inputs (2026-12-02)
+# ---------------------------------------------------------------------------------------------------------
+def test_training_never_writes_into_a_store_or_another_runs_files(run, tmp_path, cache):
+    from jaxdenoise.data import builtin
+    c = tiny_config(cache)
+    store_dir = builtin.builtin_store(c.data.size, c.data.builtin_train_crops, c.data.builtin_val_crops,
+                                      cache_dir=str(cache))
+    before, run_before = fsutil.tree_digests(store_dir), fsutil.tree_digests(run)
+    with pytest.raises(ValueError, match="is a prepared store"):
+        train.train_and_evaluate(tiny_config(cache), store_dir)
+    with pytest.raises(ValueError, match=r"data.cache_dir=\S+ is part of the training workdir"):
+        train.train_and_evaluate(tiny_config(run / "checkpoints" / "cc"), str(tmp_path / "new"))
+    _same(store_dir, before)
+    _same(run, run_before)
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.imagemagick
+def test_a_refused_run_takes_back_its_lock_and_its_data_cache(tmp_path, cache):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="data.patch=32"):
+        train.train_and_evaluate(tiny_config(cache, **{"data.patch": 32}), str(empty))
+    assert os.listdir(empty) == []  # no .lock left in a folder that was already there
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(photos / f"p{i}.png")
+    over = {"data.source": "dir", "data.dir": str(photos), "data.cache_dir": "", "data.val_fraction": 0.01}
+    with pytest.raises(ValueError, match="split .* is empty|smaller than one batch"):
+        train.train_and_evaluate(tiny_config(cache, **over), str(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()  # its data cache (WORKDIR/data) went with it
+
+
+def test_a_run_that_cannot_resume_keeps_its_config(run, cache):
+    for step_dir in (run / "checkpoints").iterdir():
+        data = max((p for p in step_dir.rglob("*") if p.is_file() and "state" in p.parts), key=os.path.getsize)
+        data.write_bytes(b"\0" * data.stat().st_size)
+    before = (run / "config.json").read_bytes()
+    with pytest.raises(checkpointing.CheckpointError, match="no intact checkpoint"):
+        train.train_and_evaluate(tiny_config(cache, num_epochs=2), str(run))
+    assert (run / "config.json").read_bytes() == before  # num_epochs 1 -> 2 was not recorded
+
+
+@pytest.mark.imagemagick
+def test_denoise_says_what_it_does_not_use_and_what_it_cannot_read(run, user, tmp_path, capsys):
+    res = denoise.denoise_paths(str(run), str(user / "photos" / "a.png"), str(tmp_path / "o1"), progress=False,
+                                noise_level="gaussian:25")
+    assert len(res["written"]) == 1 and "--noise-level gaussian:25 is not used: the model is blind" in \
+        capsys.readouterr().err
+    (tmp_path / "emptydir").mkdir()
+    with pytest.raises(ValueError, match="holds no files"):
+        denoise.denoise_paths(str(run), str(tmp_path / "emptydir"), str(tmp_path / "o2"), progress=False)
+    with pytest.raises(ValueError, match=r"no readable image among its 1 file\(s\) \(the first, notes.json:"):
+        denoise.denoise_paths(str(run), str(user / "notes.json"), str(tmp_path / "o3"), progress=False)
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_plots_skip_incomplete_rows_and_say_when_there_is_nothing(run, tmp_path, capsys):
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "eval", "step": 9, "epoch": 9, "ssim": 0.5}) + "\n")  # no psnr
+    assert [r["epoch"] for r in plots.read_eval_rows(str(run))] == [1]
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 1, "loss": 1.0}) + "\n")
+    assert len(plots.plot_curves([str(bare)], str(tmp_path / "figs"))) == 2
+    assert "no evaluation rows yet" in capsys.readouterr().err
+
+
+@pytest.mark.imagemagick
+def test_prepare_refuses_caches_stores_inside_others_and_empty_results(run, user, tmp_path, cache):
+    from jaxdenoise.data import builtin, prepare
+    c = tiny_config(cache)
+    cached = builtin.builtin_store(c.data.size, c.data.builtin_train_crops, c.data.builtin_val_crops,
+                                   cache_dir=str(cache))
+    before = fsutil.tree_digests(cached)
+    photos = str(user / "photos")
+    for out, kw, needle in [(cached, {}, "is a data cache that training made for itself"),
+                            (os.path.join(cached, "clean", "sub"), {}, "lies in the prepared store"),
+                            (str(run / "checkpoints" / "st"), {}, "part of the training workdir"),
+                            (str(tmp_path / "s1"), dict(mode="full", size=64), "none of its 2 files could be kept"),
+                            (str(tmp_path / "s2"), dict(workers=-1), "--workers must be >= 1")]:
+        with pytest.raises(ValueError, match=needle):
+            prepare.prepare_folder(photos, out, progress=False, **{"size": 8, **kw})
+        assert not os.path.exists(tmp_path / "s1") and not os.path.exists(tmp_path / "s2")
+    _same(cached, before)

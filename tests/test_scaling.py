@@ -311,8 +311,10 @@ def test_processes_started_with_other_settings_stop_in_one_line(tmp_path, cache)
     (["--coordinator_address=127.0.0.1:99999", "--num_processes=2", "--process_id=0"], "HOST:PORT"),
     (["--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=2"], "--process_id must be in"),
     (["--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=1",
-      "--heartbeat_timeout_seconds=-1"], "--heartbeat_timeout_seconds must be >= 1"),
+      "--heartbeat_timeout_seconds=-1"], "--heartbeat_timeout_seconds must be in [1, 86400]"),
     (["--coordinator_address=127.0.0.1:1234", "--num_processes=0", "--process_id=0"], "--num_processes must be >= 1"),
+    (["--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=0",
+      "--initialization_timeout=99999999999"], "--initialization_timeout must be in [1, 86400]"),
 ])
 def test_bad_distributed_flags_are_one_line(tmp_path, cache, flags, needle):
     p = subprocess.run(_cmd(tmp_path / "run", cache) + flags, env=_env(1), capture_output=True, text=True,

@@ -25,7 +25,8 @@ def resolve_store(config: ml_collections.ConfigDict, workdir: str) -> str:
         return builtin.builtin_store(d.size, d.builtin_train_crops, d.builtin_val_crops, seed=d.split_seed,
                                      cache_dir=d.cache_dir or None)
     if not os.path.isdir(d.dir):
-        raise ValueError(f"data.dir={d.dir!r} does not exist")
+        raise ValueError(f"data.dir={d.dir!r} " + ("is a file, not a folder of images" if os.path.exists(d.dir)
+                                                  else "does not exist"))
     if d.cache_dir:  # a shared cache holds many stores (built-in ones too): one subfolder per preparation
         key = f"{os.path.realpath(d.dir)}|{d.size}|{d.val_fraction}|{d.split_seed}|{d.resize_mode}"
         key += f"|{d.max_side}" if d.resize_mode == "full" else ""

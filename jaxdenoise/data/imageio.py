@@ -26,6 +26,7 @@ from jaxdenoise.fsutil import first_line
 
 MAX_PIXELS = 40_000_000  # header claims above this are rejected before decoding
 MIN_SIDE = 8
+MAX_SIZE = 4096  # the largest side a store, a resize or a training crop may ask for (larger is a typo)
 _LIMITS = {  # ImageMagick resource limits, bytes or pixels
     "memory": 512 * 2**20,
     "map": 1024 * 2**20,

@@ -59,7 +59,7 @@ def _work(args: Tuple[str, str, int, str, int]):
 
 def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.2, seed: int = 0,
                    mode: str = "resize", workers: Optional[int] = None, progress: bool = True,
-                   max_side: int = 0) -> Dict:
+                   max_side: int = 0, cache: bool = False) -> Dict:
     """Read every image under ``src`` through Wand, resize to ``size``, split, and write a store to ``out``.
 
     mode "full" keeps each image at its own size (a full-size store, for patch training): images whose
@@ -67,25 +67,39 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
     ``size`` on their short side are skipped with that reason.
 
     Returns the manifest. Raises ValueError (one line) for bad arguments, for an ``out`` that overlaps
-    ``src`` and for one that is not an empty folder or a store of ours (``store.check_replaceable``); bad
-    files are skipped, not raised.
+    ``src`` and for one that is not an empty folder or a store of ours (``store.check_replaceable``), and for
+    a store that training keeps for itself (a built-in store, a data cache: ``"cache": true`` in its manifest)
+    unless ``cache`` (``ensure_prepared`` rebuilding it); bad files are skipped, not raised.
     """
+    from jaxdenoise import outputs
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if size < imageio.MIN_SIDE:
-        raise ValueError(f"size must be at least {imageio.MIN_SIDE}, got {size}")
+        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if not imageio.MIN_SIDE <= size <= imageio.MAX_SIZE:
+        raise ValueError(f"--size must be in [{imageio.MIN_SIDE}, {imageio.MAX_SIZE}], got {size}")
     if mode not in ("resize", "center_crop", "full"):
         raise ValueError(f"unknown resize mode {mode!r}: use 'resize', 'center_crop' or 'full'")
     if mode == "full" and max_side and max_side < size:
-        raise ValueError(f"max_side {max_side} is smaller than size {size}")
+        raise ValueError(f"--max-side {max_side} is smaller than --size {size}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be >= 1 (0 on the command line: every core), got {workers}")
+    if not str(src).strip() or not str(out).strip():
+        raise ValueError("--src and --out need a path, got an empty value")
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     if not os.path.isdir(src_abs):
-        raise ValueError(f"source folder not found: {src}")
+        raise ValueError(f"--src {src} " + ("is a file, not a folder" if os.path.exists(src_abs) else "does not exist"))
+    inside = outputs.protected(os.path.dirname(out_abs))
+    if inside:  # e.g. --out RUN/checkpoints/store, or a store inside a store
+        raise ValueError(f"--out {out}: its folder {inside}: choose a folder outside it")
     if fsutil.is_within(out_abs, src_abs):
         raise ValueError(f"--out {out} lies inside --src {src}: choose a folder outside the source")
     if fsutil.is_within(src_abs, out_abs):
         raise ValueError(f"--out {out} contains --src {src}: choose a folder outside the source")
     store.check_replaceable(out_abs)  # now, not after listing a large source (the writer checks again)
+    if store.is_store(out_abs) and not cache:
+        m = store.read_manifest(out_abs)
+        if m.get("cache") or m.get("source") == "builtin":  # a run reads it: replacing it would change its data
+            raise ValueError(f"--out {out} is a data cache that training made for itself (from {m.get('source')}): "
+                             f"choose another folder")
     files = list_files(src_abs)
     if not files:
         raise ValueError(f"no files under {src}")
@@ -106,7 +120,12 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
                     skipped.append({"path": rel, "reason": reason})
                 bar.update(1)
         bar.close()
+        if len(skipped) == len(files):  # an empty store would only fail later, in training
+            first = skipped[0]
+            raise ValueError(f"--src {src}: none of its {len(files)} files could be kept (the first, {first['path']}: "
+                             f"{first['reason']})")
         extra = {"max_side": max_side} if mode == "full" else {}
+        extra.update({"cache": True} if cache else {})
         manifest = writer.close(seed=seed, val_fraction=val_fraction, mode=mode, source=src_abs, **extra,
                                 split_rule="sha256(f'{seed}/{relpath}') < val_fraction", skipped=skipped)
     dt = time.perf_counter() - t0
@@ -146,6 +165,7 @@ def ensure_prepared(src: str, cache: str, size: int, val_fraction: float, seed: 
                 "source": os.path.realpath(src), **({"max_side": max_side} if mode == "full" else {})}
         if all(m.get(k) == v for k, v in want.items()):
             return cache
-    prepare_folder(src, cache, size=size, val_fraction=val_fraction, seed=seed, mode=mode, max_side=max_side)
+    prepare_folder(src, cache, size=size, val_fraction=val_fraction, seed=seed, mode=mode, max_side=max_side,
+                   cache=True)
     return cache
 

@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import Conv3x3
+from jaxdenoise.models.layers import Conv3x3, whole
 
 
 class DnCNN(nn.Module):
@@ -37,9 +37,9 @@ class DnCNN(nn.Module):
 
     @staticmethod
     def check(fields) -> None:
-        if int(fields.get("depth", 17)) < 2:
+        if not whole(fields.get("depth", 17), 2):
             raise ValueError(f"model.depth must be >= 2, got {fields.get('depth')}")
-        if int(fields.get("width", 64)) < 1:
+        if not whole(fields.get("width", 64), 1):
             raise ValueError(f"model.width must be >= 1, got {fields.get('width')}")
 
     @nn.compact

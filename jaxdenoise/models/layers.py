@@ -155,3 +155,9 @@ class ConvTranspose2x(_Kernel3x3):
     ``float [B, H, W, Cin]`` -> ``[B, 2H, 2W, features]``.
     """
     op = staticmethod(conv_transpose_2x)
+
+
+def whole(value, minimum: int) -> bool:
+    """True for an int (not a bool, not a float such as 8.5) that is at least ``minimum``: model fields that
+    count channels, layers or blocks."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

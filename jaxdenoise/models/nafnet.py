@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import Conv3x3
+from jaxdenoise.models.layers import Conv3x3, whole
 
 
 class NAFBlock(nn.Module):
@@ -97,11 +97,11 @@ class NAFNet(nn.Module):
             raise ValueError(f"model.enc_blocks and model.dec_blocks must have the same, non-zero length, got "
                              f"{enc} and {dec}")
         for name, blocks in (("enc_blocks", enc), ("dec_blocks", dec)):
-            if any(not isinstance(n, int) or n < 0 for n in blocks):
+            if not all(whole(n, 0) for n in blocks):
                 raise ValueError(f"model.{name} must be block counts >= 0 per level, got {tuple(blocks)}")
-        if int(fields.get("width", 16)) < 1:
+        if not whole(fields.get("width", 16), 1):
             raise ValueError(f"model.width must be >= 1, got {fields.get('width')}")
-        if int(fields.get("middle_blocks", 1)) < 0:
+        if not whole(fields.get("middle_blocks", 1), 0):
             raise ValueError(f"model.middle_blocks must be >= 0, got {fields.get('middle_blocks')}")
 
     @nn.compact

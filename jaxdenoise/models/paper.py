@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, max_pool_2x2
+from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, max_pool_2x2, whole
 
 
 class PaperAutoencoder(nn.Module):
@@ -47,9 +47,9 @@ class PaperAutoencoder(nn.Module):
     @staticmethod
     def check(fields) -> None:
         widths = list(fields.get("widths", ()))
-        if len(widths) != 2 or any(int(w) < 1 for w in widths):
+        if len(widths) != 2 or not all(whole(w, 1) for w in widths):
             raise ValueError(f"model.widths must be two positive ints, got {widths}")
-        if int(fields.get("latent", 3)) < 1:
+        if not whole(fields.get("latent", 3), 1):
             raise ValueError(f"model.latent must be >= 1, got {fields.get('latent')}")
 
     @nn.compact

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, max_pool_2x2
+from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, max_pool_2x2, whole
 
 
 class UNet(nn.Module):
@@ -60,7 +60,7 @@ class UNet(nn.Module):
     @staticmethod
     def check(fields) -> None:
         widths = list(fields.get("widths", ()))
-        if not widths or any(int(w) < 1 for w in widths) or len(widths) > 6:
+        if not widths or not all(whole(w, 1) for w in widths) or len(widths) > 6:
             raise ValueError(f"model.widths must be 1 to 6 positive ints (channels per level), got {widths}")
 
     @nn.compact
