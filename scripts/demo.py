@@ -33,7 +33,8 @@ def main(argv):
         train.train_and_evaluate(config, os.path.join(FLAGS.workdir, name))
     grid = os.path.join(FLAGS.workdir, "grid.png")
     dirs = [os.path.join(FLAGS.workdir, name) for name in runs]
-    rows = evaluate.run(dirs[0], "best", noise_specs=LEVELS, also=dirs[1:], grid_path=grid)
+    # the grid is the demo's own output in its own folder: a rerun of the demo replaces it
+    rows = evaluate.run(dirs[0], "best", noise_specs=LEVELS, also=dirs[1:], grid_path=grid, overwrite=True)
     print("\nheld-out photos (never seen in training), best checkpoints:")
     print(evaluate.format_table(rows))
     for spec in LEVELS:
