@@ -118,7 +118,7 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
         cost = compiled.cost_analysis()
     else:
         single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks,
-                                    ema_decay=float(config.ema_decay)))
+                                    ema_decay=float(config.ema_decay), loss=config.get("loss", "mse")))
         cost = single.lower(holder["state"], jnp.zeros((b, size, size, 3), jnp.uint8), rng).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) / b
@@ -129,8 +129,8 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     roofline = max(flop_frac, byte_frac)
 
     # the input path
-    path = store_path or feed.resolve_store(config, workdir)
-    images = store.open_split(path, "train")
+    paths = [store_path] if store_path else feed.resolve_stores(config, workdir)
+    images = store.open_splits(paths, "train")
     aug = dict(patch=config.data.patch, flips=config.data.flips, rot90=config.data.rot90,
                num_threads=config.data.num_threads, prefetch=config.data.prefetch)
     it = iter(loader.make_loader(images, b, 0, loader_batches + 10, shard=parallel.process_shard(), **aug))

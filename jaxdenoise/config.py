@@ -5,9 +5,11 @@ command line) makes a mistyped field an error, and ``validate`` rejects bad valu
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
-from jaxdenoise import models, noise as noise_lib
+from jaxdenoise import losses, models, noise as noise_lib
 from jaxdenoise.data.imageio import MAX_SIZE
 
 
@@ -19,9 +21,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_noise = ""               # validation noise spec; "" = the training spec (ranges: per-image draws, fixed seed)
     c.dtype = "float32"             # activations/convs: float32 | bfloat16 (params and optimiser stay float32)
 
-    c.optimizer = "adam"            # adam | sgd
+    c.optimizer = "adam"            # adam | adamw (decoupled weight decay) | sgd
     c.learning_rate = 1e-3
     c.momentum = 0.9                # sgd only; 0 = plain SGD
+    c.b1 = 0.9                      # adam / adamw: first-moment decay (NAFNet: 0.9)
+    c.b2 = 0.999                    # adam / adamw: second-moment decay (NAFNet: 0.9)
+    c.weight_decay = 0.0            # adamw only: decoupled weight decay, on every parameter (as NAFNet's AdamW)
+    c.loss = "mse"                  # mse | l1 | charbonnier | psnr (jaxdenoise.losses)
     c.schedule = "constant"         # constant | cosine (to 0 at the last step)
     c.warmup_steps = 0
     c.grad_clip = 0.0               # global-norm clipping; 0 = off
@@ -42,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "builtin"       # builtin | dir
-    c.data.dir = ""                 # raw image folder (prepared on first use) or a prepared store
+    c.data.dir = ""                 # raw image folder (prepared on first use) or a prepared store; several,
+                                    # comma-separated ("bsds400,sun80"): each prepared once, trained on together
     c.data.size = 128
     c.data.val_fraction = 0.2
     c.data.split_seed = 0
@@ -97,10 +104,15 @@ def with_defaults(saved) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(out)
 
 
+def data_dirs(dirs: str) -> list:
+    """The folders a ``data.dir`` value names: one path, or several separated by commas ("" -> [])."""
+    return [p.strip() for p in str(dirs).split(",")] if dirs else []
+
+
 def _same(field: str, a, b) -> bool:
-    if field == "data.dir" and a and b:  # the same folder, named relatively or absolutely
-        import os
-        return os.path.realpath(a) == os.path.realpath(b)
+    if field == "data.dir" and a and b:  # the same folders, named relatively or absolutely
+        real = lambda v: [os.path.realpath(p) for p in data_dirs(v)]
+        return real(a) == real(b)
     return a == b
 
 
@@ -136,7 +148,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
             noise_lib.parse(spec)
         except ValueError as e:
             raise ValueError(f"config: {field}: {e}") from None
-    need(c.optimizer in ("adam", "sgd"), f"optimizer={c.optimizer!r} is not 'adam' or 'sgd'")
+    need(c.optimizer in ("adam", "adamw", "sgd"), f"optimizer={c.optimizer!r} is not 'adam', 'adamw' or 'sgd'")
+    for field in ("b1", "b2"):
+        need(0 <= c[field] < 1, f"{field} must be in [0, 1), got {c[field]}")
+    need(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
+    need(c.weight_decay == 0 or c.optimizer == "adamw",
+         f"weight_decay={c.weight_decay:g} needs optimizer='adamw' (optimizer={c.optimizer!r} has no decoupled decay)")
+    need(c.loss in losses.LOSSES, f"loss={c.loss!r} is not one of {', '.join(losses.LOSSES)}")
     need(c.schedule in ("constant", "cosine"), f"schedule={c.schedule!r} is not 'constant' or 'cosine'")
     need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
     need(0 <= c.momentum < 1, f"momentum must be in [0, 1), got {c.momentum}")
@@ -167,6 +185,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.data.num_threads >= 0, f"data.num_threads must be >= 0 (0 = min(8, cores)), got {c.data.num_threads}")
     need(c.data.prefetch >= 0, f"data.prefetch must be >= 0, got {c.data.prefetch}")
     need(c.data.source != "dir" or bool(c.data.dir), "data.source='dir' needs data.dir=/path/to/images")
+    dirs = data_dirs(c.data.dir)
+    need(all(dirs), f"data.dir={c.data.dir!r} has an empty folder name between its commas")
+    real = [os.path.realpath(p) for p in dirs]
+    need(len(set(real)) == len(real), f"data.dir={c.data.dir!r} names the same folder twice")
     need(8 <= c.data.size <= MAX_SIZE and c.data.size % 4 == 0,
          f"data.size must be a multiple of 4 in [8, {MAX_SIZE}], got {c.data.size}")
     need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")

@@ -160,7 +160,7 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         for s in skipped:
             print(f"skipped {s['path']}: {s['reason']}")
     else:
-        split = store.open_split(feed.resolve_store(config, workdir), "val")
+        split = store.open_splits(feed.resolve_stores(config, workdir), "val")
         named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
     if limit:
         named, real = named[:limit], (real[:limit] if noisy else None)

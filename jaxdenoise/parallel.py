@@ -258,7 +258,8 @@ def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int):
                                       platform)
     repl = replicated(mesh)
     batch_sharding = rows(mesh, leading=0 if k == 1 else 1)
-    kw = dict(model=model, tx=tx, noise=noise, chunks=chunks, ema_decay=float(config.ema_decay))
+    kw = dict(model=model, tx=tx, noise=noise, chunks=chunks, ema_decay=float(config.ema_decay),
+              loss=config.get("loss", "mse"))
     if k > 1:
         fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw)
     else:

@@ -63,7 +63,7 @@ def foreign_entry(path: str | os.PathLike) -> Optional[str]:
         return None  # ours (a damaged one beside a run's checkpoints: resuming says so, ``check_config``)
     from jaxdenoise.data import store
     for n in sorted(names - {LOCK_FILE}):
-        if n == DATA_DIR and store.is_store(os.path.join(path, n)):
+        if n == DATA_DIR and store.is_store_folder(os.path.join(path, n)):
             continue  # a data cache prepared by a run that stopped before its config was accepted
         return f"it holds {n} but no {CONFIG_FILE}"
     return None
@@ -149,7 +149,7 @@ class Workdir:
         from jaxdenoise.data import store
         data = self.file(DATA_DIR)
         try:
-            if DATA_DIR not in self._had and store.is_store(data):
+            if DATA_DIR not in self._had and store.is_store_folder(data):
                 shutil.rmtree(data)
             if LOCK_FILE not in self._had:
                 os.unlink(self.file(LOCK_FILE))

@@ -1,7 +1,7 @@
 """Train and eval steps and the train state: pure functions, no I/O. Compiled by ``train.py`` / ``benchmark.py``.
 
 The hot path: ``uint8 [B, H, W, 3]`` clean batch -> float [0, 1] on device -> noise from
-``fold_in(rng, step)`` -> model -> MSE -> optax update. Metrics come back as device scalars; the caller
+``fold_in(rng, step)`` -> model -> loss (``losses``: MSE by default) -> optax update. Metrics come back as device scalars; the caller
 decides when to fetch them.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdenoise import metrics as M
+from jaxdenoise import losses, metrics as M
 from jaxdenoise.noise import NoiseModel
 
 Metrics = Dict[str, jax.Array]
@@ -31,10 +31,12 @@ class TrainState:
 
 
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
-    """optax optimiser from the config: adam | sgd (momentum), lr with optional warmup + cosine, clipping.
+    """optax optimiser from the config: adam | adamw | sgd (momentum), lr with optional warmup + cosine, clipping.
 
-    Reads ``optimizer``, ``learning_rate``, ``momentum``, ``schedule`` ('constant' | 'cosine' to 0 at
-    ``total_steps``), ``warmup_steps``, ``grad_clip`` (global norm; 0 = off).
+    Reads ``optimizer``, ``learning_rate``, ``momentum`` (sgd), ``b1``, ``b2`` (adam, adamw),
+    ``weight_decay`` (adamw: decoupled, scaled by the schedule as in optax and PyTorch), ``schedule``
+    ('constant' | 'cosine' to 0 at ``total_steps``), ``warmup_steps``, ``grad_clip`` (global norm; 0 = off).
+    A config.json written before b1 / b2 / weight_decay existed reads as adam's defaults.
     """
     lr = config.learning_rate
     if config.schedule == "cosine":
@@ -45,12 +47,15 @@ def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
             lr = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
     else:
         raise ValueError(f"unknown schedule {config.schedule!r}: use 'constant' or 'cosine'")
+    b1, b2 = config.get("b1", 0.9), config.get("b2", 0.999)
     if config.optimizer == "adam":
-        tx = optax.adam(lr)
+        tx = optax.adam(lr, b1=b1, b2=b2)
+    elif config.optimizer == "adamw":
+        tx = optax.adamw(lr, b1=b1, b2=b2, weight_decay=config.get("weight_decay", 0.0))
     elif config.optimizer == "sgd":
         tx = optax.sgd(lr, momentum=config.momentum or None)
     else:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}: use 'adam' or 'sgd'")
+        raise ValueError(f"unknown optimizer {config.optimizer!r}: use 'adam', 'adamw' or 'sgd'")
     if config.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
     return tx
@@ -89,7 +94,7 @@ def to_float(batch: jax.Array) -> jax.Array:
 
 def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1,
-               ema_decay: float = 0.0) -> Tuple[TrainState, Metrics]:
+               ema_decay: float = 0.0, loss: str = "mse") -> Tuple[TrainState, Metrics]:
     """One optimisation step. batch: ``uint8 [B, H, W, 3]``; rng: the run's key (noise uses fold_in(rng, step)).
 
     chunks: the gradient is summed over this many equal micro-batches of the (already noised) batch, one
@@ -98,18 +103,19 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     row ``i * chunks + c``, so with the batch sharded over devices in contiguous blocks every chunk stays
     spread evenly over the devices (no data movement) when ``chunks`` divides the per-device batch.
 
-    ema_decay: with ``state.ema`` kept, its decay (``ema_update``).
+    ema_decay: with ``state.ema`` kept, its decay (``ema_update``). loss: a name in ``losses.LOSSES``.
 
-    Returns the new state and scalar metrics: loss (MSE), psnr (denoised vs clean, mean over images),
-    noisy_psnr (input vs clean), grad_norm.
+    Returns the new state and scalar metrics: loss (the configured loss, mean over images), psnr (denoised
+    vs clean, mean over images), noisy_psnr (input vs clean), grad_norm.
     """
+    per_image_loss = losses.get(loss)
     clean = to_float(batch)
     noisy, level = noise.sample(jax.random.fold_in(rng, state.step), clean)
     inputs = model_input(model, noisy, level)
 
     def loss_fn(params, noisy, clean):
         out = model.apply({"params": params}, noisy)
-        return jnp.mean(jnp.square(out - clean)) / chunks, out
+        return jnp.mean(per_image_loss(out, clean)) / chunks, out
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if chunks > 1:

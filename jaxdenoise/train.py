@@ -89,12 +89,12 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     def check_and_prepare():  # process 0 first: it prepares a missing store, the others then open it
         changes = wd.check_config(config, resuming)
         _check_data_paths(config, wd.path)
-        return changes, feed.resolve_store(config, wd.path)
-    changes, store_path = parallel.main_first(check_and_prepare, "checking the config and preparing the data")
+        return changes, feed.resolve_stores(config, wd.path)
+    changes, store_paths = parallel.main_first(check_and_prepare, "checking the config and preparing the data")
 
     # ---- data
-    train_images = store.open_split(store_path, "train")
-    val_images = store.open_split(store_path, "val")
+    train_images = store.open_splits(store_paths, "train")
+    val_images = store.open_splits(store_paths, "val")
     if isinstance(val_images, store.RaggedImages):  # full-size store: validate on central size x size crops
         val_images = val_images.center_crops(config.data.size)
     size = config.data.patch or train_images.shape[1]  # side of the training batches
@@ -159,7 +159,7 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
             log(f"{origin} (step {step} of {total_steps})")
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
         log(_summary(config, n_params, mesh, train_images.shape[0], val_images.shape[0], spe, total_steps,
-                     store_path, chunks))
+                     ", ".join(store_paths), chunks))
         writer = run_io.MetricWriter(wd.path, start_step=step, enabled=parallel.is_main())
         if changes:
             log("changed since the last run: " + ", ".join(f"{f} {a} -> {b}" for f, a, b in changes))
@@ -197,12 +197,15 @@ def _check_data_paths(config, workdir: str) -> None:
         inside = outputs.protected(d.cache_dir)
         if inside:
             raise ValueError(f"config: data.cache_dir={d.cache_dir!r} {inside}: choose a folder outside it")
-    if d.source != "dir" or not d.dir or not os.path.isdir(d.dir):
+    if d.source != "dir":
         return
-    for field, path in (("--workdir", workdir), ("data.cache_dir", d.cache_dir)):
-        if path and fsutil.is_within(path, d.dir):
-            raise ValueError(f"config: {field} {path} lies inside data.dir={d.dir!r}, the images this run reads: "
-                             f"choose a folder outside it")
+    for folder in config_lib.data_dirs(d.dir):
+        if not os.path.isdir(folder):
+            continue
+        for field, path in (("--workdir", workdir), ("data.cache_dir", d.cache_dir)):
+            if path and fsutil.is_within(path, folder):
+                raise ValueError(f"config: {field} {path} lies inside data.dir={folder!r}, the images this run "
+                                 f"reads: choose a folder outside it")
 
 
 # Fields whose values decide the shape of the optimiser state (and the EMA) that init_from carries over
@@ -285,7 +288,9 @@ def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path, chu
     procs = f" in {jax.process_count()} processes" if parallel.multi_process() else ""
     return "\n".join([
         f"jaxdenoise: model={config.model.name} ({n_params:,} params, {config.dtype}), noise={config.noise}, "
-        f"{config.optimizer} lr={config.learning_rate:g} ({config.schedule}), batch={config.batch_size}"
+        f"{config.optimizer} lr={config.learning_rate:g} ({config.schedule})"
+        + (f" weight_decay={config.weight_decay:g}" if config.weight_decay else "")
+        + f", loss={config.loss}, batch={config.batch_size}"
         + (f" (gradient in {chunks} micro-batches)" if chunks > 1 else ""),
         f"  devices: {mesh.devices.size} x {dev.platform} ({dev.device_kind}){procs}; data: {n_train} train / {n_val} val "
         f"images from {store_path}",

@@ -282,6 +282,9 @@ def test_steps_per_call_trains_the_same_as_single_steps(tmp_path, cache):
 @pytest.mark.parametrize("field,value,match", [
     ("noise", "poisson:abc", "noise"),
     ("optimizer", "lbfgs", "optimizer"),
+    ("loss", "huber", "loss='huber' is not one of mse, l1, charbonnier, psnr"),
+    ("b2", 1.0, "b2 must be in"),
+    ("weight_decay", 1e-4, "weight_decay=0.0001 needs optimizer='adamw'"),
     ("model.name", "unet9", "model.name"),
     ("data.source", "s3", "data.source"),
     ("batch_size", 0, "batch_size"),

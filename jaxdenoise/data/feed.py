@@ -1,6 +1,6 @@
 """Store resolution and device feeders: what puts training batches on the devices.
 
-``resolve_store`` finds (or prepares on first use) the store a config names. ``DevicePrefetcher`` moves the
+``resolve_stores`` finds (or prepares on first use) the stores a config names. ``DevicePrefetcher`` moves the
 grain loader's host batches (this process's rows of every global batch) onto the mesh, a few steps ahead;
 ``DeviceResidentBatches`` keeps a small training split on the one device and gathers batches there.
 """
@@ -9,32 +9,57 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+from typing import List
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxdenoise import config as config_lib, layout
 from jaxdenoise.data import builtin, loader, prepare
 
 
-def resolve_store(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Path of the prepared store the config asks for, preparing it on first use."""
+def resolve_stores(config: ml_collections.ConfigDict, workdir: str) -> List[str]:
+    """Paths of the prepared stores the config asks for (one per ``data.dir`` folder, in its order),
+    preparing each on first use. Each folder is split on its own (``data.val_fraction``, ``data.split_seed``),
+    so adding a folder does not move another folder's images between train and val; ``store.open_splits``
+    joins the splits.
+
+    Where: in ``data.cache_dir``, one subfolder per (folder, preparation settings); else in the workdir,
+    ``WORKDIR/data`` for one folder and ``WORKDIR/data/<i>-<name>`` for several.
+    """
     d = config.data
     if d.source == "builtin":
-        return builtin.builtin_store(d.size, d.builtin_train_crops, d.builtin_val_crops, seed=d.split_seed,
-                                     cache_dir=d.cache_dir or None)
-    if not os.path.isdir(d.dir):
-        raise ValueError(f"data.dir={d.dir!r} " + ("is a file, not a folder of images" if os.path.exists(d.dir)
-                                                  else "does not exist"))
-    if d.cache_dir:  # a shared cache holds many stores (built-in ones too): one subfolder per preparation
-        key = f"{os.path.realpath(d.dir)}|{d.size}|{d.val_fraction}|{d.split_seed}|{d.resize_mode}"
-        key += f"|{d.max_side}" if d.resize_mode == "full" else ""
-        cache = os.path.join(d.cache_dir, "prepared-" + hashlib.sha256(key.encode()).hexdigest()[:12])
-    else:
-        cache = os.path.join(workdir, "data")
-    return prepare.ensure_prepared(d.dir, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode,
-                                   d.max_side if d.resize_mode == "full" else 0)
+        return [builtin.builtin_store(d.size, d.builtin_train_crops, d.builtin_val_crops, seed=d.split_seed,
+                                      cache_dir=d.cache_dir or None)]
+    dirs = config_lib.data_dirs(d.dir)
+    for folder in dirs:
+        if not os.path.isdir(folder):
+            raise ValueError(f"data.dir={folder!r} " + ("is a file, not a folder of images" if os.path.exists(folder)
+                                                       else "does not exist"))
+    out = []
+    for i, folder in enumerate(dirs):
+        if d.cache_dir:  # a shared cache holds many stores (built-in ones too): one subfolder per preparation
+            key = f"{os.path.realpath(folder)}|{d.size}|{d.val_fraction}|{d.split_seed}|{d.resize_mode}"
+            key += f"|{d.max_side}" if d.resize_mode == "full" else ""
+            cache = os.path.join(d.cache_dir, "prepared-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+        elif len(dirs) == 1:
+            cache = os.path.join(workdir, layout.DATA_DIR)
+        else:
+            name = os.path.basename(os.path.normpath(os.path.realpath(folder))) or "data"
+            cache = os.path.join(workdir, layout.DATA_DIR, f"{i}-{name}")
+        out.append(prepare.ensure_prepared(folder, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode,
+                                           d.max_side if d.resize_mode == "full" else 0))
+    return out
+
+
+def resolve_store(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """The one prepared store of a single-folder (or built-in) config; see ``resolve_stores``."""
+    paths = resolve_stores(config, workdir)
+    if len(paths) != 1:
+        raise ValueError(f"data.dir={config.data.dir!r} names {len(paths)} folders; this needs one")
+    return paths[0]
 
 
 class DevicePrefetcher:

@@ -125,6 +125,95 @@ class CenterCrops:
         return np.stack([self[int(i)] for i in ids]) if len(ids) else np.zeros((0,) + self.shape[1:], np.uint8)
 
 
+class _Parts:
+    """Where image ``i`` of a concatenation lives: (part, index in it)."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def locate(self, i: int):
+        i = int(i)
+        if not 0 <= i < self.starts[-1]:
+            raise IndexError(f"image {i} of {self.starts[-1]}")
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k], i - int(self.starts[k])
+
+
+class ConcatImages:
+    """Fixed-size splits of several stores as one ``uint8 [N, H, W, 3]`` (read lazily, part by part): the
+    images of store 0, then those of store 1, ... Indexing: an int, a slice or an integer array."""
+
+    def __init__(self, parts):
+        self._p = _Parts(parts)
+        self.shape = (int(self._p.starts[-1]),) + tuple(parts[0].shape[1:])
+        self.dtype = np.uint8
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            part, j = self._p.locate(idx)
+            return np.asarray(part[j])
+        ids = np.arange(len(self))[idx]
+        out = np.empty((len(ids),) + self.shape[1:], np.uint8)
+        for n, i in enumerate(ids):
+            out[n] = self[int(i)]
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.concatenate([np.asarray(p) for p in self._p.parts])
+        return out if dtype is None else out.astype(dtype)
+
+
+class ConcatRagged(RaggedImages):
+    """Full-size splits of several stores as one ``RaggedImages`` (the same interface, read part by part)."""
+
+    def __init__(self, parts):
+        self._p = _Parts(parts)
+        self.sizes = np.concatenate([p.sizes for p in parts])
+        self.shape = (int(self._p.starts[-1]), None, None, 3)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        part, j = self._p.locate(i)
+        return part[j]
+
+
+def open_splits(paths, split: str):
+    """``open_split`` of one store, or the concatenation (store order) of the same split of several stores:
+    all fixed-size at one size (``ConcatImages``) or all full-size (``ConcatRagged``)."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if len(paths) > 1:  # a small folder may have no validation images: the joined split must have some
+        kept = [p for p in paths if read_manifest(p).get(f"{split}_count") != 0]
+        if not kept:
+            raise StoreError(f"the {split} split of every store ({', '.join(map(str, paths))}) is empty")
+        paths = kept
+    parts = [open_split(p, split) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    ragged = [isinstance(p, RaggedImages) for p in parts]
+    if all(ragged):
+        return ConcatRagged(parts)
+    if any(ragged) or len({tuple(p.shape[1:]) for p in parts}) > 1:
+        shapes = ", ".join(f"{q}: " + ("full size" if r else "x".join(map(str, p.shape[1:3])))
+                           for q, p, r in zip(paths, parts, ragged))
+        raise StoreError(f"the stores to train on together differ in image size ({shapes}): prepare them with the "
+                         f"same data.size and data.resize_mode")
+    return ConcatImages(parts)
+
+
+def is_store_folder(path: str | os.PathLike) -> bool:
+    """A store, or a folder holding only stores (a workdir's data cache for several data folders)."""
+    if is_store(path):
+        return True
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return bool(names) and all(is_store(os.path.join(path, n)) for n in names)
+
+
 def open_split(path: str | os.PathLike, split: str):
     """The split's images as a read-only memmap, ``uint8 [N, size, size, 3]`` (a ``RaggedImages`` for a
     full-size store); never empty."""

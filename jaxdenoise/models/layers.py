@@ -123,18 +123,29 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(x.shape[0], 2 * h, 2 * w, kernel.shape[-1])
 
 
+# Initialisers the models choose from (each model's docstring says which it uses and after which reference):
+# flax's default, lecun_normal, has variance 1 / fan_in. PyTorch's nn.Conv2d default is kaiming_uniform with
+# a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)): variance 1 / (3 fan_in), a third of flax's, so a port
+# of a PyTorch model that keeps flax's default starts with every layer sqrt(3) times larger.
+TORCH_DEFAULT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+# He et al. 2015 ("MSRA"): variance 2 / fan_in, which keeps the signal's scale through ReLU layers.
+HE_NORMAL = nn.initializers.he_normal()
+
+
 class _Kernel3x3(nn.Module):
-    """A 3x3 layer with flax's Conv/ConvTranspose parameters (kernel ``[3, 3, Cin, features]`` lecun-normal,
-    bias ``[features]`` zeros), computing ``op(x, kernel) + bias`` in ``dtype``; subclasses set ``op``."""
+    """A 3x3 layer with flax's Conv/ConvTranspose parameters (kernel ``[3, 3, Cin, features]`` from
+    ``kernel_init``, lecun-normal by default as flax's; bias ``[features]`` zeros), computing
+    ``op(x, kernel) + bias`` in ``dtype``; subclasses set ``op``."""
     features: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
     op = None  # staticmethod (x, kernel) -> y; not a dataclass field
 
     @nn.compact
     def __call__(self, x):
         cin = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features), self.param_dtype)
+        kernel = self.param("kernel", self.kernel_init, (3, 3, cin, self.features), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         return self.op(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
