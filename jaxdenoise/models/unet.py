@@ -17,8 +17,7 @@ what makes small models train fast. Default widths (32, 64, 128):
 Initialisation: flax's defaults (lecun_normal kernels, zero biases), kept deliberately: the residual output
 starts near the identity (measured 2026-12-02 on the default widths: the first output is 24.2 dB from its
 input, a noise estimate of std 0.05) and 60 steps of Adam at 1e-3 take the training loss to 0.0095 from the
-noisy input's 0.0252 (32x32 built-in crops, batch 8, poisson:10). He init would start it further away (the
-skips and the pools keep the signal's scale without it).
+noisy input's 0.0252 (32x32 built-in crops, batch 8, poisson:10).
 """
 from __future__ import annotations
 
