@@ -9,7 +9,10 @@ patches with flips and rotations. Residual U-Net with 4 levels, widths 32/64/128
 widens the context to the ~100 px that sigma-50 noise needs on textures; 2,141,475 parameters), Adam 1e-3,
 cosine decay, EMA 0.999; validated on the central 256x256 crops of the validation photos at gaussian:25.
 
-Measured: see docs/quality.md ("Generic photos") for the command, the time and the CBSD68 table.
+Measured 2026-12-02 on CPU-2 (2 cores, shared with the test suite): 3,000 steps in 80 min wall; CBSD68, all 68,
+full size: gaussian:25:noclip 29.99, poisson:30:noclip 29.18 dB (clipped 30.08 / 29.21); first 20 beside BM3D
+on the same noisy images: 30.19 vs 31.07 and 29.44 vs 30.33 (unclipped), 30.30 vs 30.55 and 29.48 vs 29.58
+(clipped): still behind BM3D. docs/quality.md ("Generic photos") has the tables.
 """
 from jaxdenoise import models
 from jaxdenoise.config import base_config
