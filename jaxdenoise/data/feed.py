@@ -54,14 +54,6 @@ def resolve_stores(config: ml_collections.ConfigDict, workdir: str) -> List[str]
     return out
 
 
-def resolve_store(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """The one prepared store of a single-folder (or built-in) config; see ``resolve_stores``."""
-    paths = resolve_stores(config, workdir)
-    if len(paths) != 1:
-        raise ValueError(f"data.dir={config.data.dir!r} names {len(paths)} folders; this needs one")
-    return paths[0]
-
-
 class DevicePrefetcher:
     """Host batches -> device arrays, ``depth`` ahead of the step (the transfer overlaps the compute).
 
