@@ -14,9 +14,10 @@ TB_DIR = "tb"
 GRID_FILE = "grid.png"            # training's latest clean | noisy | denoised grid
 DATA_DIR = "data"                 # a raw data.dir prepared here when no data.cache_dir is set
 PLOT_FILES = ("psnr_per_epoch.png", "mse_per_epoch.png")  # the paper's Figs. 7 and 8 (train.py, plot.py)
+TIME_PLOT_FILES = ("psnr_vs_minutes.png", "mse_vs_minutes.png")  # the same against wall-clock (plot.py --x)
 EVAL_GRID_FILE = "eval_grid.png"  # evaluate.py's default comparison grid
 RUN_FILES = frozenset({METRICS_FILE, CONFIG_FILE, LOCK_FILE, CHECKPOINTS_DIR, CHECKPOINTS_DIR + ".damaged", TB_DIR,
-                       GRID_FILE, DATA_DIR, EVAL_GRID_FILE, *PLOT_FILES})
+                       GRID_FILE, DATA_DIR, EVAL_GRID_FILE, *PLOT_FILES, *TIME_PLOT_FILES})
 
 
 def is_workdir(path: str | os.PathLike) -> bool:

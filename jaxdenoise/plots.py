@@ -1,4 +1,5 @@
-"""Figures of a run: validation PSNR and MSE per epoch (the paper's Figs. 7 and 8) and image grids."""
+"""Figures of a run: validation PSNR and MSE per epoch (the paper's Figs. 7 and 8) or against wall-clock
+minutes (learning curves of runs on the same machine), and image grids."""
 from __future__ import annotations
 
 import os
@@ -17,23 +18,52 @@ def read_eval_rows(workdir: str) -> List[Dict]:
     return [rows[e] for e in sorted(rows)]
 
 
+X_AXES = ("epoch", "minutes")
+
+
+def training_minutes(rows: Sequence[Dict]) -> List[float]:
+    """Minutes of training at each eval row: its ``wall_s`` (the run's wall clock, summed over sessions, set-up
+    and compilation included) less the ``eval_s`` of the validations up to it, which cost the same whatever
+    the run learned and which a run may do more or less often."""
+    spent, out = 0.0, []
+    for r in rows:
+        spent += float(r.get("eval_s", 0.0))
+        out.append((float(r["wall_s"]) - spent) / 60)
+    return out
+
+
 def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | None = None,
-                overwrite: bool = False) -> List[str]:
-    """Write ``psnr_per_epoch.png`` and ``mse_per_epoch.png`` into ``out_dir``; several runs share the axes.
+                overwrite: bool = False, x: str = "epoch") -> List[str]:
+    """Write ``psnr_per_epoch.png`` and ``mse_per_epoch.png`` (``x="epoch"``) or ``psnr_vs_minutes.png`` and
+    ``mse_vs_minutes.png`` (``x="minutes"``: the rows' ``wall_s``, the run's wall-clock time summed over its
+    sessions, set-up and evaluations included) into ``out_dir``; several runs share the axes.
 
     The noisy-input PSNR of the first run is drawn dashed beside the PSNR curves. Returns the paths.
-    ``out_dir`` is checked first (``outputs.claim_folder``): in a workdir these two names are the run's own
+    ``out_dir`` is checked first (``outputs.claim_folder``): in a workdir these names are the run's own
     and are replaced; elsewhere an existing file of those names is replaced only with ``overwrite``.
+    A run whose eval rows lack ``wall_s`` (logged before it was recorded) cannot be drawn against minutes:
+    ValueError naming it.
     """
+    if x not in X_AXES:
+        raise ValueError(f"x axis {x!r}: choose one of {', '.join(X_AXES)}")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from jaxdenoise import outputs
-    own = [os.path.join(w, n) for w in workdirs for n in layout.PLOT_FILES]  # the plotted runs' own figures
-    targets = outputs.claim_folder(out_dir, "--out", layout.PLOT_FILES, overwrite=overwrite, own=own)
+    names = layout.PLOT_FILES if x == "epoch" else layout.TIME_PLOT_FILES
     labels = list(labels) if labels else [os.path.basename(os.path.normpath(w)) or w for w in workdirs]
+    if len(labels) != len(workdirs):
+        raise ValueError(f"{len(labels)} labels for {len(workdirs)} runs: give one label per run")
     runs = [(label, read_eval_rows(w)) for label, w in zip(labels, workdirs)]
+    if x == "minutes":
+        for w, (_, rows) in zip(workdirs, runs):
+            if any("wall_s" not in r for r in rows):
+                raise ValueError(f"{os.path.join(w, layout.METRICS_FILE)} has evaluation rows without wall_s (logged "
+                                 f"before runs recorded their wall-clock time): plot it with --x=epoch")
+    xs = (lambda rows: [r["epoch"] for r in rows]) if x == "epoch" else training_minutes
+    own = [os.path.join(w, n) for w in workdirs for n in names]  # the plotted runs' own figures
+    targets = outputs.claim_folder(out_dir, "--out", names, overwrite=overwrite, own=own)
     if not any(rows for _, rows in runs):  # a run still in its first epoch: empty axes, and a word
         print(f"warning: no evaluation rows yet in {', '.join(os.path.join(w, layout.METRICS_FILE) for w in workdirs)} "
               f"(a run logs one per evaluated epoch): the figures are empty", file=sys.stderr)
@@ -42,14 +72,15 @@ def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | N
         fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
         for label, rows in runs:
             if rows:
-                ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+                ax.plot(xs(rows), [r[key] for r in rows], marker="o", label=label)
         if key == "psnr" and runs and runs[0][1]:
             rows = runs[0][1]
-            ax.plot([r["epoch"] for r in rows], [r["noisy_psnr"] for r in rows], ls="--", color="grey",
+            ax.plot(xs(rows), [r["noisy_psnr"] for r in rows], ls="--", color="grey",
                     label=f"{runs[0][0]}: noisy input")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch" if x == "epoch" else "training minutes (wall clock, validations excluded)")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{ylabel} per epoch (data range 1, RGB, no border crop)", fontsize=9)
+        per = "per epoch" if x == "epoch" else "against training time"
+        ax.set_title(f"{ylabel} {per} (data range 1, RGB, no border crop)", fontsize=9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Optional
 
 from jaxdenoise import config as config_lib, errors, fsutil
@@ -227,17 +228,23 @@ class MetricWriter:
 
     Rows after ``start_step`` (written by a run that died after its last checkpoint) and torn lines are
     dropped first, by an atomic rewrite; TensorBoard is told to purge events from ``start_step + 1`` on.
+    Every row gets ``wall_s``: the run's wall-clock seconds so far, summed over its sessions (from the last
+    kept row's value, plus the time since this writer was made: set-up, compilation and evaluations count),
+    the x axis of a learning curve against time (``plot.py --x minutes``).
     """
 
     def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True):
         self.path = os.path.join(workdir, METRICS_FILE)
         self.enabled = enabled  # False on processes other than 0: one writer per run
         self.tb = None
+        self.t0, self.wall0 = time.perf_counter(), 0.0
         if not enabled:
             return
         if os.path.exists(self.path):
             kept = [r for r in iter_rows(self.path) if r.get("step", 0) <= start_step]
             fsutil.atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            self.wall0 = max([float(r["wall_s"]) for r in kept if isinstance(r.get("wall_s"), (int, float))],
+                             default=0.0)
         try:
             from tensorboardX import SummaryWriter
             self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start_step + 1 if start_step else None)
@@ -247,6 +254,7 @@ class MetricWriter:
     def write(self, row: Dict[str, Any], group: str) -> None:
         if not self.enabled:
             return
+        row = {**row, "wall_s": round(self.wall0 + time.perf_counter() - self.t0, 1)}
         line = (json.dumps(row) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
