@@ -1,0 +1,82 @@
+"""The generic-photo comparison: one recipe, four models, the same CPU budget for each.
+
+    python scripts/train.py --config configs/photos.py:unet --workdir runs/photos_unet \
+        --config.data.dir=/path/to/bsds400          # the model after ':': paper | unet | dncnn | nafnet
+
+Every model gets the same data (full-size photos, short side >= 256, each folder split 90/10, random 64x64
+patches with flips and rotations), the same blind noise (shot noise of peak 5-60 and Gaussian sigma 5-50,
+half of the draws clipped to [0, 1] and half not, so that the model knows both protocols), batch 16, cosine
+decay after 10 % (at most 200) warm-up steps, EMA 0.999, validation at gaussian:25:noclip on the central 256x256 of each
+validation photo after every epoch; and the same budget: a number of steps that fills about 15 minutes of
+CPU-2 (2 cores) for that model, measured (``STEPS``). Each model keeps its paper's optimiser and loss:
+
+    paper   the paper's autoencoder (sigmoid output), Adam 1e-3, MSE
+    unet    residual U-Net, 3 levels 32/64/128 (configs/unet_faces.py's), Adam 1e-3, MSE
+    dncnn   DnCNN-B, 17 layers of width 64, residual, Adam 1e-3, MSE
+    nafnet  NAFNet width 16, 1-1-1 blocks and 1 in the middle (configs/nafnet_faces.py's), AdamW 1e-3
+            with betas 0.9 / 0.9, the PSNR loss
+
+Measured results (CBSD68, all 68, beside BM3D on the same noisy images; the learning curves): docs/quality.md,
+"Generic photos".
+"""
+import importlib.util
+import os
+
+from jaxdenoise import models
+from jaxdenoise.config import base_config
+
+MODELS = ("paper", "unet", "dncnn", "nafnet")
+# steps that fill ~15 minutes of training (validations aside) on CPU-2 (2 cores): 870 s at each model's
+# loader-to-step rate measured by scripts/benchmark.py (--config configs/photos.py:MODEL, 2026-12-02):
+# paper 111.6, unet 34.0, nafnet 16.4, dncnn 8.3 img/s, plus ~30 s of set-up and compilation
+STEPS = {"paper": 6000, "unet": 1800, "dncnn": 450, "nafnet": 900}
+EPOCHS = 6
+
+
+def _load(name):
+    """A sibling config file, loaded by path (configs/ is a folder of files, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(model="unet"):
+    if model not in MODELS:
+        raise ValueError(f"configs/photos.py:{model}: choose one of {', '.join(MODELS)} after the ':'")
+    c = base_config()
+    c.noise = "poisson:5-60+gaussian:5-50+poisson:5-60:noclip+gaussian:5-50:noclip"
+    c.eval_noise = "gaussian:25:noclip"
+    c.optimizer = "adam"
+    c.learning_rate = 1e-3
+    c.schedule = "cosine"
+    c.warmup_steps = min(200, STEPS[model] // 10)
+    c.ema_decay = 0.999
+    c.batch_size = 16
+    c.num_epochs = EPOCHS
+    c.steps_per_epoch = STEPS[model] // EPOCHS
+    if model == "paper":
+        c.model.name = "paper"
+    elif model == "unet":
+        c.model = models.default_config("unet", widths=(32, 64, 128), residual=True)
+    elif model == "dncnn":
+        c.model = models.default_config("dncnn", depth=17, width=64)
+    else:
+        nafnet = _load("nafnet_faces").get_config()
+        c.model = nafnet.model
+        c.optimizer, c.b1, c.b2, c.weight_decay, c.loss = (nafnet.optimizer, nafnet.b1, nafnet.b2,
+                                                            nafnet.weight_decay, nafnet.loss)
+    c.data.source = "dir"
+    c.data.dir = ""                 # required: --config.data.dir=/path/to/images (one or several folders)
+    c.data.resize_mode = "full"
+    c.data.size = 256               # full size: images with a short side under 256 are skipped
+    c.data.max_side = 1024
+    c.data.patch = 64
+    c.data.flips = True
+    c.data.rot90 = True
+    c.data.val_fraction = 0.1
+    c.eval_every_epochs = 1
+    c.eval_batch_size = 8
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = c.steps_per_epoch
+    return c
