@@ -10,11 +10,16 @@ A model is chosen by a short spec string (configs, command lines)::
     "poisson_gaussian:30,10"   shot noise (peak 30) plus read noise (sigma 10 in 0-255 units);
                                each value may be a range: "poisson_gaussian:10-60,2-15"
     "salt_pepper:0.05" a fraction of pixels (per pixel and channel) set to 0 or 1; "salt_pepper:0.01-0.1"
+    "camera:100-12800" real camera noise (``jaxdenoise.camera``): shot and read noise in the raw signal of a
+                               camera drawn per image (colour matrix, white balance), carried through its
+                               demosaic, colour correction, gamma and tone curve, quantised to 8 bits; the
+                               ISO-like level (log-uniform in the range, or one value: "camera:1600") sets
+                               the shot noise, the read noise follows it; "camera" alone is 100-12800
     "poisson:5-60+gaussian:5-50"   a mixture: each image takes one of the '+'-joined models, chosen
                                uniformly per image (one blind model for shot and Gaussian noise)
 
-Every model except ``paper:noclip`` clips its output to [0, 1] (a camera stores clipped values); append
-``:noclip`` to any spec to keep the unclipped values. All take ``x`` as ``float [B, H, W, C]`` in [0, 1]
+Every model except ``paper:noclip`` clips its output to [0, 1] (a camera stores clipped values; ``camera``
+also rounds to 8 bits); append ``:noclip`` to any spec to keep the unclipped (and unquantised) values. All take ``x`` as ``float [B, H, W, C]`` in [0, 1]
 and return the same shape and dtype; per-image parameters are drawn per leading index.
 
 Poisson sampling: ``jax.random.poisson`` costs more than a whole training step on a CPU (a per-element
@@ -37,6 +42,8 @@ from typing import Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxdenoise import camera
 
 MAX_RATE = 2000.0  # largest Poisson rate (peak) supported by the unrolled inversion window
 _TAIL = 2.0**-25  # mass left outside the window on each side: below float32 uniform resolution
@@ -199,6 +206,7 @@ class NoiseModel:
     peak: Optional[Range] = None      # poisson, poisson_gaussian
     sigma: Optional[Range] = None     # gaussian, poisson_gaussian; 0-255 units
     amount: Optional[Range] = None    # salt_pepper
+    iso: Optional[Range] = None       # camera: the ISO-like level
     clip: bool = True
     spec: str = ""
     parts: Tuple["NoiseModel", ...] = ()  # mix: the component models
@@ -229,7 +237,7 @@ class NoiseModel:
         x = x.astype(jnp.float32)
         b = x.shape[0]
         k_param, k_param2, k_noise, k_noise2 = jax.random.split(key, 4)
-        peak = sigma = amount = None
+        peak = sigma = amount = shot = None
         if self.kind == "paper":
             y = x + poisson_sample(k_noise, x, max_rate=1.0)
         elif self.kind in ("poisson", "poisson_gaussian"):
@@ -245,21 +253,27 @@ class NoiseModel:
             amount = _bcast(_per_image(k_param, self.amount, b, log=False), x)
             u = jax.random.uniform(k_noise, x.shape, jnp.float32)
             y = jnp.where(u < amount / 2, 0.0, jnp.where(u > 1.0 - amount / 2, 1.0, x))
+        elif self.kind == "camera":
+            y, shot = camera.camera_noise(k_noise, x, self.iso)
+            shot = _bcast(shot, x)
         else:  # parse() admits no other kind
             raise AssertionError(self.kind)
         if self.clip:
             y = jnp.clip(y, 0.0, 1.0)
-        return y.astype(dtype), _level(self.kind, y, peak, sigma, amount)
+            if self.kind == "camera":  # the camera writes 8 bits
+                y = jnp.round(y * 255.0) / 255.0
+        return y.astype(dtype), _level(self.kind, y, peak, sigma, amount, shot)
 
 
-def _level(kind: str, y: jax.Array, peak=None, sigma=None, amount=None) -> jax.Array:
+def _level(kind: str, y: jax.Array, peak=None, sigma=None, amount=None, shot=None) -> jax.Array:
     """Noise-level map ``float32 [B, H, W, 1]`` of noisy ``y`` (``[B, H, W, C]``) for one noise kind.
 
     The standard deviation of the noise in [0, 1] units, per pixel, estimated from the noisy value (the clean
     one is unknown at inference): shot noise ``sqrt(y / peak)`` (its variance is the mean over the peak),
     plus ``(sigma / 255)**2`` of read noise; Gaussian ``sigma / 255``; the paper's ``y = x + Poisson(x)`` has
     mean 2x and variance x, so ``sqrt(y / 2)``; salt-and-pepper has no standard deviation, so its map holds
-    the fraction of pixels hit. peak, sigma, amount: per-image ``[B, 1, 1, 1]`` or scalars.
+    the fraction of pixels hit; camera noise: ``camera.level`` (the raw noise through the nominal camera's
+    gamma and tone curve). peak, sigma, amount, shot: per-image ``[B, 1, 1, 1]`` or scalars.
     """
     y = jnp.maximum(jnp.mean(y.astype(jnp.float32), axis=-1, keepdims=True), 0.0)
     if kind == "paper":
@@ -272,6 +286,8 @@ def _level(kind: str, y: jax.Array, peak=None, sigma=None, amount=None) -> jax.A
         return jnp.broadcast_to(jnp.asarray(sigma / 255.0, jnp.float32), y.shape)
     if kind == "salt_pepper":
         return jnp.broadcast_to(jnp.asarray(amount, jnp.float32), y.shape)
+    if kind == "camera":
+        return camera.level(y, shot)
     raise AssertionError(kind)
 
 
@@ -283,10 +299,11 @@ def level_map(spec: str, y: jax.Array) -> jax.Array:
     ``gaussian:25``, ``poisson_gaussian:30,5``... A range or a mixture is refused (one level is needed).
     """
     m = parse(spec)
-    if m.kind == "mix" or any(r is not None and r[0] != r[1] for r in (m.peak, m.sigma, m.amount)):
+    if m.kind == "mix" or any(r is not None and r[0] != r[1] for r in (m.peak, m.sigma, m.amount, m.iso)):
         raise ValueError(f"noise level {spec!r}: give one value, not a range or a mixture (e.g. poisson:30)")
     one = lambda r: None if r is None else jnp.float32(r[0])
-    return _level(m.kind, jnp.asarray(y), one(m.peak), one(m.sigma), one(m.amount))
+    shot = None if m.iso is None else jnp.float32(camera.iso_shot(m.iso[0]))
+    return _level(m.kind, jnp.asarray(y), one(m.peak), one(m.sigma), one(m.amount), shot)
 
 
 def _range(text: str, what: str, spec: str, lo_ok: float, hi_ok: float) -> Range:
@@ -308,7 +325,7 @@ def _range(text: str, what: str, spec: str, lo_ok: float, hi_ok: float) -> Range
     return lo, hi
 
 
-KINDS = ("paper", "poisson", "gaussian", "poisson_gaussian", "salt_pepper")
+KINDS = ("paper", "poisson", "gaussian", "poisson_gaussian", "salt_pepper", "camera")
 
 
 @functools.lru_cache(maxsize=None)
@@ -327,10 +344,12 @@ def parse(spec: str) -> NoiseModel:
         clip = args.pop() == "clip"
     if kind not in KINDS:
         raise ValueError(f"unknown noise model {kind!r} in spec {spec!r}: choose one of {', '.join(KINDS)}")
-    need = {"paper": 0, "poisson": 1, "gaussian": 1, "poisson_gaussian": 1, "salt_pepper": 1}[kind]
-    if len(args) != need:
+    need = {"paper": (0,), "poisson": (1,), "gaussian": (1,), "poisson_gaussian": (1,), "salt_pepper": (1,),
+            "camera": (0, 1)}[kind]
+    if len(args) not in need:
         example = {"paper": "paper", "poisson": "poisson:30", "gaussian": "gaussian:25",
-                   "poisson_gaussian": "poisson_gaussian:30,10", "salt_pepper": "salt_pepper:0.05"}[kind]
+                   "poisson_gaussian": "poisson_gaussian:30,10", "salt_pepper": "salt_pepper:0.05",
+                   "camera": "camera:100-12800"}[kind]
         raise ValueError(f"noise spec {spec!r}: expected the form {example!r}")
     if kind == "paper":
         return NoiseModel("paper", clip=clip, spec=spec)
@@ -340,6 +359,9 @@ def parse(spec: str) -> NoiseModel:
         return NoiseModel(kind, sigma=_range(args[0], "sigma", spec, 0.0, 1000.0), clip=clip, spec=spec)
     if kind == "salt_pepper":
         return NoiseModel(kind, amount=_range(args[0], "amount", spec, 0.0, 1.0), clip=clip, spec=spec)
+    if kind == "camera":
+        iso = _range(args[0], "ISO-like level", spec, *camera.ISO_RANGE) if args else camera.DEFAULT_ISO
+        return NoiseModel(kind, iso=iso, clip=clip, spec=spec)
     values = args[0].split(",")
     if len(values) != 2:
         raise ValueError(f"noise spec {spec!r}: expected 'poisson_gaussian:PEAK,SIGMA', e.g. poisson_gaussian:30,10")

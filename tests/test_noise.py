@@ -11,10 +11,12 @@ from jaxdenoise import noise
 
 GOOD_SPECS = ["paper", "paper:noclip", "poisson:30", "poisson:5-60", "gaussian:25", "gaussian:5-50",
               "poisson_gaussian:30,10", "salt_pepper:0.05", "poisson:30:noclip", "poisson_gaussian:10-60,2-15",
-              "salt_pepper:0.01-0.1", "gaussian:25:clip", "poisson_gaussian:10-60,2-15:noclip"]
+              "salt_pepper:0.01-0.1", "gaussian:25:clip", "poisson_gaussian:10-60,2-15:noclip", "camera",
+              "camera:1600", "camera:100-6400:noclip"]
 BAD_SPECS = ["poisson", "poisson:abc", "gauss:25", "poisson:60-5", "", "   ", "salt_pepper:2", "gaussian:-5",
              "poisson:0", "poisson:1-2-3", "poisson_gaussian:30", "poisson_gaussian:30,10,5", "paper:30",
-             "poisson:30:loud", "salt_pepper:0.05:noclip:clip", "poisson:nan", "gaussian:inf", "poisson:5000"]
+             "poisson:30:loud", "salt_pepper:0.05:noclip:clip", "poisson:nan", "gaussian:inf", "poisson:5000",
+             "camera:10", "camera:6400-100", "camera:100,200", "camera:1-2-3", "camera:50000"]
 
 
 def _x(shape=(2, 8, 8, 3), seed=0):
@@ -62,7 +64,8 @@ def test_parse_rejects_non_strings():
 # every model
 # ----------------------------------------------------------------------------------------------------------
 MODEL_SPECS = ["paper", "paper:noclip", "poisson:30", "poisson:5-60", "gaussian:25", "gaussian:5-50",
-               "poisson_gaussian:30,10", "poisson_gaussian:10-60,2-15:noclip", "salt_pepper:0.05"]
+               "poisson_gaussian:30,10", "poisson_gaussian:10-60,2-15:noclip", "salt_pepper:0.05", "camera",
+               "camera:3200:noclip"]
 
 
 @pytest.mark.parametrize("spec", MODEL_SPECS)
@@ -77,7 +80,7 @@ def test_model_shape_range_determinism_and_jit(spec):
     if model.clip:
         assert y.min() >= 0.0 and y.max() <= 1.0
     else:
-        assert y.min() >= 0.0 or model.kind in ("gaussian", "poisson_gaussian")
+        assert y.min() >= 0.0 or model.kind in ("gaussian", "poisson_gaussian", "camera")
     np.testing.assert_array_equal(np.asarray(model(k1, x)), y)
     assert not np.array_equal(np.asarray(model(k2, x)), y)
     assert not np.array_equal(y, np.asarray(x)), "noise must change the image"
