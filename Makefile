@@ -20,7 +20,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check jaxdenoise scripts tests configs
-	$(PY) -m pytest tests -n auto --dist loadfile   # one worker per core; a test file stays on one worker
+	$(PY) -m pytest tests -n auto --dist loadfile --durations=15   # one worker per core; a test file stays on one worker; the slowest tests listed
 
 bench: setup
 	$(PY) scripts/benchmark.py --config configs/paper.py
