@@ -56,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.resize_mode = "resize"   # resize | center_crop | full (own size, for data.patch training)
     c.data.max_side = 1024          # full: longer sides are shrunk to this; size = the shortest short side kept
     c.data.cache_dir = ""           # folder of prepared stores, one subfolder each ("" = WORKDIR/data, ~/.cache)
+    c.data.pairs = False            # data.dir folders hold real pairs, clean/ and noisy/ (same names): trained on
+                                    # with noise="none", kept at full size (data.resize_mode="full")
     c.data.patch = 0                # train on random patch x patch crops (0 = whole images)
     c.data.flips = False            # random flips (training only)
     c.data.rot90 = False            # random 90-degree rotations (training only)
@@ -199,6 +201,21 @@ def validate(c: ml_collections.ConfigDict) -> None:
         need(0 < c.data.patch <= c.data.size, f"data.resize_mode='full' trains on patches: data.patch must be in "
                                               f"[1, data.size={c.data.size}], got {c.data.patch}")
         need(c.data.max_side >= c.data.size, f"data.max_side={c.data.max_side} must be >= data.size={c.data.size}")
+    pairs = bool(c.data.get("pairs"))
+    need(not pairs or c.data.source == "dir", "data.pairs needs data.source='dir' (folders with clean/ and noisy/)")
+    need(not pairs or c.data.resize_mode == "full",
+         f"data.pairs keeps real pairs at their own size (resizing would blur the noise): set data.resize_mode='full' "
+         f"and data.patch, got data.resize_mode={c.data.resize_mode!r}")
+    for field in ("noise", "eval_noise"):
+        spec = c[field] or (c.noise if field == "eval_noise" else "")
+        if pairs:
+            need(spec == "none", f"data.pairs trains on real noisy shots: set {field}='none' (got {spec!r}); synthetic "
+                                 f"noise needs clean images")
+        else:
+            need(spec != "none", f"{field}='none' adds no noise: it is for data.pairs (real noisy/clean pairs)")
+    need(not (pairs and models.create(c.model).in_channels != 3),
+         "data.pairs: a non-blind model needs the noise level of each input, which real shots do not carry: use a "
+         "blind model")
     need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
          "data.device_resident does not support data.flips / data.rot90 / data.patch")
     need(c.data.patch >= 0, f"data.patch must be >= 0 (0 = whole images), got {c.data.patch}")

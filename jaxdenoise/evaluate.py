@@ -88,14 +88,16 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     ``also``: more run workdirs whose models are scored on the same noisy images, a row each after the
     first model's (the data, seed and default noise are the first run's).
 
-    Rows: ``{noise, method, psnr, ssim, sec_per_mp, images}`` (means over images; sec_per_mp excludes
-    compilation). Data: ``data`` (a file or folder, images at their own size unless ``resize``) or the run's
+    Rows: ``{noise, method, psnr, ssim, min_gain, sec_per_mp, images}`` (means over images; min_gain, the
+    smallest per-image PSNR gain over the noisy input, on every row but the noisy input's; sec_per_mp excludes
+    compilation). Baselines: names of ``baselines.AVAILABLE``, ``NAME:oracle`` for the true noise level. Data: ``data`` (a file or folder, images at their own size unless ``resize``) or the run's
     validation split; ``limit`` keeps the first N images. Noise for image i is drawn from
     ``fold_in(PRNGKey(seed), i)``: same command, same numbers.
 
     ``noisy``: a folder of real noisy photos instead of synthetic noise; each is paired with the clean
     reference in ``data`` of the same name (relative path without its extension, so formats may differ), and
-    one row group, noise ``real:<folder name>``, scores them; baselines estimate each image's noise level
+    one row group, noise ``real:<folder name>``, scores them (a run trained on a store of real pairs,
+    ``data.pairs``, is scored that way on its validation pairs by default); baselines estimate each image's noise level
     (``baselines.estimate_sigma``). Unpaired files on either side are listed, not fatal; no pair is an error.
 
     Non-blind models (``model.noise_level``) get the noise-level map drawn with the synthetic noise; on real
@@ -125,8 +127,7 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         raise ValueError(f"--noisy {noisy} and --data {data} are the same folder: --noisy holds the noisy shots, "
                          f"--data their clean references")
     for b in baselines:
-        if b not in baselines_lib.AVAILABLE:
-            raise ValueError(f"unknown baseline {b!r}: choose from {', '.join(baselines_lib.AVAILABLE)}")
+        baselines_lib.check(b)
     for spec in noise_specs:
         noise_lib.parse(spec)
     if noise_level:
@@ -162,6 +163,10 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     else:
         split = store.open_splits(feed.resolve_stores(config, workdir), "val")
         named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
+        if named and named[0][1].shape[-1] == 6:  # a store of real pairs: clean ++ noisy channels
+            real = [img[..., 3:] for _, img in named]
+            named = [(name, img[..., :3]) for name, img in named]
+            noisy = "val"
     if limit:
         named, real = named[:limit], (real[:limit] if noisy else None)
     total = len(named)
@@ -182,7 +187,8 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     key = jax.random.PRNGKey(seed)
     clean = [img.astype(np.float32) / 255.0 for _, img in named]
     if noisy:
-        groups = [(f"real:{os.path.basename(os.path.normpath(noisy))}", None,
+        label = f"real:{os.path.basename(os.path.normpath(noisy))}" + (" (pairs store)" if noisy == "val" else "")
+        groups = [(label, None,
                    [img.astype(np.float32) / 255.0 for img in real])]
     else:
         groups = [(spec, noise_lib.parse(spec), None) for spec in noise_specs or [config.eval_noise or config.noise]]
@@ -201,8 +207,8 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
                 levels[i] = lvl[:c.shape[0], :c.shape[1]]
         outputs = {"noisy input": (noisy_images, 0.0)}
         fns = {name: (lambda f: lambda i: f(noisy_images[i], levels[i]))(f) for name, f in models.items()}
-        fns.update({b: (lambda f: lambda i: f(noisy_images[i]))(baselines_lib.make(b, model_noise))
-                    for b in baselines})
+        fns.update({baselines_lib.label(b): (lambda f: lambda i: f(noisy_images[i], clean[i]))(
+            baselines_lib.make(b, model_noise)) for b in baselines})
         for name, fn in fns.items():
             # warm-up: the model compiles once per bucket shape, and that stays out of the timing
             for i in (first_of_each_shape if name in models else first_of_each_shape[:1]):
@@ -211,11 +217,17 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
             outs = [fn(i) for i in range(len(noisy_images))]
             dt = time.perf_counter() - t0
             outputs[name] = (outs, dt / max(sum(c.shape[0] * c.shape[1] for c in clean) / 1e6, 1e-12))
+        noisy_psnr = None
         for name, (outs, spmp) in outputs.items():
             psnr, ssim = scorer(list(zip(clean, outs)))
             psnr, ssim = parallel.gather_shares(psnr), parallel.gather_shares(ssim)  # every image, in order
-            rows.append({"noise": label, "method": name, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
-                         "sec_per_mp": spmp, "images": total})
+            row = {"noise": label, "method": name, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
+                   "sec_per_mp": spmp, "images": total}
+            if noisy_psnr is None:
+                noisy_psnr = psnr  # the first row is the noisy input
+            else:  # the worst image's gain: a denoiser that makes any image worse shows a negative number
+                row["min_gain"] = float(np.min(psnr - noisy_psnr))
+            rows.append(row)
         if grid_path and not grid_cols and parallel.is_main():
             grid_cols = _grid_columns(clean, outputs, grid_count)
     if targets["grid"] and grid_cols:
@@ -290,7 +302,7 @@ def write_json(rows: Sequence[Dict], target) -> str:
     from jaxdenoise import outputs
     if not isinstance(target, outputs.Target):
         target = outputs.claim(target, "--json")
-    keep = ("noise", "method", "psnr", "ssim", "sec_per_mp", "images")
+    keep = ("noise", "method", "psnr", "ssim", "min_gain", "sec_per_mp", "images")
     clean = [{k: _finite(r[k]) for k in keep if k in r} for r in rows]
     return target.write(json.dumps(clean, indent=1, allow_nan=False) + "\n")
 
@@ -300,8 +312,10 @@ def _finite(v):
 
 
 def format_table(rows: Sequence[Dict]) -> str:
-    """A fixed-width table of evaluation rows, with the metric convention underneath."""
-    cols = [("noise", "{}"), ("method", "{}"), ("psnr", "{:.2f}"), ("ssim", "{:.4f}"), ("images", "{}")]
+    """A fixed-width table of evaluation rows, with the metric convention underneath. ``min_gain``: the
+    smallest per-image PSNR gain over the noisy input (dB)."""
+    cols = [("noise", "{}"), ("method", "{}"), ("psnr", "{:.2f}"), ("ssim", "{:.4f}"), ("min_gain", "{:+.2f}"),
+            ("images", "{}")]
     extra = [("sec_per_mp", "{:.3f}")] if any("sec_per_mp" in r for r in rows) else []
     cols += extra
     cells = [[c for c, _ in cols]] + [[fmt.format(r[c]) if c in r else "" for c, fmt in cols] for r in rows]

@@ -15,6 +15,8 @@ A model is chosen by a short spec string (configs, command lines)::
                                demosaic, colour correction, gamma and tone curve, quantised to 8 bits; the
                                ISO-like level (log-uniform in the range, or one value: "camera:1600") sets
                                the shot noise, the read noise follows it; "camera" alone is 100-12800
+    "none"             no synthetic noise: the input is already noisy (a store of real noisy/clean pairs,
+                               ``data.pairs``); its noise-level map is zeros
     "poisson:5-60+gaussian:5-50"   a mixture: each image takes one of the '+'-joined models, chosen
                                uniformly per image (one blind model for shot and Gaussian noise)
 
@@ -233,6 +235,8 @@ class NoiseModel:
                 yi, li = part.sample(k, x)
                 y, level = jnp.where(pick == i, yi, y), jnp.where(pick == i, li, level)
             return y, level
+        if self.kind == "none":
+            return x, jnp.zeros(x.shape[:-1] + (1,), jnp.float32)
         dtype = x.dtype
         x = x.astype(jnp.float32)
         b = x.shape[0]
@@ -288,6 +292,8 @@ def _level(kind: str, y: jax.Array, peak=None, sigma=None, amount=None, shot=Non
         return jnp.broadcast_to(jnp.asarray(amount, jnp.float32), y.shape)
     if kind == "camera":
         return camera.level(y, shot)
+    if kind == "none":  # real noise of unknown level
+        return jnp.zeros_like(y)
     raise AssertionError(kind)
 
 
@@ -325,7 +331,7 @@ def _range(text: str, what: str, spec: str, lo_ok: float, hi_ok: float) -> Range
     return lo, hi
 
 
-KINDS = ("paper", "poisson", "gaussian", "poisson_gaussian", "salt_pepper", "camera")
+KINDS = ("paper", "poisson", "gaussian", "poisson_gaussian", "salt_pepper", "camera", "none")
 
 
 @functools.lru_cache(maxsize=None)
@@ -337,13 +343,20 @@ def parse(spec: str) -> NoiseModel:
         names = [p.strip() for p in spec.split("+")]
         if any(not p for p in names):
             raise ValueError(f"noise spec {spec!r}: a mixture joins specs with '+', e.g. poisson:5-60+gaussian:5-50")
-        return NoiseModel("mix", spec=spec, parts=tuple(parse(p) for p in names))
+        parts = tuple(parse(p) for p in names)
+        if any(p.kind == "none" for p in parts):
+            raise ValueError(f"noise spec {spec!r}: 'none' (real noisy inputs) cannot be mixed with synthetic noise")
+        return NoiseModel("mix", spec=spec, parts=parts)
     parts = spec.strip().split(":")
     kind, args, clip = parts[0], parts[1:], True
     if args and args[-1] in ("clip", "noclip"):
         clip = args.pop() == "clip"
     if kind not in KINDS:
         raise ValueError(f"unknown noise model {kind!r} in spec {spec!r}: choose one of {', '.join(KINDS)}")
+    if kind == "none":
+        if args or not clip:
+            raise ValueError(f"noise spec {spec!r}: 'none' takes no arguments")
+        return NoiseModel("none", spec=spec)
     need = {"paper": (0,), "poisson": (1,), "gaussian": (1,), "poisson_gaussian": (1,), "salt_pepper": (1,),
             "camera": (0, 1)}[kind]
     if len(args) not in need:

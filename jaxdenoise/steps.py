@@ -92,10 +92,19 @@ def to_float(batch: jax.Array) -> jax.Array:
     return batch.astype(jnp.float32) * (1.0 / 255.0)
 
 
+def split_pairs(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    """(clean, what the noise model noises) of a float batch ``[B, H, W, C]``: a batch of real pairs
+    (C = 6, a ``data.pairs`` store: clean RGB then the real noisy shot) gives its two halves (with noise
+    ``none`` the shot is the model's input); clean images (C = 3) give themselves twice."""
+    if x.shape[-1] == 6:
+        return x[..., :3], x[..., 3:]
+    return x, x
+
+
 def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1,
                ema_decay: float = 0.0, loss: str = "mse") -> Tuple[TrainState, Metrics]:
-    """One optimisation step. batch: ``uint8 [B, H, W, 3]``; rng: the run's key (noise uses fold_in(rng, step)).
+    """One optimisation step. batch: ``uint8 [B, H, W, 3]`` (or ``[B, H, W, 6]`` real pairs: ``split_pairs``); rng: the run's key (noise uses fold_in(rng, step)).
 
     chunks: the gradient is summed over this many equal micro-batches of the (already noised) batch, one
     after another: the same loss and gradient as the whole batch (up to float rounding), with activations
@@ -109,8 +118,8 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     vs clean, mean over images), noisy_psnr (input vs clean), grad_norm.
     """
     per_image_loss = losses.get(loss)
-    clean = to_float(batch)
-    noisy, level = noise.sample(jax.random.fold_in(rng, state.step), clean)
+    clean, source = split_pairs(to_float(batch))
+    noisy, level = noise.sample(jax.random.fold_in(rng, state.step), source)
     inputs = model_input(model, noisy, level)
 
     def loss_fn(params, noisy, clean):
@@ -192,8 +201,10 @@ def eval_noisy(noise: NoiseModel, rng: jax.Array, clean: jax.Array, index: jax.A
     ``fold_in(rng, index)``.
 
     The same image gets the same noise whatever the batch size or padding, every epoch.
-    clean: ``float [B, H, W, 3]``; index: ``int32 [B]``.
+    clean: ``float [B, H, W, 3]`` (or 6-channel real pairs: the noisy half is returned as it is, ``split_pairs``);
+    index: ``int32 [B]``.
     """
+    clean = split_pairs(clean)[1]
     keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
     noisy, level = jax.vmap(lambda k, x: noise.sample(k, x[None]))(keys, clean)
     return noisy[:, 0], level[:, 0]
@@ -206,8 +217,9 @@ def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, mod
     batch: ``uint8 [B, H, W, 3]``; index: ``int32 [B]`` positions in the split (sets the noise).
     Returns psnr, ssim, mse (denoised vs clean) and noisy_psnr, noisy_ssim.
     """
-    clean = to_float(batch)
-    noisy, level = eval_noisy(noise, rng, clean, index)
+    x = to_float(batch)
+    clean = split_pairs(x)[0]
+    noisy, level = eval_noisy(noise, rng, x, index)
     out = jnp.clip(model.apply({"params": params}, model_input(model, noisy, level)), 0.0, 1.0)  # as inference does (denoise.make_apply)
     mse = M.mse_per_image(out, clean)
     return {

@@ -36,7 +36,8 @@ class Evaluator:
         self.step = jax.jit(steps.bind(steps.eval_step, model=model, noise=noise),
                             in_shardings=(repl, rows, rows, repl), out_shardings=repl)
         g = min(num_grid, images.shape[0])
-        self.grid_clean = np.asarray(images[:g])
+        self.grid_source = np.asarray(images[:g])  # 6 channels for real pairs: the clean half is shown
+        self.grid_clean = self.grid_source[..., :3]
 
         def grid_fn(params, clean_u8):
             clean = steps.to_float(clean_u8)
@@ -62,7 +63,7 @@ class Evaluator:
 
     def grid(self, params) -> np.ndarray:
         """``uint8`` grid: rows of clean | noisy | denoised validation images."""
-        clean = jax.make_array_from_process_local_data(self.repl, self.grid_clean)
+        clean = jax.make_array_from_process_local_data(self.repl, self.grid_source)
         noisy, out = jax.device_get(self.grid_fn(params, clean))
         return plots.image_grid([self.grid_clean, noisy, out])
 

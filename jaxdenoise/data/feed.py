@@ -43,6 +43,7 @@ def resolve_stores(config: ml_collections.ConfigDict, workdir: str) -> List[str]
         if d.cache_dir:  # a shared cache holds many stores (built-in ones too): one subfolder per preparation
             key = f"{os.path.realpath(folder)}|{d.size}|{d.val_fraction}|{d.split_seed}|{d.resize_mode}"
             key += f"|{d.max_side}" if d.resize_mode == "full" else ""
+            key += "|pairs" if d.get("pairs") else ""
             cache = os.path.join(d.cache_dir, "prepared-" + hashlib.sha256(key.encode()).hexdigest()[:12])
         elif len(dirs) == 1:
             cache = os.path.join(workdir, layout.DATA_DIR)
@@ -50,7 +51,7 @@ def resolve_stores(config: ml_collections.ConfigDict, workdir: str) -> List[str]
             name = os.path.basename(os.path.normpath(os.path.realpath(folder))) or "data"
             cache = os.path.join(workdir, layout.DATA_DIR, f"{i}-{name}")
         out.append(prepare.ensure_prepared(folder, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode,
-                                           d.max_side if d.resize_mode == "full" else 0))
+                                           d.max_side if d.resize_mode == "full" else 0, bool(d.get("pairs"))))
     return out
 
 

@@ -4,6 +4,12 @@ The paper resizes every image to 128x128 with Wand and keeps the clean set in it
 that for folders of tens of thousands of files, with all cores, and never stops on a bad file: each one is
 listed in ``manifest["skipped"]`` with its reason. SRC is only ever read, and OUT is only ever replaced
 when it is empty or a store of ours (``store.StoreWriter``: built aside, swapped in when complete).
+
+Real noisy/clean pairs (``pairs=True``): SRC holds ``clean/`` and ``noisy/``, a noisy shot and its clean
+reference sharing a relative path without the extension (formats may differ). Each pair is kept at its own
+size as one 6-channel image (clean RGB, then noisy RGB: ``store``), so a patch, flip or rotation cuts both at
+the same place; a file without its partner, a pair of different sizes or an unreadable half is skipped with
+its reason, like a bad file.
 """
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ import os
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 from jaxdenoise import fsutil
 from jaxdenoise.data import imageio, store
@@ -57,9 +65,70 @@ def _work(args: Tuple[str, str, int, str, int]):
     return rel, arr, store.png_bytes(arr), None
 
 
+PAIR_DIRS = ("clean", "noisy")
+
+
+def _work_pair(args: Tuple[str, str, str, int, str, int]):
+    """Worker: one pair -> (clean relpath, uint8 [H, W, 6] clean ++ noisy, png of the clean, None) or a reason."""
+    src, rel, nrel, size, _mode, max_side = args
+    halves = []
+    for folder, r in (("clean", rel), ("noisy", nrel)):
+        try:
+            halves.append(imageio.load_rgb(os.path.join(src, folder, r), None, "full"))
+        except imageio.ImageReadError as e:
+            return rel, None, None, f"{folder}/{r}: {e}"
+        except Exception as e:
+            return rel, None, None, f"{folder}/{r}: {type(e).__name__}: {fsutil.first_line(e)}"
+    clean, noisy = halves
+    if clean.shape != noisy.shape:
+        return rel, None, None, (f"its noisy shot noisy/{nrel} is {noisy.shape[1]}x{noisy.shape[0]}, the clean "
+                                 f"reference {clean.shape[1]}x{clean.shape[0]}: a pair must be aligned")
+    h, w = clean.shape[:2]
+    if max_side and max(h, w) > max_side:  # both shrunk alike (which also averages the noise down: see README)
+        scale = max_side / max(h, w)
+        hh, ww = max(1, round(h * scale)), max(1, round(w * scale))
+        clean, noisy = imageio.resize_array(clean, hh, ww), imageio.resize_array(noisy, hh, ww)
+    if min(clean.shape[:2]) < size:
+        return rel, None, None, f"smaller than {size} px on its short side ({clean.shape[0]}x{clean.shape[1]})"
+    arr = np.concatenate([clean, noisy], axis=-1)
+    return rel, arr, store.png_bytes(clean), None
+
+
+def match_pairs(src: str) -> Tuple[List[Tuple[str, str]], List[Dict]]:
+    """([(clean relpath, noisy relpath)], skipped) for a pairs folder ``src`` (``clean/`` and ``noisy/``),
+    matched by relative path without the extension; a name with no partner, or one that two files of a side
+    share, is skipped with its reason. Raises ValueError (one line) when either folder is missing."""
+    for folder in PAIR_DIRS:
+        if not os.path.isdir(os.path.join(src, folder)):
+            raise ValueError(f"--src {src}: a folder of real pairs holds clean/ and noisy/ (matched by file name); "
+                             f"it has no {folder}/")
+    stem = lambda rel: os.path.splitext(rel)[0]
+    sides, skipped = {}, []
+    for folder in PAIR_DIRS:
+        by = {}
+        for rel in list_files(os.path.join(src, folder)):
+            by.setdefault(stem(rel), []).append(rel)
+        for name, rels in list(by.items()):
+            if len(rels) > 1:  # which one is the partner cannot be told
+                skipped += [{"path": f"{folder}/{r}", "reason": f"{len(rels)} files in {folder}/ share the name "
+                             f"{name!r}: pairs are matched by name without the extension"} for r in rels]
+                del by[name]
+        sides[folder] = by
+    pairs = []
+    for name in sorted(set(sides["clean"]) | set(sides["noisy"])):
+        c, n = sides["clean"].get(name), sides["noisy"].get(name)
+        if c and n:
+            pairs.append((c[0], n[0]))
+        elif c:
+            skipped.append({"path": f"clean/{c[0]}", "reason": "no noisy shot of the same name in noisy/"})
+        else:
+            skipped.append({"path": f"noisy/{n[0]}", "reason": "no clean reference of the same name in clean/"})
+    return pairs, skipped
+
+
 def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.2, seed: int = 0,
                    mode: str = "resize", workers: Optional[int] = None, progress: bool = True,
-                   max_side: int = 0, cache: bool = False) -> Dict:
+                   max_side: int = 0, cache: bool = False, pairs: bool = False) -> Dict:
     """Read every image under ``src`` through Wand, resize to ``size``, split, and write a store to ``out``.
 
     mode "full" keeps each image at its own size (a full-size store, for patch training): images whose
@@ -70,6 +139,9 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
     ``src`` and for one that is not an empty folder or a store of ours (``store.check_replaceable``), and for
     a store that training keeps for itself (a built-in store, a data cache: ``"cache": true`` in its manifest)
     unless ``cache`` (``ensure_prepared`` rebuilding it); bad files are skipped, not raised.
+
+    ``pairs``: ``src`` holds real pairs (module docstring): a full-size store of 6-channel images (``mode``
+    must be "full"); the split hashes the clean file's path.
     """
     from jaxdenoise import outputs
     if not 0.0 <= val_fraction < 1.0:
@@ -80,6 +152,9 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
         raise ValueError(f"unknown resize mode {mode!r}: use 'resize', 'center_crop' or 'full'")
     if mode == "full" and max_side and max_side < size:
         raise ValueError(f"--max-side {max_side} is smaller than --size {size}")
+    if pairs and mode != "full":
+        raise ValueError(f"real pairs are kept at their own size (resizing would blur the noise): use mode 'full', "
+                         f"got {mode!r}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1 (0 on the command line: every core), got {workers}")
     if not str(src).strip() or not str(out).strip():
@@ -100,28 +175,36 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
         if m.get("cache") or m.get("source") == "builtin":  # a run reads it: replacing it would change its data
             raise ValueError(f"--out {out} is a data cache that training made for itself (from {m.get('source')}): "
                              f"choose another folder")
-    files = list_files(src_abs)
+    skipped = []
+    if pairs:
+        matched, skipped = match_pairs(src_abs)
+        files = [c for c, _ in matched]
+        tasks = [(src_abs, c, n, size, mode, max_side) for c, n in matched]
+        if not files:
+            raise ValueError(f"--src {src}: no file in noisy/ has a clean reference of the same name in clean/")
+    else:
+        files = list_files(src_abs)
+        tasks = [(src_abs, f, size, mode, max_side) for f in files]
     if not files:
         raise ValueError(f"no files under {src}")
     val_set = {f for f in files if is_val(f, seed, val_fraction)}
-    skipped = []
+    unpaired = len(skipped)
     workers = workers or os.cpu_count() or 1
-    tasks = [(src_abs, f, size, mode, max_side) for f in files]
     t0 = time.perf_counter()
     with store.StoreWriter(out_abs, size, {"train": len(files) - len(val_set), "val": len(val_set)},
-                           ragged=mode == "full") as writer:
+                           ragged=mode == "full", channels=6 if pairs else 3) as writer:
         bar = _progress(len(files), "preparing", progress)
         # spawn, not fork: the caller may have JAX's threads running
         with mp.get_context("spawn").Pool(workers) as pool:
-            for rel, arr, png, reason in pool.imap(_work, tasks, chunksize=8):
+            for rel, arr, png, reason in pool.imap(_work_pair if pairs else _work, tasks, chunksize=8):
                 if reason is None:
                     writer.add("val" if rel in val_set else "train", arr, rel, png)
                 else:
                     skipped.append({"path": rel, "reason": reason})
                 bar.update(1)
         bar.close()
-        if len(skipped) == len(files):  # an empty store would only fail later, in training
-            first = skipped[0]
+        if len(skipped) - unpaired == len(files):  # an empty store would only fail later, in training
+            first = skipped[unpaired]
             raise ValueError(f"--src {src}: none of its {len(files)} files could be kept (the first, {first['path']}: "
                              f"{first['reason']})")
         extra = {"max_side": max_side} if mode == "full" else {}
@@ -130,7 +213,8 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
                                 split_rule="sha256(f'{seed}/{relpath}') < val_fraction", skipped=skipped)
     dt = time.perf_counter() - t0
     done = manifest["train_count"] + manifest["val_count"]
-    print(f"prepared {done} images ({manifest['train_count']} train / {manifest['val_count']} val) "
+    print(f"prepared {done} {'pairs' if pairs else 'images'} ({manifest['train_count']} train / "
+          f"{manifest['val_count']} val) "
           + (f"at full size (short side >= {size}, long side <= {max_side or 'any'})" if mode == "full"
              else f"at {size}x{size}") + f" in {dt:.1f} s ({done / max(dt, 1e-9):.0f} img/s, {workers} processes); "
           f"skipped {len(skipped)}" + (f" (see {out}/manifest.json)" if skipped else ""), file=sys.stderr)
@@ -144,7 +228,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def ensure_prepared(src: str, cache: str, size: int, val_fraction: float, seed: int,
-                    mode: str = "resize", max_side: int = 0) -> str:
+                    mode: str = "resize", max_side: int = 0, pairs: bool = False) -> str:
     """A prepared store for ``src``: ``src`` itself when it already is one, else ``cache`` (made on first use).
 
     The cache is reused only when its manifest matches the requested size, split and source; a crash
@@ -157,15 +241,19 @@ def ensure_prepared(src: str, cache: str, size: int, val_fraction: float, seed: 
         if (m.get("layout") == "ragged") != (mode == "full"):
             kind = "full-size" if m.get("layout") == "ragged" else f"{m.get('size')}px"
             raise ValueError(f"prepared store {src} holds {kind} images but the config asks for data.resize_mode={mode!r}")
+        if bool(m.get("pairs")) != pairs:
+            raise ValueError(f"prepared store {src} holds " + ("real noisy/clean pairs but data.pairs is off" if m.get("pairs")
+                             else "clean images but data.pairs asks for real noisy/clean pairs"))
         return src
     store.recover(cache)
     if store.is_store(cache):
         m = store.read_manifest(cache)
         want = {"size": size, "val_fraction": val_fraction, "seed": seed, "mode": mode,
-                "source": os.path.realpath(src), **({"max_side": max_side} if mode == "full" else {})}
+                "source": os.path.realpath(src), **({"max_side": max_side} if mode == "full" else {}),
+                "pairs": pairs or None}
         if all(m.get(k) == v for k, v in want.items()):
             return cache
     prepare_folder(src, cache, size=size, val_fraction=val_fraction, seed=seed, mode=mode, max_side=max_side,
-                   cache=True)
+                   cache=True, pairs=pairs)
     return cache
 

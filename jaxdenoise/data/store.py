@@ -3,11 +3,15 @@
 Layout of a store directory::
 
     manifest.json          counts, size, seed, split rule, file lists, skipped files with reasons
-    train.npy, val.npy     uint8 [N, size, size, 3], memory-mappable (np.load(..., mmap_mode="r"))
+    train.npy, val.npy     uint8 [N, size, size, C], memory-mappable (np.load(..., mmap_mode="r"));
+                           C = 3, or 6 in a store of real noisy/clean pairs (manifest "channels": 6,
+                           "pairs": true): the clean image's RGB then the noisy shot's, so every crop,
+                           flip and rotation applies to both at once
                            or, in a full-size store (manifest "layout": "ragged"), every image's pixels
                            one after another, uint8 [total bytes], with
     train_index.npy, ...   int64 [N, 3]: (byte offset, height, width) of each image (full-size stores only)
-    clean/train/*.png      the same images as PNG, for people to look at (the paper's "clear images")
+    clean/train/*.png      the same images as PNG, for people to look at (the paper's "clear images"; of a
+                           pairs store, the clean references)
     clean/val/*.png
 
 Everything is written deterministically (no time stamps, fixed PNG settings), so the same input gives
@@ -83,22 +87,24 @@ def read_manifest(path: str | os.PathLike) -> Dict[str, Any]:
 class RaggedImages:
     """The images of a full-size store's split, each at its own size (read-only, memory-mapped).
 
-    ``len``/``shape[0]``: N; ``sizes``: ``int64 [N, 2]`` (h, w); ``images[i]``: ``uint8 [h_i, w_i, 3]``;
+    ``len``/``shape[0]``: N; ``sizes``: ``int64 [N, 2]`` (h, w); ``images[i]``: ``uint8 [h_i, w_i, C]``
+    (``channels``: 3, or 6 for a pairs store);
     ``crop(i, y, x, side)``: a ``[side, side, 3]`` window; ``center_crops(side)``: the fixed-size view that
     training-time validation batches (``[N, side, side, 3]`` indexing, like a fixed-size split).
     """
 
-    def __init__(self, flat: np.ndarray, index: np.ndarray):
-        self.flat, self.index = flat, index
+    def __init__(self, flat: np.ndarray, index: np.ndarray, channels: int = 3):
+        self.flat, self.index, self.channels = flat, index, channels
         self.sizes = index[:, 1:3]
-        self.shape = (int(index.shape[0]), None, None, 3)
+        self.shape = (int(index.shape[0]), None, None, channels)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, i: int) -> np.ndarray:
         off, h, w = (int(v) for v in self.index[int(i)])
-        return self.flat[off:off + h * w * 3].reshape(h, w, 3)
+        c = self.channels
+        return self.flat[off:off + h * w * c].reshape(h, w, c)
 
     def crop(self, i: int, y: int, x: int, side: int) -> np.ndarray:
         return self[i][y:y + side, x:x + side]
@@ -112,7 +118,7 @@ class CenterCrops:
 
     def __init__(self, images: RaggedImages, side: int):
         self.images, self.side = images, side
-        self.shape = (len(images), side, side, 3)
+        self.shape = (len(images), side, side, images.channels)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -173,7 +179,8 @@ class ConcatRagged(RaggedImages):
     def __init__(self, parts):
         self._p = _Parts(parts)
         self.sizes = np.concatenate([p.sizes for p in parts])
-        self.shape = (int(self._p.starts[-1]), None, None, 3)
+        self.channels = parts[0].channels
+        self.shape = (int(self._p.starts[-1]), None, None, self.channels)
 
     def __getitem__(self, i: int) -> np.ndarray:
         part, j = self._p.locate(i)
@@ -192,6 +199,11 @@ def open_splits(paths, split: str):
     parts = [open_split(p, split) for p in paths]
     if len(parts) == 1:
         return parts[0]
+    if len({p.shape[-1] for p in parts}) > 1:
+        kinds = ", ".join(f"{q}: " + ("noisy/clean pairs" if p.shape[-1] == 6 else "clean images")
+                          for q, p in zip(paths, parts))
+        raise StoreError(f"the stores to train on together mix clean images and real noisy/clean pairs ({kinds}): "
+                         f"train on one kind")
     ragged = [isinstance(p, RaggedImages) for p in parts]
     if all(ragged):
         return ConcatRagged(parts)
@@ -215,8 +227,8 @@ def is_store_folder(path: str | os.PathLike) -> bool:
 
 
 def open_split(path: str | os.PathLike, split: str):
-    """The split's images as a read-only memmap, ``uint8 [N, size, size, 3]`` (a ``RaggedImages`` for a
-    full-size store); never empty."""
+    """The split's images as a read-only memmap, ``uint8 [N, size, size, C]`` (a ``RaggedImages`` for a
+    full-size store; C = ``channels(manifest)``); never empty."""
     if split not in SPLITS:
         raise StoreError(f"unknown split {split!r}: use one of {SPLITS}")
     manifest = read_manifest(path)
@@ -229,8 +241,9 @@ def open_split(path: str | os.PathLike, split: str):
         raise StoreError(f"unreadable {npy}: {e}") from e
     if manifest.get("layout") == "ragged":
         return _open_ragged(path, split, manifest, arr)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise StoreError(f"{npy} holds {arr.dtype} {arr.shape}, expected uint8 [N, H, W, 3]")
+    c = channels(manifest)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != c:
+        raise StoreError(f"{npy} holds {arr.dtype} {arr.shape}, expected uint8 [N, H, W, {c}]")
     if arr.shape[0] != manifest.get(f"{split}_count"):
         raise StoreError(f"{npy} holds {arr.shape[0]} images but the manifest says {manifest.get(f'{split}_count')}")
     if arr.shape[0] == 0:
@@ -250,10 +263,19 @@ def _open_ragged(path, split: str, manifest, flat: np.ndarray) -> RaggedImages:
         raise StoreError(f"{ipath} lists {index.shape[0]} images but the manifest says {manifest.get(f'{split}_count')}")
     if index.shape[0] == 0:
         raise StoreError(f"the {split} split of {path} is empty")
-    ends = index[:, 0] + index[:, 1] * index[:, 2] * 3
+    c = channels(manifest)
+    ends = index[:, 0] + index[:, 1] * index[:, 2] * c
     if index.min() < 0 or int(ends.max()) > flat.shape[0]:
         raise StoreError(f"{ipath} points past the end of {split}.npy (a damaged store: prepare it again)")
-    return RaggedImages(flat, index)
+    return RaggedImages(flat, index, c)
+
+
+def channels(manifest: Dict[str, Any]) -> int:
+    """Channels per stored pixel: 3 (RGB), or 6 in a store of real pairs (clean RGB, then noisy RGB)."""
+    c = manifest.get("channels", 3)
+    if c not in (3, 6):
+        raise StoreError(f"the manifest says {c} channels per pixel: a store holds 3 (images) or 6 (pairs)")
+    return c
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -400,14 +422,17 @@ class StoreWriter:
     header is rewritten for the real count and the file truncated, so nothing is copied twice.
     ``ragged``: a full-size store (images of any size, at least ``size`` on their short side): pixels are
     appended to the split's file and indexed in ``{split}_index.npy``.
+    ``channels=6``: a store of real pairs (``[.., 6]`` images: clean RGB then noisy RGB; the PNG copies are
+    of the clean half).
     ``pngs=False`` leaves out the PNG copies under ``clean/`` (they are for people to look at; a synthetic
     store of tens of thousands of crops would spend most of its time encoding them).
     Raises StoreError (one line) when ``out`` may not be replaced or cannot be written.
     """
 
     def __init__(self, out: str | os.PathLike, size: int, capacity: Dict[str, int], replace: bool = True,
-                 ragged: bool = False, pngs: bool = True):
+                 ragged: bool = False, pngs: bool = True, channels: int = 3):
         self.out = os.path.realpath(out)
+        self.channels = channels
         self.size = size
         self.replace = replace
         self.ragged = ragged
@@ -429,7 +454,7 @@ class StoreWriter:
                 if ragged:
                     self._raw[split] = open(os.path.join(self.tmp, f"{split}.npy.partial"), "wb")
                     continue
-                shape = (max(1, capacity.get(split, 0)), size, size, 3)  # memmap cannot be empty
+                shape = (max(1, capacity.get(split, 0)), size, size, channels)  # memmap cannot be empty
                 self._arrays[split] = np.lib.format.open_memmap(
                     os.path.join(self.tmp, f"{split}.npy.partial"), mode="w+", dtype=np.uint8, shape=shape)
         except OSError as e:
@@ -445,7 +470,8 @@ class StoreWriter:
             self.abort()
 
     def add(self, split: str, image: np.ndarray, source: str, png: bytes | None = None) -> None:
-        """Append ``uint8 [size, size, 3]`` to a split; ``source`` is recorded in the manifest."""
+        """Append ``uint8 [size, size, C]`` (any size in a ragged store) to a split; ``source`` is recorded in
+        the manifest."""
         i = len(self.files[split])
         if self.ragged:
             f = self._raw[split]
@@ -455,7 +481,7 @@ class StoreWriter:
             self._arrays[split][i] = image
         if self.pngs:
             with open(os.path.join(self.tmp, "clean", split, f"{i:06d}.png"), "wb") as f:
-                f.write(png if png is not None else png_bytes(image))
+                f.write(png if png is not None else png_bytes(image[..., :3]))
         self.files[split].append(source)
 
     def close(self, **manifest_fields: Any) -> Dict[str, Any]:
@@ -479,13 +505,14 @@ class StoreWriter:
             arr.flush()
             del arr
             partial = os.path.join(self.tmp, f"{split}.npy.partial")
-            _finalize_npy(partial, offset, (n, self.size, self.size, 3))
+            _finalize_npy(partial, offset, (n, self.size, self.size, self.channels))
             os.replace(partial, os.path.join(self.tmp, f"{split}.npy"))
         manifest = {
             "format_version": FORMAT_VERSION,
             "store": MARK,
             "size": self.size,
             **({"layout": "ragged"} if self.ragged else {}),
+            **({"channels": self.channels, "pairs": True} if self.channels == 6 else {}),
             "train_count": len(self.files["train"]),
             "val_count": len(self.files["val"]),
             **manifest_fields,
