@@ -9,6 +9,11 @@ patches with flips and rotations, blind over shot noise (peak 5-60) and Gaussian
 the draws clipped to [0, 1] and half not. Residual U-Net, 3 levels 32/64/128 (518,563 parameters), Adam 1e-3,
 cosine decay, EMA 0.999; validated on the central 256x256 of the validation photos at gaussian:25:noclip.
 
+Measured 2026-12-03 on CPU-2 (2-core AMD EPYC), the command above on shared/data/bsds400 (362 train / 38
+val): 7,200 steps in 62.5 min wall (validations included); validation PSNR (EMA, 38 photos, central 256x256,
+gaussian:25:noclip, noisy 20.17) 29.67 / 30.10 / 30.24 / 30.26 dB after epochs 2 / 4 / 6 / 8 (the 15-minute
+run: 29.34). CBSD68: docs/quality.md, "Generic photos".
+
 Why this one: in the same-budget comparison (configs/photos.py, 15 minutes each on CPU-2; docs/quality.md,
 "Generic photos") the U-Net led the paper's autoencoder, DnCNN and NAFNet. 7,200 steps are ~60 minutes of
 training on CPU-2 alone (2 cores, 34 img/s). The first recipe (4 levels, 96x96 patches, 3,000 steps) scored
