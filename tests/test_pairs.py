@@ -11,7 +11,7 @@ from PIL import Image
 from jaxdenoise import baselines, config as config_lib, evaluate, fsutil, noise, train
 from jaxdenoise.data import builtin, prepare, store
 
-from test_train import assert_same_run, stop_at
+from test_train import assert_same_run, set_fields, stop_at
 
 
 def write_pairs(root, n=10, side=48, seed=0):
@@ -53,13 +53,7 @@ def pairs_config(src, **kw):
     c.batch_size, c.steps_per_epoch, c.num_epochs = 4, 3, 2
     c.eval_batch_size, c.log_every_steps, c.checkpoint_every_steps, c.num_grid_images = 2, 1, 0, 2
     c.learning_rate = 3e-3
-    for k, v in kw.items():
-        node = c
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    return c
+    return set_fields(c, kw)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,11 @@ def tiny_config(cache_dir, **overrides):
     c.checkpoint_every_steps = 0
     c.num_grid_images = 2
     c.noise = "poisson:30"
+    return set_fields(c, overrides)
+
+
+def set_fields(c, overrides):
+    """``c`` with ``{"a.b": value}`` overrides set (dotted names reach nested fields)."""
     for k, v in overrides.items():
         node = c
         *path, last = k.split(".")
