@@ -9,7 +9,7 @@ import os
 
 import ml_collections
 
-from jaxdenoise import losses, models, noise as noise_lib
+from jaxdenoise import losses, models, noise as noise_lib, targets
 from jaxdenoise.data.imageio import MAX_SIZE
 
 
@@ -28,6 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.b2 = 0.999                    # adam / adamw: second-moment decay (NAFNet: 0.9)
     c.weight_decay = 0.0            # adamw only: decoupled weight decay, on every parameter (as NAFNet's AdamW)
     c.loss = "mse"                  # mse | l1 | charbonnier | psnr (jaxdenoise.losses)
+    c.target = "clean"              # clean | noise2noise | neighbor2neighbor (jaxdenoise.targets): what the
+                                    # output is compared with; the last two need no clean image
+    c.target_gamma = 2.0            # neighbor2neighbor: regulariser weight, ramped from 0 over the run
     c.schedule = "constant"         # constant | cosine (to 0 at the last step)
     c.warmup_steps = 0
     c.grad_clip = 0.0               # global-norm clipping; 0 = off
@@ -58,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.cache_dir = ""           # folder of prepared stores, one subfolder each ("" = WORKDIR/data, ~/.cache)
     c.data.pairs = False            # data.dir folders hold real pairs, clean/ and noisy/ (same names): trained on
                                     # with noise="none", kept at full size (data.resize_mode="full")
+    c.data.val_dir = ""             # a folder to validate on, all of it (the data.dir folders are then trained on
+                                    # whole); clean/ + noisy/ inside: real pairs (for noise='none' runs on noisy
+                                    # photos alone); "" = each data.dir folder's own val_fraction split
     c.data.patch = 0                # train on random patch x patch crops (0 = whole images)
     c.data.flips = False            # random flips (training only)
     c.data.rot90 = False            # random 90-degree rotations (training only)
@@ -157,6 +163,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.weight_decay == 0 or c.optimizer == "adamw",
          f"weight_decay={c.weight_decay:g} needs optimizer='adamw' (optimizer={c.optimizer!r} has no decoupled decay)")
     need(c.loss in losses.LOSSES, f"loss={c.loss!r} is not one of {', '.join(losses.LOSSES)}")
+    need(c.target in targets.TARGETS, f"target={c.target!r} is not one of {', '.join(targets.TARGETS)}")
+    need(c.target_gamma >= 0, f"target_gamma must be >= 0, got {c.target_gamma}")
     need(c.schedule in ("constant", "cosine"), f"schedule={c.schedule!r} is not 'constant' or 'cosine'")
     need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
     need(0 <= c.momentum < 1, f"momentum must be in [0, 1), got {c.momentum}")
@@ -206,16 +214,37 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(not pairs or c.data.resize_mode == "full",
          f"data.pairs keeps real pairs at their own size (resizing would blur the noise): set data.resize_mode='full' "
          f"and data.patch, got data.resize_mode={c.data.resize_mode!r}")
+    val_dir = c.data.get("val_dir", "")
+    noisy_only = not pairs and c.noise == "none"  # data.dir holds noisy photos alone, no clean reference
     for field in ("noise", "eval_noise"):
         spec = c[field] or (c.noise if field == "eval_noise" else "")
         if pairs:
             need(spec == "none", f"data.pairs trains on real noisy shots: set {field}='none' (got {spec!r}); synthetic "
                                  f"noise needs clean images")
+        elif field == "noise" and spec == "none":
+            need(c.target == "neighbor2neighbor",
+                 f"noise='none' without data.pairs trains on the noisy photos of data.dir alone: there is no clean "
+                 f"image to compare with, so it needs target='neighbor2neighbor' (got target={c.target!r}); for "
+                 f"real noisy/clean pairs set data.pairs")
+            need(bool(val_dir), "noise='none' trains on noisy photos alone: give data.val_dir, a folder of real pairs "
+                                "(clean/ and noisy/), to validate on")
         else:
-            need(spec != "none", f"{field}='none' adds no noise: it is for data.pairs (real noisy/clean pairs)")
-    need(not (pairs and models.create(c.model).in_channels != 3),
-         "data.pairs: a non-blind model needs the noise level of each input, which real shots do not carry: use a "
-         "blind model")
+            need(spec != "none" or bool(val_dir),
+                 f"{field}='none' adds no noise: it is for data.pairs (real noisy/clean pairs) or a data.val_dir of "
+                 f"real pairs")
+    need(not (c.target == "noise2noise" and c.noise == "none" and not pairs),
+         "target='noise2noise' with noise='none' needs data.pairs (two noisy shots of each scene)")
+    if noisy_only:
+        need(c.data.resize_mode == "full", f"noise='none': noisy photos are kept at their own size (resizing would "
+                                           f"blur the noise): set data.resize_mode='full' and data.patch, got "
+                                           f"data.resize_mode={c.data.resize_mode!r}")
+    need(not ((pairs or noisy_only) and models.create(c.model).in_channels != 3),
+         ("data.pairs" if pairs else "noise='none'") + ": a non-blind model needs the noise level of each input, "
+         "which real shots do not carry: use a blind model")
+    if val_dir:
+        need(c.data.source == "dir", "data.val_dir needs data.source='dir'")
+        need(os.path.realpath(val_dir) not in real, f"data.val_dir={val_dir!r} is also in data.dir: validation "
+                                                    f"images must not be trained on")
     need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
          "data.device_resident does not support data.flips / data.rot90 / data.patch")
     need(c.data.patch >= 0, f"data.patch must be >= 0 (0 = whole images), got {c.data.patch}")
@@ -223,4 +252,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for field in ("size", "patch"):
         need(c.data[field] % stride == 0, f"data.{field}={c.data[field]} must be a multiple of {stride}, the "
                                           f"down-sampling factor of model {c.model.name!r}")
+    if c.target == "neighbor2neighbor":  # the model also sees half-size sub-images
+        side = c.data.patch or c.data.size
+        need(side % (2 * stride) == 0, f"target='neighbor2neighbor' trains on half-size sub-images: the training "
+                                       f"side ({side}) must be a multiple of {2 * stride}, twice the stride of "
+                                       f"model {c.model.name!r}")
     need(isinstance(c.init_from, str), f"init_from must be a path string, got {c.init_from!r}")

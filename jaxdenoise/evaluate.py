@@ -161,7 +161,9 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         for s in skipped:
             print(f"skipped {s['path']}: {s['reason']}")
     else:
-        split = store.open_splits(feed.resolve_stores(config, workdir), "val")
+        val_path = feed.resolve_val_store(config, workdir)  # a run's data.val_dir is its validation set
+        split = (store.open_splits(val_path, "all") if val_path
+                 else store.open_splits(feed.resolve_stores(config, workdir), "val"))
         named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
         if named and named[0][1].shape[-1] == 6:  # a store of real pairs: clean ++ noisy channels
             real = [img[..., 3:] for _, img in named]

@@ -245,11 +245,12 @@ def preemption_point(step: int) -> bool:
     return multihost_utils.reached_preemption_sync_point(step)
 
 
-def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int):
+def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int, total_steps: int = 0):
     """The jitted train step for this config: ``(state, batch, rng) -> (state, metrics)``, state donated, state
     and metrics replicated, the batch on the mesh's ``data`` axis; ``steps_per_call > 1`` takes stacked
-    ``[k, B, H, W, 3]`` batches (``steps.multi_train_step``). Returns (jitted, batch_sharding, chunks), chunks
-    being the micro-batches per step (``steps.micro_batch_chunks``).
+    ``[k, B, H, W, 3]`` batches (``steps.multi_train_step``). total_steps: the run's length (the ramp of
+    neighbor2neighbor's regulariser). Returns (jitted, batch_sharding, chunks), chunks being the
+    micro-batches per step (``steps.micro_batch_chunks``).
     """
     from jaxdenoise import steps
     k = config.steps_per_call
@@ -259,7 +260,8 @@ def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int):
     repl = replicated(mesh)
     batch_sharding = rows(mesh, leading=0 if k == 1 else 1)
     kw = dict(model=model, tx=tx, noise=noise, chunks=chunks, ema_decay=float(config.ema_decay),
-              loss=config.get("loss", "mse"))
+              loss=config.get("loss", "mse"), target=config.get("target", "clean"), total_steps=total_steps,
+              gamma=float(config.get("target_gamma", 2.0)))
     if k > 1:
         fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw)
     else:

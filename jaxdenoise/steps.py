@@ -1,7 +1,8 @@
 """Train and eval steps and the train state: pure functions, no I/O. Compiled by ``train.py`` / ``benchmark.py``.
 
 The hot path: ``uint8 [B, H, W, 3]`` clean batch -> float [0, 1] on device -> noise from
-``fold_in(rng, step)`` -> model -> loss (``losses``: MSE by default) -> optax update. Metrics come back as device scalars; the caller
+``fold_in(rng, step)`` -> model -> loss (``losses``: MSE by default) against the target (``targets``: the clean
+image by default) -> optax update. Metrics come back as device scalars; the caller
 decides when to fetch them.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdenoise import losses, metrics as M
+from jaxdenoise import losses, metrics as M, targets
 from jaxdenoise.noise import NoiseModel
 
 Metrics = Dict[str, jax.Array]
@@ -103,7 +104,8 @@ def split_pairs(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
 
 def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1,
-               ema_decay: float = 0.0, loss: str = "mse") -> Tuple[TrainState, Metrics]:
+               ema_decay: float = 0.0, loss: str = "mse", target: str = "clean", total_steps: int = 0,
+               gamma: float = targets.N2N_GAMMA) -> Tuple[TrainState, Metrics]:
     """One optimisation step. batch: ``uint8 [B, H, W, 3]`` (or ``[B, H, W, 6]`` real pairs: ``split_pairs``); rng: the run's key (noise uses fold_in(rng, step)).
 
     chunks: the gradient is summed over this many equal micro-batches of the (already noised) batch, one
@@ -113,33 +115,51 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     spread evenly over the devices (no data movement) when ``chunks`` divides the per-device batch.
 
     ema_decay: with ``state.ema`` kept, its decay (``ema_update``). loss: a name in ``losses.LOSSES``.
+    target: what the output is compared with (``targets.TARGETS``: clean | noise2noise | neighbor2neighbor);
+    total_steps and gamma: neighbor2neighbor's regulariser weight, ramped from 0 to gamma over total_steps.
 
     Returns the new state and scalar metrics: loss (the configured loss, mean over images), psnr (denoised
     vs clean, mean over images), noisy_psnr (input vs clean), grad_norm.
     """
     per_image_loss = losses.get(loss)
     clean, source = split_pairs(to_float(batch))
-    noisy, level = noise.sample(jax.random.fold_in(rng, state.step), source)
-    inputs = model_input(model, noisy, level)
+    key = jax.random.fold_in(rng, state.step)
+    noisy, level = noise.sample(key, source)
+    reference = clean
+    if target == "noise2noise":  # the second draw (or the other shot) is the target; clean stays the metric's
+        noisy, reference = targets.second_draw(jax.random.fold_in(key, 1), noise, clean, source, noisy)
+    progress = state.step.astype(jnp.float32) / max(total_steps, 1)
+    objective = targets.loss_fn(target, per_image_loss, lambda p, x, lv: model.apply(
+        {"params": p}, model_input(model, x, lv)), gamma)
 
-    def loss_fn(params, noisy, clean):
-        out = model.apply({"params": params}, noisy)
-        return jnp.mean(per_image_loss(out, clean)) / chunks, out
+    def loss_fn(params, noisy, level, reference, k):
+        value, out = objective(params, noisy, level, reference, k, progress)
+        return value / chunks, out
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    # the level map matters to non-blind models only (a blind model's copy would be dead weight below)
+    heavy = (noisy, level) if model.in_channels != 3 else (noisy,)
+    if target == "noise2noise":
+        heavy = heavy + (reference,)
     if chunks > 1:
         # Materialise the noisy batch once. Left alone, XLA fuses the noise model's elementwise chain into
         # each of its 2 x chunks consumers (every chunk's slice and E1's kernel-gradient transpose) and runs
         # it 17 times over, de-vectorised along the 3 channels: poisson:30 then cost ~55 ms of a ~230 ms CPU
         # step instead of ~16 ms. A conditional is a fusion boundary (optimization_barrier is not, on CPU);
         # its predicate is always true, but XLA cannot know that from the step counter.
-        inputs = jax.lax.cond(state.step >= 0, lambda a: a, jnp.zeros_like, inputs)
+        heavy = jax.lax.cond(state.step >= 0, lambda a: a, lambda a: jax.tree.map(jnp.zeros_like, a), heavy)
+    noisy = heavy[0]
+    if model.in_channels != 3:
+        level = heavy[1]
+    if target == "noise2noise":
+        reference = heavy[-1]
     split = lambda x: x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:])
-    inputs_c, clean_c = split(inputs), split(clean)
+    noisy_c, level_c, reference_c, clean_c = split(noisy), split(level), split(reference), split(clean)
     loss, grads, psnr = 0.0, None, 0.0
     # A Python loop, not lax.scan: XLA's CPU backend runs convolutions inside a while loop ~8x slower.
     for c in range(chunks):
-        (l, out), g = grad_fn(state.params, inputs_c[:, c], clean_c[:, c])
+        (l, out), g = grad_fn(state.params, noisy_c[:, c], level_c[:, c], reference_c[:, c],
+                              jax.random.fold_in(jax.random.fold_in(key, 2), c))
         loss = loss + l
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
         psnr = psnr + jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), clean_c[:, c])) / chunks

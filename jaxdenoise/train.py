@@ -89,12 +89,14 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     def check_and_prepare():  # process 0 first: it prepares a missing store, the others then open it
         changes = wd.check_config(config, resuming)
         _check_data_paths(config, wd.path)
-        return changes, feed.resolve_stores(config, wd.path)
-    changes, store_paths = parallel.main_first(check_and_prepare, "checking the config and preparing the data")
+        return changes, feed.resolve_stores(config, wd.path), feed.resolve_val_store(config, wd.path)
+    changes, store_paths, val_path = parallel.main_first(check_and_prepare,
+                                                         "checking the config and preparing the data")
 
-    # ---- data
-    train_images = store.open_splits(store_paths, "train")
-    val_images = store.open_splits(store_paths, "val")
+    # ---- data: with a data.val_dir the training folders are trained on whole and that folder validates
+    train_images = store.open_splits(store_paths, "all" if val_path else "train")
+    val_images = store.open_splits(val_path, "all") if val_path else store.open_splits(store_paths, "val")
+    _check_validation(config, val_images)
     if isinstance(val_images, store.RaggedImages):  # full-size store: validate on central size x size crops
         val_images = val_images.center_crops(config.data.size)
     size = config.data.patch or train_images.shape[1]  # side of the training batches
@@ -120,7 +122,8 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     model = models.create(config.model, config.dtype)
     tx = steps.make_optimizer(config, total_steps)
     train_noise = noise_lib.parse(config.noise)
-    train_step, batch_sharding, chunks = parallel.jit_train_step(config, model, tx, train_noise, mesh, size)
+    train_step, batch_sharding, chunks = parallel.jit_train_step(config, model, tx, train_noise, mesh, size,
+                                                                  total_steps)
     eval_noise = noise_lib.parse(config.eval_noise or config.noise)
     init, init_rng = checkpointing.make_init(model, tx, config.seed, ema=config.ema_decay > 0)
     abstract = checkpointing.abstract_like(jax.eval_shape(init, init_rng), repl)
@@ -199,13 +202,29 @@ def _check_data_paths(config, workdir: str) -> None:
             raise ValueError(f"config: data.cache_dir={d.cache_dir!r} {inside}: choose a folder outside it")
     if d.source != "dir":
         return
-    for folder in config_lib.data_dirs(d.dir):
+    folders = [("data.dir", f) for f in config_lib.data_dirs(d.dir)] + ([("data.val_dir", d.val_dir)]
+                                                                       if d.get("val_dir") else [])
+    for name, folder in folders:
         if not os.path.isdir(folder):
             continue
         for field, path in (("--workdir", workdir), ("data.cache_dir", d.cache_dir)):
             if path and fsutil.is_within(path, folder):
-                raise ValueError(f"config: {field} {path} lies inside data.dir={folder!r}, the images this run "
+                raise ValueError(f"config: {field} {path} lies inside {name}={folder!r}, the images this run "
                                  f"reads: choose a folder outside it")
+
+
+def _check_validation(config, val_images) -> None:
+    """What the validation images can score: real pairs (6 channels) carry their own noise (eval noise
+    'none'); clean images need synthetic eval noise; a run trained on noisy photos alone (noise 'none'
+    without pairs) has no clean image of its own and needs a data.val_dir of real pairs."""
+    spec = config.eval_noise or config.noise
+    if val_images.shape[-1] == 6 and spec != "none":
+        raise ValueError(f"config: data.val_dir={config.data.val_dir!r} holds real noisy/clean pairs: their noise is "
+                         f"the shots' own, set eval_noise='none' (got {spec!r})")
+    if val_images.shape[-1] == 3 and spec == "none":
+        raise ValueError("config: eval_noise='none' scores the validation images as they are, but they are clean "
+                         "images: " + ("give data.val_dir a folder of real pairs (clean/ and noisy/)"
+                                       if config.data.get("val_dir") else "set a synthetic eval_noise"))
 
 
 # Fields whose values decide the shape of the optimiser state (and the EMA) that init_from carries over
@@ -395,7 +414,8 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
             bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", img_s=f"{row['img_per_s']:.1f}",
                             refresh=False)
             if lines:
-                log(progress_line(row, total_steps, config.batch_size, n_dev))
+                log(progress_line(row, total_steps, config.batch_size, n_dev,
+                                  against_input=config.noise == "none" and not config.data.pairs))
 
     def save(step: int, metrics=None) -> None:
         nonlocal last_saved
@@ -451,14 +471,17 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
     return last_eval
 
 
-def progress_line(row: Dict[str, float], total_steps: int, batch_size: int, n_dev: int) -> str:
-    """One log line for a batch job: step, epoch, loss, PSNR, images/s in all and per device, ETA."""
+def progress_line(row: Dict[str, float], total_steps: int, batch_size: int, n_dev: int,
+                  against_input: bool = False) -> str:
+    """One log line for a batch job: step, epoch, loss, PSNR, images/s in all and per device, ETA.
+    against_input: training on noisy photos alone, the training PSNR compares the output with its input
+    (there is no clean image); the validation lines score against clean references."""
     ips = row["img_per_s"]
     left = (total_steps - row["step"]) * batch_size / ips if ips > 0 else float("inf")
     eta = time.strftime("%H:%M:%S", time.gmtime(left)) if left < 86400 else (
         f"{left / 86400:.1f} d" if np.isfinite(left) else "?")
     return (f"step {row['step']}/{total_steps} (epoch {row['epoch']:.2f}): loss {row['loss']:.5f}, "
-            f"PSNR {row['psnr']:.2f} dB, {ips:.1f} img/s ({ips / n_dev:.1f} per device), ETA {eta}")
+            f"PSNR {row['psnr']:.2f} dB{' against the input' if against_input else ''}, {ips:.1f} img/s ({ips / n_dev:.1f} per device), ETA {eta}")
 
 
 def _evaluate(evaluator: validation.Evaluator, state, step: int, epoch: int, writer: run_io.MetricWriter, workdir: str,

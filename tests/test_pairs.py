@@ -96,7 +96,7 @@ def test_pairs_configs_need_noise_none_and_full_size(pairs_dir):
             config_lib.validate(pairs_config(pairs_dir, **kw))
     c = config_lib.base_config()
     c.noise = "none"
-    with pytest.raises(ValueError, match="for data.pairs"):
+    with pytest.raises(ValueError, match="for real noisy/clean pairs set data.pairs"):
         config_lib.validate(c)
     with pytest.raises(ValueError, match="cannot be mixed"):
         noise.parse("none+gaussian:25")

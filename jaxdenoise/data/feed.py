@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-from typing import List
+from typing import List, Optional
 
 import jax
 import ml_collections
@@ -27,7 +27,7 @@ def resolve_stores(config: ml_collections.ConfigDict, workdir: str) -> List[str]
     joins the splits.
 
     Where: in ``data.cache_dir``, one subfolder per (folder, preparation settings); else in the workdir,
-    ``WORKDIR/data`` for one folder and ``WORKDIR/data/<i>-<name>`` for several.
+    ``WORKDIR/data`` for one folder and ``WORKDIR/data/<i>-<name>`` for several (or beside a ``data.val_dir``).
     """
     d = config.data
     if d.source == "builtin":
@@ -35,24 +35,51 @@ def resolve_stores(config: ml_collections.ConfigDict, workdir: str) -> List[str]
                                       cache_dir=d.cache_dir or None)]
     dirs = config_lib.data_dirs(d.dir)
     for folder in dirs:
-        if not os.path.isdir(folder):
-            raise ValueError(f"data.dir={folder!r} " + ("is a file, not a folder of images" if os.path.exists(folder)
-                                                       else "does not exist"))
-    out = []
-    for i, folder in enumerate(dirs):
-        if d.cache_dir:  # a shared cache holds many stores (built-in ones too): one subfolder per preparation
-            key = f"{os.path.realpath(folder)}|{d.size}|{d.val_fraction}|{d.split_seed}|{d.resize_mode}"
-            key += f"|{d.max_side}" if d.resize_mode == "full" else ""
-            key += "|pairs" if d.get("pairs") else ""
-            cache = os.path.join(d.cache_dir, "prepared-" + hashlib.sha256(key.encode()).hexdigest()[:12])
-        elif len(dirs) == 1:
-            cache = os.path.join(workdir, layout.DATA_DIR)
-        else:
-            name = os.path.basename(os.path.normpath(os.path.realpath(folder))) or "data"
-            cache = os.path.join(workdir, layout.DATA_DIR, f"{i}-{name}")
-        out.append(prepare.ensure_prepared(folder, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode,
-                                           d.max_side if d.resize_mode == "full" else 0, bool(d.get("pairs"))))
-    return out
+        _check_folder("data.dir", folder)
+    several = len(dirs) > 1 or bool(d.get("val_dir"))
+    return [_prepare(config, workdir, folder, bool(d.get("pairs")), f"{i}-" if several else None)
+            for i, folder in enumerate(dirs)]
+
+
+def resolve_val_store(config: ml_collections.ConfigDict, workdir: str) -> Optional[str]:
+    """The prepared store of ``data.val_dir`` (every image of it is validation: ``store.open_splits(path,
+    "all")``), or None when the run validates on its training folders' own split. A folder holding
+    ``clean/`` and ``noisy/`` is prepared as real pairs (how a run trained on noisy photos alone is scored);
+    any other folder as clean images, noised like the training ones. Kept at ``WORKDIR/data/val-<name>``."""
+    folder = config.data.get("val_dir")
+    if not folder:
+        return None
+    _check_folder("data.val_dir", folder)
+    return _prepare(config, workdir, folder, is_pairs_folder(folder), "val-")
+
+
+def is_pairs_folder(folder: str) -> bool:
+    """A folder of real noisy/clean pairs: it holds ``clean/`` and ``noisy/`` (``prepare.PAIR_DIRS``)."""
+    return all(os.path.isdir(os.path.join(folder, n)) for n in prepare.PAIR_DIRS)
+
+
+def _check_folder(field: str, folder: str) -> None:
+    if not os.path.isdir(folder):
+        raise ValueError(f"{field}={folder!r} " + ("is a file, not a folder of images" if os.path.exists(folder)
+                                                   else "does not exist"))
+
+
+def _prepare(config, workdir: str, folder: str, pairs: bool, prefix: Optional[str]) -> str:
+    """The store of one folder, prepared on first use: in ``data.cache_dir`` (keyed by the folder and the
+    preparation settings) or in the workdir (``WORKDIR/data``, or ``WORKDIR/data/<prefix><name>``)."""
+    d = config.data
+    if d.cache_dir:  # a shared cache holds many stores (built-in ones too): one subfolder per preparation
+        key = f"{os.path.realpath(folder)}|{d.size}|{d.val_fraction}|{d.split_seed}|{d.resize_mode}"
+        key += f"|{d.max_side}" if d.resize_mode == "full" else ""
+        key += "|pairs" if pairs else ""
+        cache = os.path.join(d.cache_dir, "prepared-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+    elif prefix is None:
+        cache = os.path.join(workdir, layout.DATA_DIR)
+    else:
+        name = os.path.basename(os.path.normpath(os.path.realpath(folder))) or "data"
+        cache = os.path.join(workdir, layout.DATA_DIR, f"{prefix}{name}")
+    return prepare.ensure_prepared(folder, cache, d.size, d.val_fraction, d.split_seed, d.resize_mode,
+                                   d.max_side if d.resize_mode == "full" else 0, pairs)
 
 
 class DevicePrefetcher:

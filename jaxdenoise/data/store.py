@@ -189,27 +189,32 @@ class ConcatRagged(RaggedImages):
 
 def open_splits(paths, split: str):
     """``open_split`` of one store, or the concatenation (store order) of the same split of several stores:
-    all fixed-size at one size (``ConcatImages``) or all full-size (``ConcatRagged``)."""
+    all fixed-size at one size (``ConcatImages``) or all full-size (``ConcatRagged``). ``split="all"``: every
+    image of every store, each store's train split then its val split (a folder used whole: ``data.val_dir``,
+    or the training folders when the validation images come from there)."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    if len(paths) > 1:  # a small folder may have no validation images: the joined split must have some
-        kept = [p for p in paths if read_manifest(p).get(f"{split}_count") != 0]
+    splits = SPLITS if split == "all" else (split,)
+    wanted = [(p, s) for p in paths for s in splits]
+    if len(wanted) > 1:  # a small folder may have no validation images: the joined split must have some
+        kept = [(p, s) for p, s in wanted if read_manifest(p).get(f"{s}_count") != 0]
         if not kept:
             raise StoreError(f"the {split} split of every store ({', '.join(map(str, paths))}) is empty")
-        paths = kept
-    parts = [open_split(p, split) for p in paths]
+        wanted = kept
+    parts = [open_split(p, s) for p, s in wanted]
+    names = [str(p) for p, _ in wanted]
     if len(parts) == 1:
         return parts[0]
     if len({p.shape[-1] for p in parts}) > 1:
-        kinds = ", ".join(f"{q}: " + ("noisy/clean pairs" if p.shape[-1] == 6 else "clean images")
-                          for q, p in zip(paths, parts))
+        kinds = ", ".join(dict.fromkeys(f"{q}: " + ("noisy/clean pairs" if p.shape[-1] == 6 else "clean images")
+                                        for q, p in zip(names, parts)))
         raise StoreError(f"the stores to train on together mix clean images and real noisy/clean pairs ({kinds}): "
                          f"train on one kind")
     ragged = [isinstance(p, RaggedImages) for p in parts]
     if all(ragged):
         return ConcatRagged(parts)
     if any(ragged) or len({tuple(p.shape[1:]) for p in parts}) > 1:
-        shapes = ", ".join(f"{q}: " + ("full size" if r else "x".join(map(str, p.shape[1:3])))
-                           for q, p, r in zip(paths, parts, ragged))
+        shapes = ", ".join(dict.fromkeys(f"{q}: " + ("full size" if r else "x".join(map(str, p.shape[1:3])))
+                                         for q, p, r in zip(names, parts, ragged)))
         raise StoreError(f"the stores to train on together differ in image size ({shapes}): prepare them with the "
                          f"same data.size and data.resize_mode")
     return ConcatImages(parts)

@@ -1,0 +1,149 @@
+"""Training targets (jaxdenoise.targets): the neighbour sub-sampler against Huang et al.'s definition, each
+loss against its formula, and every target trained a few steps on the built-in photos beating the noisy input."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdenoise import config as config_lib, losses, models, noise, steps, targets, train
+from jaxdenoise.data import builtin, store
+
+from test_pairs import write_pairs
+from test_train import set_fields
+
+
+def test_neighbour_subsampler_halves_never_share_a_pixel_and_are_adjacent():
+    b, h, w = 3, 16, 24
+    p1, p2 = targets.neighbour_positions(jax.random.key(0), b, h, w)
+    p1, p2 = np.asarray(p1), np.asarray(p2)
+    assert p1.shape == p2.shape == (b, h // 2, w // 2)
+    assert np.all(p1 != p2)
+    r1, c1, r2, c2 = p1 // 2, p1 % 2, p2 // 2, p2 % 2
+    assert np.all(np.abs(r1 - r2) + np.abs(c1 - c2) == 1)  # horizontal or vertical neighbours in the cell
+    seen = {(a, c) for a, c in zip(p1.ravel(), p2.ravel())}
+    assert seen == set(targets.NEIGHBOUR_PAIRS)  # all eight ordered pairs are drawn
+    # the sub-images: [B, H/2, W/2, C], each pixel the one its position names, channels together
+    x = jnp.arange(b * h * w * 3, dtype=jnp.float32).reshape(b, h, w, 3)
+    g1, g2 = np.asarray(targets.subsample(x, jnp.asarray(p1))), np.asarray(targets.subsample(x, jnp.asarray(p2)))
+    assert g1.shape == g2.shape == (b, h // 2, w // 2, 3)
+    xn = np.asarray(x)
+    for i, j, k in [(0, 0, 0), (1, 3, 7), (2, 7, 11)]:
+        np.testing.assert_array_equal(g1[i, j, k], xn[i, 2 * j + r1[i, j, k], 2 * k + c1[i, j, k]])
+        np.testing.assert_array_equal(g2[i, j, k], xn[i, 2 * j + r2[i, j, k], 2 * k + c2[i, j, k]])
+    assert not set(g1[..., 0].ravel()) & set(g2[..., 0].ravel())  # no pixel in both halves
+    with pytest.raises(ValueError, match="even image sides"):
+        targets.neighbour_positions(jax.random.key(0), 1, 15, 16)
+
+
+def test_neighbor2neighbor_loss_is_the_papers_formula():
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(rng.random((2, 8, 8, 3)), jnp.float32)
+    level = jnp.zeros((2, 8, 8, 1))
+    forward = lambda p, x, lv: p * x + 0.1 * x ** 2  # a stand-in network
+    f = targets.loss_fn("neighbor2neighbor", losses.mse, forward, gamma=2.0)
+    key = jax.random.key(3)
+    value, out = f(jnp.float32(0.7), y, level, None, key, jnp.float32(0.25))
+    p1, p2 = targets.neighbour_positions(key, 2, 8, 8)
+    g1, g2 = targets.subsample(y, p1), targets.subsample(y, p2)
+    full = forward(0.7, y, level)
+    diff = forward(0.7, g1, None) - g2
+    expect = np.mean((diff) ** 2) + 2.0 * 0.25 * np.mean((diff - (targets.subsample(full, p1)
+                                                                  - targets.subsample(full, p2))) ** 2)
+    assert float(value) == pytest.approx(float(expect), rel=1e-5)
+    np.testing.assert_allclose(out, full, rtol=1e-6)
+    # f(y) is held constant: the gradient is that of the reconstruction term plus the regulariser's through
+    # f(g1(y)) only
+    grad = jax.grad(lambda p: f(p, y, level, None, key, jnp.float32(0.25))[0])(jnp.float32(0.7))
+    held = lambda p: (jnp.mean(jnp.square(forward(p, g1, None) - g2))
+                      + 0.5 * jnp.mean(jnp.square(forward(p, g1, None) - g2 - jax.lax.stop_gradient(
+                          targets.subsample(full, p1) - targets.subsample(full, p2)))))
+    assert float(grad) == pytest.approx(float(jax.grad(held)(jnp.float32(0.7))), rel=1e-4)
+    # at the start of the run the regulariser weighs nothing
+    v0, _ = f(jnp.float32(0.7), y, level, None, key, jnp.float32(0.0))
+    assert float(v0) == pytest.approx(float(np.mean(diff ** 2)), rel=1e-5)
+
+
+def test_noise2noise_target_is_an_independent_draw_and_pairs_swap_shots():
+    x = jnp.full((4, 16, 16, 3), 0.5)
+    nz = noise.parse("gaussian:25:noclip")
+    noisy, _ = nz.sample(jax.random.key(1), x)
+    a, b = targets.second_draw(jax.random.key(2), nz, x, x, noisy)
+    np.testing.assert_array_equal(a, noisy)
+    d1, d2 = np.asarray(a - x).ravel(), np.asarray(b - x).ravel()
+    assert abs(np.corrcoef(d1, d2)[0, 1]) < 0.05 and np.std(d2) == pytest.approx(25 / 255, rel=0.05)
+    shot1, shot2 = jnp.zeros((64, 2, 2, 3)), jnp.ones((64, 2, 2, 3))
+    inp, tgt = targets.second_draw(jax.random.key(3), noise.parse("none"), shot1, shot1, shot2)
+    inp, tgt = np.asarray(inp), np.asarray(tgt)
+    assert np.all(inp + tgt == 1)  # one shot each, never the same one twice
+    assert 0 < inp[:, 0, 0, 0].sum() < 64  # swapped for some images, not all
+    with pytest.raises(ValueError, match="not one of"):
+        targets.check("noise2void")
+
+
+def test_config_checks_the_target():
+    c = config_lib.base_config()
+    c.target = "n2n"
+    with pytest.raises(ValueError, match="target='n2n' is not one of"):
+        config_lib.validate(c)
+    c = set_fields(config_lib.base_config(), {"target": "neighbor2neighbor", "data.size": 36,
+                                              "model": models.default_config("unet", widths=(8, 16, 32))})
+    with pytest.raises(ValueError, match="half-size sub-images"):
+        config_lib.validate(c)
+    c.data.size = 32
+    config_lib.validate(c)
+
+
+@pytest.mark.parametrize("target", targets.TARGETS)
+def test_every_target_trains_to_beat_the_noisy_input(target):
+    """A U-Net trained 80 steps with each target at poisson:10 on 32x32 built-in crops (batch 8, 2 micro-batches)
+    denoises held-out crops better than their noisy input; no clean image enters the loss of the
+    self-supervised targets."""
+    photos = [builtin.load_photo(builtin.photo_path(p, n)) for p, n in builtin.TRAIN_PHOTOS]
+    rng = np.random.default_rng(0)
+    crops = np.stack([c for ph in photos for c in builtin.random_crops(ph, 16, 32, rng)])
+    held = jnp.asarray(np.stack([c for ph in photos for c in builtin.random_crops(ph, 2, 32, rng)]))
+    model = models.create(models.default_config("unet", widths=(16, 32), residual=True))
+    c = set_fields(config_lib.base_config(), {"warmup_steps": 10, "learning_rate": 3e-3})
+    tx = steps.make_optimizer(c, total_steps=80)
+    nz = noise.parse("poisson:10")
+    state = steps.init_state(model, tx, jax.random.PRNGKey(0), (32, 32, 3))
+    fn = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=nz, chunks=2, target=target,
+                            total_steps=80))
+    for i in range(80):
+        state, m = fn(state, jnp.asarray(crops[rng.integers(0, len(crops), 8)]), jax.random.PRNGKey(1))
+        assert np.isfinite(float(m["loss"])), (target, i)
+    x = steps.to_float(held)
+    y, _ = nz.sample(jax.random.key(9), x)
+    out = jnp.clip(model.apply({"params": state.params}, y), 0, 1)
+    psnr = lambda a: float(jnp.mean(-10 * jnp.log10(jnp.mean(jnp.square(a - x), axis=(1, 2, 3)))))
+    assert psnr(out) > psnr(y) + 1.0, (target, psnr(out), psnr(y))
+
+
+def test_noisy_photos_alone_train_with_neighbor2neighbor_and_validate_on_a_pairs_folder(tmp_path):
+    """data.dir: noisy shots only (no clean image anywhere in training); data.val_dir: real pairs. The run
+    trains on every noisy photo, scores the pairs and ends above their noisy input."""
+    pairs = tmp_path / "pairs"
+    write_pairs(pairs, n=12, side=48)
+    noisy_only = tmp_path / "noisy_only"
+    noisy_only.mkdir()
+    for f in sorted((pairs / "noisy").glob("*.bmp")):
+        (noisy_only / f.name).write_bytes(f.read_bytes())
+    c = set_fields(config_lib.base_config(), {
+        "model": models.default_config("unet", widths=(16, 32), residual=True),
+        "data.source": "dir", "data.dir": str(noisy_only), "data.val_dir": str(pairs),
+        "data.resize_mode": "full", "data.size": 32, "data.patch": 32, "data.flips": True,
+        "noise": "none", "target": "neighbor2neighbor", "batch_size": 4, "steps_per_epoch": 40, "num_epochs": 2,
+        "learning_rate": 3e-3, "warmup_steps": 5, "ema_decay": 0.9, "eval_batch_size": 2, "log_every_steps": 10,
+        "checkpoint_every_steps": 0, "num_grid_images": 2})
+    for bad, match in ((dict(target="clean"), "needs target='neighbor2neighbor'"),
+                       ({"data.val_dir": ""}, "give data.val_dir"),
+                       ({"data.val_dir": str(noisy_only)}, "also in data.dir")):
+        with pytest.raises(ValueError, match=match):
+            config_lib.validate(set_fields(c.copy_and_resolve_references(), bad))
+    res = train.train_and_evaluate(c, str(tmp_path / "run"))
+    assert res["psnr"] > res["noisy_psnr"] + 0.3, res
+    stores = sorted(p.name for p in (tmp_path / "run" / "data").iterdir())
+    assert stores == ["0-noisy_only", "val-pairs"]
+    man = store.read_manifest(str(tmp_path / "run" / "data" / "0-noisy_only"))
+    trained = store.open_splits(str(tmp_path / "run" / "data" / "0-noisy_only"), "all")
+    assert trained.shape[0] == man["train_count"] + man["val_count"] == 8 and man["val_count"] > 0  # all trained on
