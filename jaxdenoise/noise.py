@@ -14,7 +14,9 @@ A model is chosen by a short spec string (configs, command lines)::
                                camera drawn per image (colour matrix, white balance), carried through its
                                demosaic, colour correction, gamma and tone curve, quantised to 8 bits; the
                                ISO-like level (log-uniform in the range, or one value: "camera:1600") sets
-                               the shot noise, the read noise follows it; "camera" alone is 100-12800
+                               the shot noise, the read noise follows it; "camera" alone is 100-12800;
+    "camera:100-3200,60-100"   the same, then saved as a JPEG of quality drawn in 60-100 (``jaxdenoise.jpeg``;
+                               CBDNet's last stage: most real noisy photos are in-camera JPEGs)
     "none"             no synthetic noise: the input is already noisy (a store of real noisy/clean pairs,
                                ``data.pairs``); its noise-level map is zeros
     "poisson:5-60+gaussian:5-50"   a mixture: each image takes one of the '+'-joined models, chosen
@@ -45,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdenoise import camera
+from jaxdenoise import camera, jpeg
 
 MAX_RATE = 2000.0  # largest Poisson rate (peak) supported by the unrolled inversion window
 _TAIL = 2.0**-25  # mass left outside the window on each side: below float32 uniform resolution
@@ -209,6 +211,7 @@ class NoiseModel:
     sigma: Optional[Range] = None     # gaussian, poisson_gaussian; 0-255 units
     amount: Optional[Range] = None    # salt_pepper
     iso: Optional[Range] = None       # camera: the ISO-like level
+    quality: Optional[Range] = None   # camera: JPEG quality factor (None: no JPEG stage)
     clip: bool = True
     spec: str = ""
     parts: Tuple["NoiseModel", ...] = ()  # mix: the component models
@@ -266,6 +269,8 @@ class NoiseModel:
             y = jnp.clip(y, 0.0, 1.0)
             if self.kind == "camera":  # the camera writes 8 bits
                 y = jnp.round(y * 255.0) / 255.0
+        if self.quality is not None:  # and then a JPEG file (parse() refuses it with :noclip)
+            y = jpeg.compress(y, jpeg.random_quality(k_param, self.quality, b))
         return y.astype(dtype), _level(self.kind, y, peak, sigma, amount, shot)
 
 
@@ -373,8 +378,15 @@ def parse(spec: str) -> NoiseModel:
     if kind == "salt_pepper":
         return NoiseModel(kind, amount=_range(args[0], "amount", spec, 0.0, 1.0), clip=clip, spec=spec)
     if kind == "camera":
-        iso = _range(args[0], "ISO-like level", spec, *camera.ISO_RANGE) if args else camera.DEFAULT_ISO
-        return NoiseModel(kind, iso=iso, clip=clip, spec=spec)
+        values = args[0].split(",") if args else []
+        if len(values) > 2:
+            raise ValueError(f"noise spec {spec!r}: expected 'camera:ISO' or 'camera:ISO,JPEG_QUALITY', "
+                             f"e.g. camera:100-3200,60-100")
+        iso = _range(values[0], "ISO-like level", spec, *camera.ISO_RANGE) if values else camera.DEFAULT_ISO
+        quality = _range(values[1], "JPEG quality", spec, *jpeg.QUALITY_RANGE) if len(values) == 2 else None
+        if quality is not None and not clip:
+            raise ValueError(f"noise spec {spec!r}: a JPEG stores clipped 8-bit values: drop ':noclip'")
+        return NoiseModel(kind, iso=iso, quality=quality, clip=clip, spec=spec)
     values = args[0].split(",")
     if len(values) != 2:
         raise ValueError(f"noise spec {spec!r}: expected 'poisson_gaussian:PEAK,SIGMA', e.g. poisson_gaussian:30,10")
