@@ -1,11 +1,21 @@
 """The camera pipeline (jaxdenoise.camera): each stage against its inverse or its definition, the sensor
 noise's variance, and the camera noise spec end to end."""
+import importlib.util
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
-from jaxdenoise import camera, noise
+from jaxdenoise import camera, noise, train
+from jaxdenoise.data import builtin
+
+from test_train import set_fields
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _u(shape, seed=0, lo=0.0, hi=1.0):
@@ -113,3 +123,70 @@ def test_camera_level_map_for_inference():
     assert float(jnp.mean(noise.level_map("camera:6400", y))) > float(jnp.mean(noise.level_map("camera:400", y)))
     with pytest.raises(ValueError, match="give one value"):
         noise.level_map("camera:100-800", y)
+
+
+def test_the_real_photo_config_trains_on_several_folders_with_camera_noise(tmp_path):
+    """configs/unet_real.py as shipped (its camera + Gaussian mixture, camera validation noise, full-size
+    photos from two folders, patches) at a tiny model and 60 steps: it trains, validates at camera noise and
+    ends above the noisy input."""
+    spec = importlib.util.spec_from_file_location("unet_real", os.path.join(REPO, "configs", "unet_real.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    assert noise.parse(c.noise).kind == "mix" and "camera" in c.noise and c.eval_noise.startswith("camera")
+    photos = [builtin.load_photo(builtin.photo_path(*p)) for p in builtin.TRAIN_PHOTOS]
+    rng, folders = np.random.default_rng(0), []
+    for k in range(2):  # two folders, as --config.data.dir=bsds400,sun80
+        folder = tmp_path / f"photos{k}"
+        folder.mkdir()
+        for i, crop in enumerate(c for ph in photos[k::2] for c in builtin.random_crops(ph, 3, 40, rng)):
+            Image.fromarray(crop).save(folder / f"{i}.png")
+        folders.append(str(folder))
+    set_fields(c, {"model.widths": (16, 32), "data.dir": ",".join(folders), "data.size": 32, "data.patch": 32,
+                   "data.val_fraction": 0.3, "data.cache_dir": str(tmp_path / "cache"), "batch_size": 8,
+                   "num_epochs": 2, "steps_per_epoch": 30,
+                   "eval_noise": "camera:3200",  # heavier than the config's camera:800: a clear gain in 60 steps "eval_every_epochs": 1, "warmup_steps": 5,
+                   "learning_rate": 5e-3, "ema_decay": 0.9, "eval_batch_size": 2, "log_every_steps": 5,
+                   "checkpoint_every_steps": 0, "num_grid_images": 2})
+    res = train.train_and_evaluate(c, str(tmp_path / "run"))
+    assert np.isfinite(res["psnr"]) and res["psnr"] > res["noisy_psnr"], res
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert any("loss" in r for r in rows)
+
+
+def test_jpeg_stage_matches_a_real_encoder_and_its_parts_their_definitions():
+    import io
+
+    from jaxdenoise import jpeg
+    d = jpeg.DCT
+    np.testing.assert_allclose(d @ d.T, np.eye(8), atol=1e-6)  # orthonormal DCT-II
+    np.testing.assert_array_equal(jpeg.quant_tables(jnp.asarray([50.0]))[0, 0], jpeg.LUMA_Q)  # the Annex K table
+    assert float(jnp.max(jpeg.quant_tables(jnp.asarray([100.0])))) == 1.0
+    x = _u((2, 8, 8, 3), seed=13)
+    np.testing.assert_allclose(jpeg.ycbcr_to_rgb(jpeg.rgb_to_ycbcr(x)), x, atol=1e-5)
+    # against libjpeg (PIL, 4:2:0, the same tables): the same error to the original within 0.5 dB, and the two
+    # decodes within ~46 dB of each other (libjpeg's integer DCT rounds differently)
+    photo = builtin.load_photo(builtin.photo_path(*builtin.TRAIN_PHOTOS[0]))[:100, :120]  # sides not /16
+    x = photo.astype(np.float32) / 255.0
+    psnr = lambda a, b: -10 * np.log10(np.mean((np.asarray(a, np.float64) - b) ** 2))
+    for q in (40, 90):
+        buf = io.BytesIO()
+        Image.fromarray(photo).save(buf, "JPEG", quality=q, subsampling=2)
+        ref = np.asarray(Image.open(buf), np.float32) / 255.0
+        ours = np.asarray(jpeg.compress(jnp.asarray(x[None]), jnp.asarray([float(q)])))[0]
+        assert ours.shape == x.shape
+        assert abs(psnr(ours, x) - psnr(ref, x)) < 0.5 and psnr(ours, ref) > 44, (q, psnr(ours, x), psnr(ref, x))
+        np.testing.assert_allclose(ours * 255, np.round(ours * 255), atol=1e-3)
+
+
+def test_camera_noise_with_jpeg_spec():
+    x = jnp.broadcast_to(_u((2, 1, 1, 3), seed=14, lo=0.2, hi=0.7), (2, 32, 48, 3))
+    plain = np.asarray(noise.parse("camera:800")(jax.random.key(1), x))
+    jpg = np.asarray(noise.parse("camera:800,50-60")(jax.random.key(1), x))
+    assert jpg.shape == plain.shape and not np.allclose(jpg, plain)
+    np.testing.assert_allclose(jpg * 255, np.round(jpg * 255), atol=1e-3)
+    assert np.std(jpg - np.asarray(x)) < np.std(plain - np.asarray(x))  # quantisation drops fine noise
+    for bad, match in (("camera:800,70:noclip", "drop ':noclip'"), ("camera:800,70,3", "camera:ISO,JPEG_QUALITY"),
+                       ("camera:800,0-70", "JPEG quality")):
+        with pytest.raises(ValueError, match=match):
+            noise.parse(bad)
