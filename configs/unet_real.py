@@ -18,7 +18,14 @@ The ISO range: real_nam25's pairs (Nam et al. 2016; noisy 37.06 dB, noise std 3.
 0-255 units, neighbour correlation 0.70) sit at camera:100 here (38.7 dB, 3.7/2.4/2.7, correlation 0.56);
 camera:800-3200 (30-24 dB) covers the heavier ISO 1600-6400 sets (DND, SIDD) the model is also judged on.
 
-Measured: see docs/quality.md, "Real noise".
+Measured 2026-12-03 on CPU-2 (2-core AMD EPYC), the command above on shared/data/bsds400,sun80 (439 train /
+41 val): 10,800 steps in 62.7 min wall (the cores shared with other jobs for ~40 min; ~50 min alone);
+validation (41 photos, central 256x256, camera:800, noisy 30.05) 36.29 / 37.79 / 38.36 / 38.52 dB after
+epochs 3 / 6 / 9 / 12. real_nam25 (25 real pairs, full 512x512): 38.22 dB / SSIM 0.936 (noisy 37.06; BM3D
+37.21 and NLM 37.19 at the estimated sigma, 38.67 and 40.99 at the true sigma; the face U-Net trained on white
+synthetic noise 39.14): below its target, because real_nam25's in-camera JPEGs carry coarser noise than this
+mixture makes (at camera:1600,80 on CBSD68 it gains only +0.33 dB). CBSD68: 29.85 dB at gaussian:25:noclip,
+29.27 at poisson:30:noclip. docs/quality.md, "Real noise".
 """
 import importlib.util
 import os
