@@ -1,5 +1,7 @@
 """Training targets (jaxdenoise.targets): the neighbour sub-sampler against Huang et al.'s definition, each
 loss against its formula, and every target trained a few steps on the built-in photos beating the noisy input."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,3 +149,32 @@ def test_noisy_photos_alone_train_with_neighbor2neighbor_and_validate_on_a_pairs
     man = store.read_manifest(str(tmp_path / "run" / "data" / "0-noisy_only"))
     trained = store.open_splits(str(tmp_path / "run" / "data" / "0-noisy_only"), "all")
     assert trained.shape[0] == man["train_count"] + man["val_count"] == 8 and man["val_count"] > 0  # all trained on
+
+
+def test_a_separate_clean_validation_folder_is_used_whole_and_by_evaluate(tmp_path):
+    """data.val_dir of clean photos with synthetic noise: every data.dir photo is trained on, every val_dir
+    photo validated on (during training and by evaluate.py's default), at the run's eval noise."""
+    from jaxdenoise import evaluate
+    from PIL import Image
+    photos = [builtin.load_photo(builtin.photo_path(*p)) for p in builtin.TRAIN_PHOTOS]
+    rng = np.random.default_rng(1)
+    for name, n in (("train_photos", 6), ("val_photos", 3)):
+        (tmp_path / name).mkdir()
+        for i, crop in enumerate(c for ph in photos for c in builtin.random_crops(ph, 1, 40, rng)):
+            if i < n:
+                Image.fromarray(crop).save(tmp_path / name / f"{i}.png")
+    c = set_fields(config_lib.base_config(), {
+        "model": models.default_config("unet", widths=(8, 16), residual=True),
+        "data.source": "dir", "data.dir": str(tmp_path / "train_photos"), "data.val_dir": str(tmp_path / "val_photos"),
+        "data.resize_mode": "full", "data.size": 32, "data.patch": 16, "noise": "gaussian:25",
+        "batch_size": 2, "steps_per_epoch": 3, "num_epochs": 1, "eval_batch_size": 2, "log_every_steps": 1,
+        "checkpoint_every_steps": 0, "num_grid_images": 0})
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+    log = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in log if r["kind"] == "eval"] == [3]
+    assert store.open_splits(str(tmp_path / "run" / "data" / "0-train_photos"), "all").shape[0] == 6
+    rows = evaluate.run(str(tmp_path / "run"), "latest")
+    assert {r["images"] for r in rows} == {3} and {r["noise"] for r in rows} == {"gaussian:25"}
+    bad = set_fields(c.copy_and_resolve_references(), {"eval_noise": "none"})
+    with pytest.raises(ValueError, match="they are clean images"):
+        train.train_and_evaluate(bad, str(tmp_path / "run2"))
