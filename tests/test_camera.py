@@ -145,11 +145,13 @@ def test_the_real_photo_config_trains_on_several_folders_with_camera_noise(tmp_p
     set_fields(c, {"model.widths": (16, 32), "data.dir": ",".join(folders), "data.size": 32, "data.patch": 32,
                    "data.val_fraction": 0.3, "data.cache_dir": str(tmp_path / "cache"), "batch_size": 8,
                    "num_epochs": 2, "steps_per_epoch": 30,
-                   "eval_noise": "camera:3200",  # heavier than the config's camera:800: a clear gain in 60 steps "eval_every_epochs": 1, "warmup_steps": 5,
-                   "learning_rate": 5e-3, "ema_decay": 0.9, "eval_batch_size": 2, "log_every_steps": 5,
-                   "checkpoint_every_steps": 0, "num_grid_images": 2})
+                   "eval_noise": "camera:3200",  # heavier than the config's camera:800: a visible gain in 60 steps
+                   "eval_every_epochs": 2, "warmup_steps": 5,
+                   "learning_rate": 2e-3, "ema_decay": 0.9, "eval_batch_size": 2, "log_every_steps": 5,
+                   "checkpoint_every_steps": 0, "num_grid_images": 0})
     res = train.train_and_evaluate(c, str(tmp_path / "run"))
-    assert np.isfinite(res["psnr"]) and res["psnr"] > res["noisy_psnr"], res
+    # demosaiced noise is slow to learn for a 2-level model in 60 steps (measured +0.11 dB, SSIM +0.010)
+    assert res["psnr"] > res["noisy_psnr"] + 0.05 and res["ssim"] > res["noisy_ssim"], res
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert any("loss" in r for r in rows)
 

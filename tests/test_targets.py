@@ -95,11 +95,11 @@ def test_config_checks_the_target():
     config_lib.validate(c)
 
 
-@pytest.mark.parametrize("target", targets.TARGETS)
+@pytest.mark.parametrize("target", [t for t in targets.TARGETS if t != "clean"])  # clean: test_first_steps.py
 def test_every_target_trains_to_beat_the_noisy_input(target):
-    """A U-Net trained 80 steps with each target at poisson:10 on 32x32 built-in crops (batch 8, 2 micro-batches)
-    denoises held-out crops better than their noisy input; no clean image enters the loss of the
-    self-supervised targets."""
+    """A U-Net trained 80 steps with each self-supervised target at poisson:10 on 32x32 built-in crops (batch
+    8, 2 micro-batches) denoises held-out crops better than their noisy input, though no clean image enters
+    its loss (measured: clean targets +5.3 dB, noise2noise +5.3, neighbor2neighbor +5.0)."""
     photos = [builtin.load_photo(builtin.photo_path(p, n)) for p, n in builtin.TRAIN_PHOTOS]
     rng = np.random.default_rng(0)
     crops = np.stack([c for ph in photos for c in builtin.random_crops(ph, 16, 32, rng)])
