@@ -9,9 +9,11 @@ the paper's SIDD size on a GPU: --config.model.width=32 --config.model.enc_block
 recipe: AdamW at 1e-3 with betas 0.9 / 0.9 (weight decay 0), the PSNR loss, cosine decay; plus EMA 0.999 and
 64x64 crops with flips and rotations, as unet_faces.
 
-Not yet trained to the end on CPU: measured 2026-11-28 on CPU-2 at 25.7 img/s (batch 16, 64x64; 0.91 GFLOP
-per image, 14 % of the roofline: its depthwise convs, layer norms and gates are memory-bound on CPU), so the
-12 x 550 steps take ~70 min there; tested to learn (tests/test_models.py). A GPU config to measure.
+Measured 2026-12-03 on CPU-2 (2-core AMD EPYC), the command above on shared/data/faces_utk (7,801 train /
+1,979 val): 12 x 550 steps at 28-31 img/s alone (~60 min; this run shared the cores for part of it and was
+resumed once); all 1,979 validation faces: poisson:30 32.74 dB, poisson:10 29.94, gaussian:25 33.74 (unet_faces:
+32.68 / 29.74 / 33.62). docs/quality.md, "Faces". Memory-bound on CPU (0.91 GFLOP per image, 14 % of the
+roofline: depthwise convs, layer norms, gates); a GPU config to measure.
 """
 import importlib.util
 import os
