@@ -138,9 +138,11 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     # the level map matters to non-blind models only (a blind model's copy would be dead weight below)
-    heavy = (noisy, level) if model.in_channels != 3 else (noisy,)
+    heavy = {"noisy": noisy}
+    if model.in_channels != 3:
+        heavy["level"] = level
     if target == "noise2noise":
-        heavy = heavy + (reference,)
+        heavy["reference"] = reference
     if chunks > 1:
         # Materialise the noisy batch once. Left alone, XLA fuses the noise model's elementwise chain into
         # each of its 2 x chunks consumers (every chunk's slice and E1's kernel-gradient transpose) and runs
@@ -148,11 +150,7 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
         # step instead of ~16 ms. A conditional is a fusion boundary (optimization_barrier is not, on CPU);
         # its predicate is always true, but XLA cannot know that from the step counter.
         heavy = jax.lax.cond(state.step >= 0, lambda a: a, lambda a: jax.tree.map(jnp.zeros_like, a), heavy)
-    noisy = heavy[0]
-    if model.in_channels != 3:
-        level = heavy[1]
-    if target == "noise2noise":
-        reference = heavy[-1]
+    noisy, level, reference = heavy["noisy"], heavy.get("level", level), heavy.get("reference", reference)
     split = lambda x: x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:])
     noisy_c, level_c, reference_c, clean_c = split(noisy), split(level), split(reference), split(clean)
     loss, grads, psnr = 0.0, None, 0.0

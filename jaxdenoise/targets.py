@@ -60,8 +60,8 @@ def subsample(x: jax.Array, positions: jax.Array) -> jax.Array:
 
 
 def second_draw(key: jax.Array, noise, clean: jax.Array, source: jax.Array, noisy: jax.Array
-                ) -> Tuple[jax.Array, jax.Array, jax.Array]:
-    """Noise2Noise's (input, target, level source) for a batch: synthetic noise gives the target an
+                ) -> Tuple[jax.Array, jax.Array]:
+    """Noise2Noise's (input, target) for a batch: synthetic noise gives the target an
     independent draw of ``noise`` on ``source``; a pairs store (noise ``none``: ``clean`` and ``noisy`` are
     two real shots) swaps the two shots per image at random. Returns (input, target) ``[B, H, W, 3]``."""
     if noise.kind == "none":
