@@ -31,6 +31,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.target = "clean"              # clean | noise2noise | neighbor2neighbor (jaxdenoise.targets): what the
                                     # output is compared with; the last two need no clean image
     c.target_gamma = 2.0            # neighbor2neighbor: regulariser weight, ramped from 0 over the run
+    c.noise_fixed = False           # each training image gets its noise once (keyed by its index), the same every
+                                    # epoch, as a real noisy dataset; False = fresh noise every step ("re-noised")
     c.schedule = "constant"         # constant | cosine (to 0 at the last step)
     c.warmup_steps = 0
     c.grad_clip = 0.0               # global-norm clipping; 0 = off
@@ -245,6 +247,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
         need(c.data.source == "dir", "data.val_dir needs data.source='dir'")
         need(os.path.realpath(val_dir) not in real, f"data.val_dir={val_dir!r} is also in data.dir: validation "
                                                     f"images must not be trained on")
+    if c.noise_fixed:
+        need(c.noise != "none" and not pairs, "noise_fixed=True fixes synthetic noise: with noise='none' (real "
+                                              "noisy photos) the noise is already fixed")
+        need(c.data.resize_mode != "full", "noise_fixed=True needs a fixed-size store (data.resize_mode='resize' or "
+                                           "'center_crop'): each image's noise is drawn once over the whole stored "
+                                           "image, then cropped")
+        need(not c.data.device_resident, "noise_fixed=True needs the grain loader: set data.device_resident=False")
     need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
          "data.device_resident does not support data.flips / data.rot90 / data.patch")
     need(c.data.patch >= 0, f"data.patch must be >= 0 (0 = whole images), got {c.data.patch}")

@@ -248,7 +248,8 @@ def preemption_point(step: int) -> bool:
 def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int, total_steps: int = 0):
     """The jitted train step for this config: ``(state, batch, rng) -> (state, metrics)``, state donated, state
     and metrics replicated, the batch on the mesh's ``data`` axis; ``steps_per_call > 1`` takes stacked
-    ``[k, B, H, W, 3]`` batches (``steps.multi_train_step``). total_steps: the run's length (the ramp of
+    ``[k, B, H, W, 3]`` batches (``steps.multi_train_step``); with ``config.noise_fixed`` a batch is the fixed-noise
+    loader's dict (whole images and their meta, every leaf split over ``data``). total_steps: the run's length (the ramp of
     neighbor2neighbor's regulariser). Returns (jitted, batch_sharding, chunks), chunks being the
     micro-batches per step (``steps.micro_batch_chunks``).
     """
@@ -261,7 +262,7 @@ def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int, total_
     batch_sharding = rows(mesh, leading=0 if k == 1 else 1)
     kw = dict(model=model, tx=tx, noise=noise, chunks=chunks, ema_decay=float(config.ema_decay),
               loss=config.get("loss", "mse"), target=config.get("target", "clean"), total_steps=total_steps,
-              gamma=float(config.get("target_gamma", 2.0)))
+              gamma=float(config.get("target_gamma", 2.0)), patch=config.data.patch)
     if k > 1:
         fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw)
     else:

@@ -105,8 +105,10 @@ def split_pairs(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
 def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1,
                ema_decay: float = 0.0, loss: str = "mse", target: str = "clean", total_steps: int = 0,
-               gamma: float = targets.N2N_GAMMA) -> Tuple[TrainState, Metrics]:
-    """One optimisation step. batch: ``uint8 [B, H, W, 3]`` (or ``[B, H, W, 6]`` real pairs: ``split_pairs``); rng: the run's key (noise uses fold_in(rng, step)).
+               gamma: float = targets.N2N_GAMMA, patch: int = 0) -> Tuple[TrainState, Metrics]:
+    """One optimisation step. batch: ``uint8 [B, H, W, 3]`` (or ``[B, H, W, 6]`` real pairs: ``split_pairs``),
+    or a fixed-noise batch (a dict of whole images and their meta: ``fixed_noisy``, cropped to ``patch``);
+    rng: the run's key (noise uses fold_in(rng, step), fixed noise fold_in(rng, image index)).
 
     chunks: the gradient is summed over this many equal micro-batches of the (already noised) batch, one
     after another: the same loss and gradient as the whole batch (up to float rounding), with activations
@@ -122,12 +124,17 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     vs clean, mean over images), noisy_psnr (input vs clean), grad_norm.
     """
     per_image_loss = losses.get(loss)
-    clean, source = split_pairs(to_float(batch))
     key = jax.random.fold_in(rng, state.step)
-    noisy, level = noise.sample(key, source)
-    reference = clean
-    if target == "noise2noise":  # the second draw (or the other shot) is the target; clean stays the metric's
-        noisy, reference = targets.second_draw(jax.random.fold_in(key, 1), noise, clean, source, noisy)
+    if isinstance(batch, dict):  # noise_fixed: each image's noise drawn from its index, then cropped and turned
+        parts = fixed_noisy(noise, rng, batch, patch, second=target == "noise2noise")
+        clean, noisy, level = parts["clean"], parts["noisy"], parts["level"]
+        reference = parts.get("second", clean)
+    else:
+        clean, source = split_pairs(to_float(batch))
+        noisy, level = noise.sample(key, source)
+        reference = clean
+        if target == "noise2noise":  # the second draw (or the other shot) is the target; clean stays the metric's
+            noisy, reference = targets.second_draw(jax.random.fold_in(key, 1), noise, clean, source, noisy)
     progress = state.step.astype(jnp.float32) / max(total_steps, 1)
     objective = targets.loss_fn(target, per_image_loss, lambda p, x, lv: model.apply(
         {"params": p}, model_input(model, x, lv)), gamma)
@@ -226,6 +233,46 @@ def eval_noisy(noise: NoiseModel, rng: jax.Array, clean: jax.Array, index: jax.A
     keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
     noisy, level = jax.vmap(lambda k, x: noise.sample(k, x[None]))(keys, clean)
     return noisy[:, 0], level[:, 0]
+
+
+FIXED_NOISE_SALT = 0xF12ED  # fixed training noise: its own stream, apart from the step-keyed one
+
+
+def place(x: jax.Array, meta: jax.Array, patch: int) -> jax.Array:
+    """Crop and turn each image of ``x`` (``[B, H, W, C]``, any dtype) as its ``meta`` row says
+    (``loader.META_FIELDS``: index, y, x, hflip, vflip, rot; ``int32 [B, 6]``): the ``patch`` x ``patch`` crop at
+    (y, x) (``patch`` 0: the whole image), then the flips and ``rot`` quarter turns, in ``loader.augment``'s
+    order, so that a whole-image batch placed here equals the loader's own crops and turns of it."""
+    def one(img, m):
+        if patch:
+            img = jax.lax.dynamic_slice(img, (m[1], m[2], 0), (patch, patch, img.shape[-1]))
+        img = jnp.where(m[3] > 0, img[:, ::-1], img)
+        img = jnp.where(m[4] > 0, img[::-1], img)
+        if img.shape[0] == img.shape[1]:  # rot90 is refused on non-square whole images (rot is then 0)
+            img = jax.lax.switch(m[5], [functools.partial(jnp.rot90, k=j) for j in range(4)], img)
+        return img
+    return jax.vmap(one)(x, meta)
+
+
+def fixed_noisy(noise: NoiseModel, rng: jax.Array, batch: Dict[str, jax.Array], patch: int,
+                second: bool = False) -> Dict[str, jax.Array]:
+    """The fixed-noise setting (``config.noise_fixed``): each training image's noise is drawn once, over the
+    whole stored image, keyed by the image's index (``fold_in(fold_in(rng, FIXED_NOISE_SALT), index)``), so
+    the same image is the same noisy image in every epoch and after a resume, as a real noisy dataset would
+    be; only then is it cropped and turned (``place``), so a crop is a window of that one noisy image.
+
+    batch: ``{"image": uint8 [B, H, W, 3], "meta": int32 [B, 6]}`` (``loader`` with ``fixed=True``).
+    second: also a second fixed draw (``fold_in(key, 1)``), noise2noise's target: two noisy shots per image.
+    Returns float32 ``clean``, ``noisy`` ``[B, p, p, 3]`` in [0, 1] (unclipped specs may leave it), ``level``
+    ``[B, p, p, 1]`` and, with ``second``, ``second`` (p = patch, or H for whole images).
+    """
+    x, meta = to_float(batch["image"]), batch["meta"]
+    key = jax.random.fold_in(rng, FIXED_NOISE_SALT)
+    noisy, level = eval_noisy(noise, key, x, meta[:, 0])
+    parts = {"clean": x, "noisy": noisy, "level": level}
+    if second:
+        parts["second"] = eval_noisy(noise, jax.random.fold_in(key, 1), x, meta[:, 0])[0]
+    return {name: place(v, meta, patch) for name, v in parts.items()}
 
 
 def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, model: nn.Module,

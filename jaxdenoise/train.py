@@ -133,7 +133,7 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
         data_iter = iter(loader.make_loader(
             train_images, config.batch_size, config.seed, total_steps,
             shard=parallel.process_shard(), flips=config.data.flips, rot90=config.data.rot90, patch=config.data.patch,
-            num_threads=config.data.num_threads, prefetch=config.data.prefetch))
+            num_threads=config.data.num_threads, prefetch=config.data.prefetch, fixed=config.get("noise_fixed", False)))
     ckpt = None
     if resuming:  # restored before config.json is rewritten: a run that cannot resume changes nothing
         ckpt = checkpointing.Checkpointer(ckpt_dir)
@@ -306,7 +306,8 @@ def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path, chu
     dev = mesh.devices.flat[0]
     procs = f" in {jax.process_count()} processes" if parallel.multi_process() else ""
     return "\n".join([
-        f"jaxdenoise: model={config.model.name} ({n_params:,} params, {config.dtype}), noise={config.noise}, "
+        f"jaxdenoise: model={config.model.name} ({n_params:,} params, {config.dtype}), noise={config.noise} "
+        f"({noise_setting(config)}), target={config.get('target', 'clean')}, "
         f"{config.optimizer} lr={config.learning_rate:g} ({config.schedule})"
         + (f" weight_decay={config.weight_decay:g}" if config.weight_decay else "")
         + f", loss={config.loss}, batch={config.batch_size}"
@@ -338,8 +339,8 @@ class TrainLog:
     point), checked (NaN/inf: ``TrainingDiverged``; an exactly zero gradient for ``STALL_STEPS`` steps in a
     row: ``TrainingStalled``), averaged into one row of metrics.jsonl, with images/s over the window."""
 
-    def __init__(self, writer: run_io.MetricWriter, spe: int, hint: Callable[[], str]):
-        self.writer, self.spe, self.hint = writer, spe, hint
+    def __init__(self, writer: run_io.MetricWriter, spe: int, hint: Callable[[], str], setting: str = ""):
+        self.writer, self.spe, self.hint, self.setting = writer, spe, hint, setting
         self.pending: List[Tuple[int, Dict[str, jax.Array]]] = []
         self.t, self.images, self.zero_steps = time.perf_counter(), 0, 0
 
@@ -373,7 +374,8 @@ class TrainLog:
         ips = self.images / max(now - self.t, 1e-9)
         self.t, self.images = now, 0
         row = {"kind": "train", "step": end, "epoch": round(end / self.spe, 4),
-               **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}, "img_per_s": round(ips, 2)}
+               **{key: float(np.mean([r[key] for r in rows])) for key in rows[0]}, "img_per_s": round(ips, 2),
+               **({"noise_setting": self.setting} if self.setting else {})}
         self.writer.write(row, "train")
         return row
 
@@ -405,7 +407,8 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
                mininterval=1.0, disable=None if parallel.is_main() else True)
     lines = parallel.is_main() and bar.disable
     n_dev = jax.device_count()
-    train_log = TrainLog(writer, spe, lambda: _retry_hint(ckpt, workdir))
+    setting = noise_setting(config)
+    train_log = TrainLog(writer, spe, lambda: _retry_hint(ckpt, workdir), setting)
     last_saved, last_eval = step, {}
 
     def flush() -> None:
@@ -445,7 +448,7 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
             if due(step, config.log_every_steps, k) or epoch_done or stop.signum or step >= total_steps:
                 flush()
             if epoch_done and (epoch % config.eval_every_epochs == 0 or step >= total_steps):
-                last_eval = _evaluate(evaluator, state, step, epoch, writer, workdir, bar)
+                last_eval = _evaluate(evaluator, state, step, epoch, writer, workdir, bar, setting)
                 save(step, {"psnr": last_eval["psnr"]})
             elif (config.checkpoint_every_steps and step - last_saved >= config.checkpoint_every_steps) \
                     or stop.signum or (step >= total_steps and last_saved != step):
@@ -484,12 +487,21 @@ def progress_line(row: Dict[str, float], total_steps: int, batch_size: int, n_de
             f"PSNR {row['psnr']:.2f} dB{' against the input' if against_input else ''}, {ips:.1f} img/s ({ips / n_dev:.1f} per device), ETA {eta}")
 
 
+def noise_setting(config) -> str:
+    """How the training noise was drawn, recorded in every metrics row: ``renoised`` (fresh synthetic noise every
+    step: a synthetic benchmark's many noisy copies of each image), ``fixed`` (``config.noise_fixed``: one
+    noisy copy per image, as a real dataset) or ``real`` (noisy photos or real pairs: ``noise='none'``)."""
+    if config.noise == "none":
+        return "real"
+    return "fixed" if config.get("noise_fixed", False) else "renoised"
+
+
 def _evaluate(evaluator: validation.Evaluator, state, step: int, epoch: int, writer: run_io.MetricWriter, workdir: str,
-              bar=None) -> Dict[str, float]:
+              bar=None, setting: str = "") -> Dict[str, float]:
     t0 = time.perf_counter()
     res = validation.scores(evaluator, state)
     row = {"kind": "eval", "step": step, "epoch": epoch, **{k: float(v) for k, v in res.items()},
-           "eval_s": round(time.perf_counter() - t0, 2)}
+           "eval_s": round(time.perf_counter() - t0, 2), **({"noise_setting": setting} if setting else {})}
     writer.write(row, "val")
     grid = evaluator.grid(validation.eval_params(state))  # all processes: the grid is computed on the mesh
     if parallel.is_main():

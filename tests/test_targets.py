@@ -178,3 +178,97 @@ def test_a_separate_clean_validation_folder_is_used_whole_and_by_evaluate(tmp_pa
     bad = set_fields(c.copy_and_resolve_references(), {"eval_noise": "none"})
     with pytest.raises(ValueError, match="they are clean images"):
         train.train_and_evaluate(bad, str(tmp_path / "run2"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the fixed-noise setting (config.noise_fixed)
+def _fixed_loader(images, epochs, **kw):
+    """The fixed-noise loader over ``images`` (batch 4) for ``epochs`` epochs, and its number of batches."""
+    from jaxdenoise.data import loader
+    n = len(images) // 4 * epochs
+    return iter(loader.make_loader(images, 4, 0, n, fixed=True, num_threads=1, **kw)), n
+
+
+def _fixed_batches(images, epochs, **kw):
+    """Every batch of ``epochs`` epochs of the fixed-noise loader over ``images``."""
+    it, n = _fixed_loader(images, epochs, **kw)
+    return [next(it) for _ in range(n)]
+
+
+def test_fixed_noise_gives_each_image_one_noisy_version_across_epochs_crops_and_a_resume():
+    """With noise_fixed every crop of image i, in any epoch, flipped or turned, is a window of one and the same
+    noisy image (drawn once from i), and the loader's crops and turns are the ones it makes without fixed
+    noise; a loader restored from a saved position yields the same noisy batches as the one that went on."""
+    from jaxdenoise.data import loader
+    images = (np.random.default_rng(0).random((12, 16, 16, 3)) * 255).astype(np.uint8)
+    nz = noise.parse("gaussian:25:noclip+poisson:30:noclip")
+    rng = jax.random.PRNGKey(3)
+    whole = steps.eval_noisy(nz, jax.random.fold_in(rng, steps.FIXED_NOISE_SALT), steps.to_float(jnp.asarray(images)),
+                             jnp.arange(12))[0]
+    kw = dict(patch=8, flips=True, rot90=True)
+    batches = _fixed_batches(images, 3, **kw)
+    plain = iter(loader.make_loader(images, 4, 0, len(batches), num_threads=1, **kw))
+    seen = {}
+    for b in batches:
+        parts = steps.fixed_noisy(nz, rng, jax.tree.map(jnp.asarray, b), 8)
+        meta = jnp.asarray(b["meta"])
+        np.testing.assert_allclose(np.asarray(parts["clean"]), next(plain) / 255.0, atol=1e-7)
+        np.testing.assert_allclose(parts["noisy"], steps.place(whole[meta[:, 0]], meta, 8), atol=1e-6)
+        for i in b["meta"][:, 0]:
+            seen[int(i)] = seen.get(int(i), 0) + 1
+    assert len(seen) == 12 and min(seen.values()) == 3  # every image, once per epoch
+    assert len({tuple(m) for b in batches for m in b["meta"][:, 1:]}) > 12  # crops and turns do vary
+    # whole images, no turns: the same noisy array for the same index in every epoch (not a re-draw)
+    batches = _fixed_batches(images, 2)
+    noisy = {}
+    for b in batches:
+        out = np.asarray(steps.fixed_noisy(nz, rng, jax.tree.map(jnp.asarray, b), 0)["noisy"])
+        for i, img in zip(b["meta"][:, 0], out):
+            if int(i) in noisy:
+                np.testing.assert_array_equal(noisy[int(i)], img)
+            noisy[int(i)] = img
+    assert np.abs(noisy[0] - images[0] / 255.0).mean() > 0.03  # it is noisy
+    # a resume: the position saved after batch 4 replays batches 5.. exactly
+    batches = _fixed_batches(images, 3, **kw)
+    it, _ = _fixed_loader(images, 3, **kw)
+    for _ in range(4):
+        next(it)
+    saved = it.get_state()
+    again, _ = _fixed_loader(images, 3, **kw)
+    again.set_state(saved)
+    for b in batches[4:]:
+        r = next(again)
+        np.testing.assert_array_equal(r["meta"], b["meta"])
+        np.testing.assert_array_equal(r["image"], b["image"])
+
+
+def test_fixed_noise_config_checks():
+    c = set_fields(config_lib.base_config(), {"noise_fixed": True, "data.source": "dir", "data.dir": "/x",
+                                              "data.resize_mode": "full", "data.size": 64, "data.patch": 32})
+    with pytest.raises(ValueError, match="noise_fixed=True needs a fixed-size store"):
+        config_lib.validate(c)
+    c = set_fields(config_lib.base_config(), {"noise_fixed": True, "data.device_resident": True})
+    with pytest.raises(ValueError, match="noise_fixed=True needs the grain loader"):
+        config_lib.validate(c)
+    c = set_fields(config_lib.base_config(), {"noise_fixed": True})
+    config_lib.validate(c)
+
+
+def test_fixed_noise_training_resumes_bitwise_and_every_row_records_the_setting(tmp_path, monkeypatch):
+    """neighbor2neighbor on fixed noise through train_and_evaluate: stopped mid-epoch and resumed, the same run
+    bit for bit as one that never stopped; config.json and every train and eval row say ``fixed``."""
+    from test_train import assert_same_run, stop_at, tiny_config
+    from jaxdenoise import run_io
+    cfg = lambda: tiny_config(tmp_path / "cache", noise_fixed=True, target="neighbor2neighbor", ema_decay=0.9,
+                              log_every_steps=1, **{"data.flips": True, "data.rot90": True})
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train.train_and_evaluate(cfg(), str(straight))
+    stop_at(monkeypatch, 4)
+    with pytest.raises(train.Interrupted, match="after step 4"):
+        train.train_and_evaluate(cfg(), str(resumed))
+    monkeypatch.undo()
+    train.train_and_evaluate(cfg(), str(resumed))
+    assert_same_run(straight, resumed)
+    assert json.load(open(straight / "config.json"))["noise_fixed"] is True
+    rows = [r for r in run_io.read_rows(str(straight)) if r["kind"] in ("train", "eval")]
+    assert rows and {r["noise_setting"] for r in rows} == {"fixed"}

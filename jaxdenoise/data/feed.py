@@ -95,9 +95,9 @@ class DevicePrefetcher:
         self.queue: collections.deque = collections.deque()
 
     def _pull(self) -> None:
-        host = [next(self.it) for _ in range(self.k)]
-        host = host[0] if self.k == 1 else np.stack(host)
-        dev = jax.make_array_from_process_local_data(self.sharding, host)
+        host = [next(self.it) for _ in range(self.k)]  # arrays, or dicts of them (fixed-noise batches)
+        host = host[0] if self.k == 1 else jax.tree.map(lambda *x: np.stack(x), *host)
+        dev = jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.sharding, x), host)
         self.queue.append((dev, self.it.get_state()))
 
     def __iter__(self):

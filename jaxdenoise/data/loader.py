@@ -11,7 +11,10 @@ Shape of the pipeline (grain ``MapDataset``, random access, so any position can 
     .to_iter_dataset(ReadOptions(num_threads, prefetch_buffer_size))
 
 Host output is ``uint8 [B_local, H, W, 3]``: normalisation happens on the device, so host-to-device
-traffic stays uint8. Batches never straddle epochs. The global batch at a step is the same whatever the
+traffic stays uint8. With ``fixed=True`` (``config.noise_fixed``) a batch is instead a dict: the whole,
+untouched stored images and, per row, where they come from and what to do to them (``META_FIELDS``), so that
+the device can noise each image in its stored frame, keyed by its index, before it crops and turns it
+(``steps.place``): the noisy image then is one and the same every epoch, as in a real noisy dataset. Batches never straddle epochs. The global batch at a step is the same whatever the
 number of processes, so scaling out changes no result. ``epoch_permutation`` gives the same order for
 the device-resident path.
 """
@@ -26,6 +29,9 @@ import numpy as np
 from jaxdenoise.data import store
 
 _AUG_SALT = 0x5EED_A06
+# a fixed-noise batch's per-row int32 meta: the image's index in the training split, the crop's top-left
+# corner (0, 0 for whole images), the flips and the quarter turns, applied in that order (as ``augment``)
+META_FIELDS = ("index", "y", "x", "hflip", "vflip", "rot")
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -58,8 +64,9 @@ class _BatchReader:
     """Batch index -> uint8 batch (picklable, stateless: grain threads call it in any order)."""
 
     def __init__(self, images: np.ndarray, batch_size: int, seed: int, shard: grain.sharding.ShardOptions,
-                 flips: bool, rot90: bool, patch: int = 0):
+                 flips: bool, rot90: bool, patch: int = 0, fixed: bool = False):
         self.images = images
+        self.fixed = fixed
         self.ragged = isinstance(images, store.RaggedImages)
         self.n = images.shape[0]
         self.batch_size = batch_size
@@ -72,12 +79,13 @@ class _BatchReader:
         self.lo = shard.shard_index * self.local
         self.perm = grain.MapDataset.range(self.n).shuffle(seed=seed).repeat()
 
-    def __call__(self, k: int) -> np.ndarray:
+    def __call__(self, k: int):
         epoch, j = divmod(int(k), self.steps_per_epoch)
         start = epoch * self.n + j * self.batch_size
         idx = np.fromiter((self.perm[start + self.lo + i] for i in range(self.local)), np.int64, count=self.local)
         part = slice(self.lo, self.lo + self.local)
         p = self.patch
+        ys = xs = np.zeros(self.local, np.int64)
         if p:  # crop origins drawn for the whole global batch, then this shard's part: any process count
             if self.ragged:
                 gidx = np.fromiter((self.perm[start + i] for i in range(self.batch_size)), np.int64,
@@ -87,30 +95,50 @@ class _BatchReader:
                 sizes = np.tile(self.images.shape[1:3], (self.batch_size, 1))
             rng = np.random.default_rng([self.seed, _CROP_SALT, int(k)])
             ys, xs = crop_origins(rng, sizes, p)[part].T
+        if self.fixed:
+            return self._fixed(k, idx, part, ys, xs)
         if self.ragged:  # full-size store: read only each image's crop
             batch = np.stack([self.images.crop(i, y, x, p) for i, y, x in zip(idx, ys, xs)])
         else:
-            order = np.argsort(idx)  # sorted reads are kinder to a memmap on disk
-            batch = np.empty((self.local,) + self.images.shape[1:], np.uint8)
-            batch[order] = self.images[idx[order]]
+            batch = self._read_whole(idx)
             if p:
                 batch = np.stack([img[y:y + p, x:x + p] for img, y, x in zip(batch, ys, xs)])
         if self.flips or self.rot90:
-            rng = np.random.default_rng([self.seed, _AUG_SALT, int(k)])
-            # drawn for the whole global batch, then this shard's part: the same for any process count
-            draws = rng.integers(0, 2, (2, self.batch_size)).astype(bool) & self.flips
-            rot = rng.integers(0, 4, self.batch_size) * self.rot90
-            batch = augment(batch, draws[0][part], draws[1][part], rot[part])
+            hflip, vflip, rot = self._draws(k)
+            batch = augment(batch, hflip[part], vflip[part], rot[part])
         return batch
+
+    def _read_whole(self, idx: np.ndarray) -> np.ndarray:
+        """``uint8 [len(idx), H, W, C]``: whole images of a fixed-size store."""
+        order = np.argsort(idx)  # sorted reads are kinder to a memmap on disk
+        batch = np.empty((len(idx),) + self.images.shape[1:], np.uint8)
+        batch[order] = self.images[idx[order]]
+        return batch
+
+    def _draws(self, k: int):
+        """(hflip, vflip, rot) for the whole global batch ``k``: the same for any process count."""
+        rng = np.random.default_rng([self.seed, _AUG_SALT, int(k)])
+        draws = rng.integers(0, 2, (2, self.batch_size)).astype(bool) & self.flips
+        return draws[0], draws[1], rng.integers(0, 4, self.batch_size) * self.rot90
+
+    def _fixed(self, k: int, idx: np.ndarray, part: slice, ys: np.ndarray, xs: np.ndarray) -> dict:
+        """A fixed-noise batch: whole stored images, and their meta (``META_FIELDS``): crops and turns are left to
+        the device, after the noise (``steps.place``)."""
+        batch = self._read_whole(idx)
+        zero = np.zeros(self.batch_size, np.int64)
+        hflip, vflip, rot = self._draws(k) if (self.flips or self.rot90) else (zero, zero, zero)
+        meta = np.stack([idx, ys, xs, hflip[part], vflip[part], rot[part]], axis=1).astype(np.int32)
+        return {"image": batch, "meta": meta}
 
 
 def make_loader(images: np.ndarray, batch_size: int, seed: int, num_batches: int, *,
                 shard: Optional[grain.sharding.ShardOptions] = None, flips: bool = False, rot90: bool = False,
-                num_threads: int = 0, prefetch: int = 8, patch: int = 0) -> grain.IterDataset:
+                num_threads: int = 0, prefetch: int = 8, patch: int = 0, fixed: bool = False) -> grain.IterDataset:
     """An ``IterDataset`` of ``num_batches`` uint8 batches; iterate it, ``get_state`` / ``set_state`` its iterator.
 
     images: ``uint8 [N, H, W, 3]`` (a memmap from ``store.open_split``). patch: a random ``patch`` x
-    ``patch`` crop of each image (0 = whole images), so batches are ``[B, patch, patch, 3]``. Raises
+    ``patch`` crop of each image (0 = whole images), so batches are ``[B, patch, patch, 3]``. fixed:
+    fixed-noise batches instead (dicts of whole images and their meta: the module docstring). Raises
     ValueError (one line) when the split is empty or smaller than one batch, or the patch larger than the
     images. num_threads 0: min(8, cores).
     """
@@ -128,10 +156,13 @@ def make_loader(images: np.ndarray, batch_size: int, seed: int, num_batches: int
     elif patch and patch > min(images.shape[1:3]):
         raise ValueError(f"config: data.patch={patch} is larger than the stored images ({images.shape[1]}x"
                          f"{images.shape[2]})")
+    if fixed and isinstance(images, store.RaggedImages):
+        raise ValueError("config: noise_fixed=True needs a fixed-size store (data.resize_mode='resize' or "
+                         "'center_crop'), not a full-size one")
     if rot90 and not patch and images.shape[1] != images.shape[2]:
         raise ValueError("rot90 augmentation needs square images")
     shard = shard or grain.sharding.ShardOptions(0, 1)
-    reader = _BatchReader(images, batch_size, seed, shard, flips, rot90, patch)
+    reader = _BatchReader(images, batch_size, seed, shard, flips, rot90, patch, fixed)
     ds = grain.MapDataset.range(num_batches).map(reader)
     threads = num_threads or min(8, os.cpu_count() or 1)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))

@@ -1,0 +1,46 @@
+"""Real noisy photos alone, no clean image: Neighbor2Neighbor on the noisy shots themselves (issue 20).
+
+    python scripts/train.py --config configs/selfsup_real.py --workdir runs/selfsup_real \
+        --config.data.dir=/path/to/real_nam25/noisy --config.data.val_dir=/path/to/real_nam25
+
+``data.dir`` holds the noisy photos (any size; kept at their own size, random 64x64 patches with flips and
+rotations) and nothing else: the loss compares two neighbour sub-samples of each noisy patch (Huang et al.
+2021). ``data.val_dir`` is a folder of real pairs (``clean/`` and ``noisy/``) used only to score the model;
+no clean image enters training. The residual U-Net of configs/unet_faces.py, Adam 1e-3, cosine, EMA 0.999.
+
+Neighbor2Neighbor assumes noise independent from pixel to pixel. Real sRGB noise is not (demosaicing and
+the camera's own denoising and JPEG correlate it: in shared/data/real_nam25 the noise of neighbouring pixels
+correlates at 0.70), so the two sub-samples share part of their noise and the model learns to keep it:
+the measured result and what it would take are in docs/quality.md, "Without clean images".
+"""
+from jaxdenoise import models
+from jaxdenoise.config import base_config
+
+
+def get_config():
+    c = base_config()
+    c.model = models.default_config("unet", widths=(32, 64, 128), residual=True)
+    c.noise = "none"
+    c.target = "neighbor2neighbor"
+    c.optimizer = "adam"
+    c.learning_rate = 1e-3
+    c.schedule = "cosine"
+    c.warmup_steps = 50
+    c.ema_decay = 0.999
+    c.batch_size = 16
+    c.num_epochs = 4
+    c.steps_per_epoch = 200         # 800 steps x 16 patches of 64x64: ~10 minutes on CPU-2
+    c.data.source = "dir"
+    c.data.dir = ""                 # required: the folder of noisy photos
+    c.data.val_dir = ""             # required: a folder of real pairs (clean/, noisy/) to score on
+    c.data.resize_mode = "full"
+    c.data.size = 256               # short sides >= 256; validation on the central 256x256
+    c.data.max_side = 1024
+    c.data.patch = 64
+    c.data.flips = True
+    c.data.rot90 = True
+    c.eval_every_epochs = 2
+    c.eval_batch_size = 8
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 200
+    return c
