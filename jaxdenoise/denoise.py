@@ -65,7 +65,7 @@ def _starts(size: int, tile: int, step: int, stride: int) -> List[int]:
     return starts
 
 
-def denoise(apply: Apply, image: np.ndarray, stride: int = 4, tile: int = 256, overlap: int = 32,
+def denoise(apply: Apply, image: np.ndarray, stride: int, tile: int = 256, overlap: int = 32,
             batch: int = 8, bucket: int = 0) -> np.ndarray:
     """Denoise ``float32 [H, W, C]`` in [0, 1] -> ``float32 [H, W, 3]``; tiles when larger than ``tile``.
 
@@ -174,7 +174,7 @@ _CODER = {"pnm": "ppm"}  # ImageMagick coder for writing, where it differs from 
 EXISTS = "exists (use --overwrite to replace it)"
 
 
-def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | int = "best", tile: int = 256,
+def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | int = "best", tile: Optional[int] = None,
                   overlap: int = 32, batch: int = 8, keep_format: bool = False, overwrite: bool = False,
                   progress: bool = True, noise_level: str | None = None) -> Dict:
     """Denoise a file, or every image under a folder, into ``output_dir``; subfolders mirror the input's.
@@ -207,7 +207,7 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
     from jaxdenoise.data import imageio
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
-    if tile < 0 or overlap < 0:
+    if (tile is not None and tile < 0) or overlap < 0:
         raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
     if not input_path:
         raise ValueError("--input is required: an image file or a folder of images")
@@ -233,15 +233,16 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
     written, skipped, created = [], [], []
     try:
         _makedirs(out_root, created)  # now, so that a folder that cannot be made fails before any work
+        from jaxdenoise import denoiser
         try:
-            apply, stride, info = load_denoiser(workdir, which)
+            den = denoiser.load(workdir, which, overlap=overlap)
         except ValueError as e:  # CheckpointError: say which flag
             raise type(e)(f"--workdir {workdir}: {e}") from None
-        check_tiling(tile, overlap, stride, info["receptive_field"])
-        if noise_level and info["in_channels"] == 3:
+        check_tiling(tile or 0, overlap, den.stride, den.receptive_field)
+        if noise_level and den.blind:
             print(f"note: --noise-level {noise_level} is not used: the model is blind (3 input channels)",
                   file=sys.stderr)
-        overlap = min_overlap(overlap, info["receptive_field"])
+            noise_level = None
         for rel in tqdm(files, desc="denoising", unit="img", disable=not progress or len(files) < 2, file=sys.stderr):
             dst = os.path.join(out_root, names[rel])
             if not overwrite and os.path.lexists(dst):  # checked first only to save the work; the write re-checks
@@ -252,9 +253,7 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
             except imageio.ImageReadError as e:
                 skipped.append({"path": rel, "reason": str(e)})
                 continue
-            x = with_level(image.astype(np.float32) / 255.0, info["in_channels"], noise_level)
-            out = denoise(apply, x, stride, tile, overlap, batch)
-            data = _encode(np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8), formats[rel])
+            data = _encode(den(image, noise_level, tile=tile, batch=batch), formats[rel])
             _makedirs(os.path.dirname(dst), created)  # output folders appear with their first image
             try:
                 ok = fsutil.atomic_write(dst, data, overwrite=overwrite)

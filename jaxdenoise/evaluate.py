@@ -79,7 +79,7 @@ def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def run(workdir: str, which: str | int = "best", data: str | None = None, noise_specs: Sequence[str] = (),
-        baselines: Sequence[str] = (), resize: int | None = None, seed: int | None = None, tile: int = 512,
+        baselines: Sequence[str] = (), resize: int | None = None, seed: int | None = None, tile: int | None = None,
         overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3,
         limit: int | None = None, noisy: str | None = None, also: Sequence[str] = (),
         noise_level: str | None = None, json_path: str | None = None, overwrite: bool = False) -> List[Dict]:
@@ -112,7 +112,7 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     (``outputs.claim``: never an input, never a run's own file, an existing file only with ``overwrite``;
     ``eval_grid.png`` in a workdir is evaluate's own and is replaced).
     """
-    from jaxdenoise import baselines as baselines_lib, checkpointing, denoise as denoise_lib, layout, outputs
+    from jaxdenoise import baselines as baselines_lib, checkpointing, denoise as denoise_lib, denoiser, layout, outputs
     from jaxdenoise.data import feed, imageio
 
     if limit is not None and limit < 1:
@@ -144,13 +144,13 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     runs = []
     for flag, w in [("--workdir", workdir)] + [("--also", a) for a in also]:
         try:
-            runs.append((w, *denoise_lib.load_denoiser(w, which)))
+            runs.append((w, denoiser.load(w, which, overlap=overlap)))
         except checkpointing.CheckpointError as e:  # say which of the runs it is
             raise checkpointing.CheckpointError(f"{flag} {w}: {e}") from None
-    config = runs[0][3]["config"]
-    for w, _, stride, info in runs:
-        denoise_lib.check_tiling(tile, overlap, stride, info["receptive_field"], f"model of {w}")
-    if noise_level and (not noisy or all(info["in_channels"] == 3 for *_, info in runs)):
+    config = checkpointing.read_run_config(workdir)
+    for w, den in runs:
+        denoise_lib.check_tiling(tile or 0, overlap, den.stride, den.receptive_field, f"model of {w}")
+    if noise_level and (not noisy or all(den.blind for _, den in runs)):
         print(f"note: --noise-level {noise_level} is not used: " + (
             "the models are blind (3 input channels)" if noisy else
             "on synthetic noise non-blind models get the level map of the noise drawn"), file=sys.stderr)
@@ -178,14 +178,11 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         real = real[share]
     seed = config.eval_seed if seed is None else seed
     models = {}  # row name -> denoiser
-    for w, apply, stride, info in runs:
-        weights = " EMA" if info.get("weights") == "ema" else ""
-        name = f"{info['config'].model.name} (step {info['step']}{weights})"
+    for w, den in runs:
+        weights = " EMA" if den.info.get("weights") == "ema" else ""
+        name = f"{den.info['model']} (step {den.info['step']}{weights})"
         name = name if name not in models else f"{name} {w}"
-        ov = denoise_lib.min_overlap(overlap, info["receptive_field"])
-        models[name] = (lambda a, s, o, c: lambda y, lvl: denoise_lib.denoise(
-            a, denoise_lib.with_level(y, c, noise_level) if lvl is None or c == 3 else np.concatenate([y, lvl], -1),
-            s, tile, o, batch, bucket=BUCKET))(apply, stride, ov, info["in_channels"])
+        models[name] = (lambda d: lambda y, lvl: d.run(y, lvl, noise_level, tile=tile, batch=batch))(den)
     key = jax.random.PRNGKey(seed)
     clean = [img.astype(np.float32) / 255.0 for _, img in named]
     if noisy:

@@ -1,6 +1,6 @@
 """Denoise your own photos with a trained run: any size and format, tiled when large.
 
-    python scripts/denoise.py --workdir runs/x --input PATH [--output DIR] [--tile 256 --overlap 32] [--batch 8]
+    python scripts/denoise.py --workdir runs/x --input PATH [--output DIR] [--tile 1024 --overlap 32] [--batch 8]
         [--keep-format] [--overwrite] [--noise-level poisson:30]
 
 Output names, formats and the no-clobber rules: ``jaxdenoise.denoise.denoise_paths``.
@@ -13,7 +13,8 @@ flags.DEFINE_string("workdir", None, "training workdir", required=True)
 flags.DEFINE_string("input", None, "an image file or a folder of images", required=True)
 flags.DEFINE_string("output", "denoised", "output folder (subfolders mirror the input's)")
 flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
-flags.DEFINE_integer("tile", 256, "tile side for images larger than this (0: whole image always)")
+flags.DEFINE_integer("tile", None, "tile side for images larger than this (default: whole images up to 16 MP, "
+                     "tiles of 1024 px beyond; 0: whole image always)")
 flags.DEFINE_integer("overlap", 32, "tile overlap in pixels (blended with a smooth window)")
 flags.DEFINE_integer("batch", 8, "tiles per device call")
 flags.DEFINE_bool("keep-format", False, "write each input's real format (from its magic bytes) instead of PNG")

@@ -1,0 +1,165 @@
+"""A trained denoiser as one Python object: ``jaxdenoise.load(...)`` returns a ``Denoiser``.
+
+    den = jaxdenoise.load("runs/unet_faces")            # a workdir: its best checkpoint (EMA weights if kept)
+    den = jaxdenoise.load("runs/unet_faces", "latest")  # or "best", or a step number
+    den = jaxdenoise.load("model.jaxdn")                # an exported model (scripts/export.py)
+    clean = den(noisy)                                  # H x W x 3, uint8 or float in [0, 1]; same dtype back
+    clean = den(noisy, noise_level="poisson:30")        # non-blind models: the noise of the photo
+    outs = den.batch([img1, img2])                      # several images, any sizes
+    den.info                                            # model, parameters, stride, training noise, scores
+
+The ``Denoiser`` is the one home of what inference needs: the weights' choice (the EMA when the run kept one),
+padding to the model's stride, the noise-level map of non-blind models, and tiling (``denoise.denoise``).
+Images up to ``max_pixels`` run whole, at the per-pixel cost of whole-image inference (tiles recompute their
+overlaps); larger ones run in overlapping tiles of ``tile`` px, so memory stays bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+# Whole-image inference up to this many pixels (a 16-megapixel photo: the U-Net's activations then take a few
+# GB on the CPU); larger images are tiled. Tiles of 1024 px with a 32 px overlap recompute ~13 % of the pixels
+# (at 256 px it is ~60 %, and 4-8x the per-pixel cost was measured: docs/benchmarks.md, "Inference").
+MAX_PIXELS = 16 * 2**20
+TILE = 1024
+BUCKET = 64  # whole images are padded to multiples of this: a folder of mixed sizes compiles a few shapes
+
+
+class Denoiser:
+    """Denoise images with one trained model.
+
+    forward: ``float32 [B, h, w, C] -> float32 [B, h, w, 3]`` in [0, 1] (h, w multiples of ``stride``; C is
+    ``in_channels``: 3, or 4 for a non-blind model, whose 4th channel is the noise-level map).
+    info: what the model is (``load`` fills it: model, parameters, stride, training noise, scores).
+    """
+
+    def __init__(self, forward: Callable[[np.ndarray], Any], *, stride: int, in_channels: int, receptive_field: int,
+                 info: Optional[Dict[str, Any]] = None, max_pixels: int = MAX_PIXELS, tile: int = TILE,
+                 overlap: int = 32):
+        self.forward, self.stride, self.in_channels = forward, int(stride), int(in_channels)
+        self.receptive_field, self.max_pixels, self.tile, self.overlap = int(receptive_field), max_pixels, tile, overlap
+        self.info = dict(info or {})
+
+    @property
+    def blind(self) -> bool:
+        """True when the model estimates the noise itself (3 input channels)."""
+        return self.in_channels == 3
+
+    def __repr__(self) -> str:
+        return (f"Denoiser({self.info.get('model', '?')}, {self.info.get('parameters', '?')} parameters, stride "
+                f"{self.stride}, {'blind' if self.blind else 'non-blind'}, from {self.info.get('source', '?')})")
+
+    def __call__(self, image: np.ndarray, noise_level: Optional[str] = None, *, tile: Optional[int] = None,
+                 overlap: Optional[int] = None, batch: int = 8) -> np.ndarray:
+        """Denoise one ``[H, W, 3]`` image (uint8, or float in [0, 1]); returns the same shape and dtype.
+
+        noise_level: for a non-blind model, the photo's noise as a fixed spec (``poisson:30``, ``gaussian:25``);
+        None estimates a Gaussian level from the image. Blind models take none.
+        tile: tile side for this call (0: whole image always; default: whole up to ``max_pixels``, else
+        ``self.tile``); overlap: at least half the receptive field is used whatever is asked.
+        Raises ValueError (one line) for a wrong shape, a non-finite value, values outside [0, 1], or a
+        noise level given to a blind model.
+        """
+        x, kind = _as_float(image)
+        if noise_level is not None and self.blind:
+            raise ValueError(f"noise_level={noise_level!r} is for non-blind models; this one is blind (it takes "
+                             f"the noisy image alone)")
+        return _like(self.run(x, noise_level=noise_level, tile=tile, overlap=overlap, batch=batch), kind)
+
+    def run(self, x: np.ndarray, level: Optional[np.ndarray] = None, noise_level: Optional[str] = None, *,
+            tile: Optional[int] = None, overlap: Optional[int] = None, batch: int = 8) -> np.ndarray:
+        """``float32 [H, W, 3]`` -> ``float32 [H, W, 3]`` in [0, 1], unchecked (``__call__`` checks).
+
+        A non-blind model takes ``level`` (``float32 [H, W, 1]``, e.g. the map drawn with synthetic noise),
+        else the map of ``noise_level``, else of the Gaussian level estimated from the image; a blind one
+        ignores both. tile, overlap, batch: as ``__call__``.
+        """
+        from jaxdenoise import denoise as engine
+        if self.blind:
+            level = noise_level = None
+        x = np.concatenate([x, level], -1) if level is not None else engine.with_level(x, self.in_channels,
+                                                                                       noise_level)
+        h, w = x.shape[:2]
+        if tile is None:
+            tile = 0 if h * w <= self.max_pixels else self.tile
+        ov = engine.min_overlap(self.overlap if overlap is None else overlap, self.receptive_field)
+        engine.check_tiling(tile, ov, self.stride, self.receptive_field)
+        return engine.denoise(self.forward, x, stride=self.stride, tile=tile, overlap=ov, batch=batch,
+                              bucket=BUCKET if tile == 0 else 0)
+
+    def batch(self, images: Sequence[np.ndarray], noise_level: Optional[str] = None, **kw) -> List[np.ndarray]:
+        """Denoise several images of any sizes (each as ``__call__`` would); returns a list in the same order."""
+        return [self(img, noise_level, **kw) for img in images]
+
+
+def _as_float(image) -> tuple:
+    """(``float32 [H, W, 3]`` in [0, 1], the input's dtype) of an image, or a one-line ValueError."""
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got shape {a.shape}" +
+                         (": drop the alpha channel first" if a.ndim == 3 and a.shape[-1] == 4 else ""))
+    if min(a.shape[:2]) < 1:
+        raise ValueError(f"the image is empty (shape {a.shape})")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0, a.dtype
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"expected uint8 (0..255) or float (0..1) pixels, got {a.dtype}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("the image holds NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -0.5 or hi > 1.5:  # noisy floats may leave [0, 1] a little; 0..255 floats are a unit mistake
+        raise ValueError(f"float pixels must be in [0, 1], got values in [{lo:g}, {hi:g}] (divide 0..255 images "
+                         f"by 255, or pass uint8)")
+    return a.astype(np.float32), a.dtype
+
+
+def _like(out: np.ndarray, dtype) -> np.ndarray:
+    if dtype == np.uint8:
+        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return out.astype(dtype)
+
+
+def load(source: str | os.PathLike, checkpoint: str | int = "best", **kw) -> Denoiser:
+    """A ``Denoiser`` from a training workdir (``checkpoint``: "best", "latest" or a step; the EMA weights when
+    the run kept them) or from an exported model file (``scripts/export.py``: ``.jaxdn``). Keyword arguments go
+    to ``Denoiser`` (``max_pixels``, ``tile``, ``overlap``). Raises ValueError (one line) when there is no such
+    workdir, checkpoint or file."""
+    path = os.fspath(source)
+    if os.path.isfile(path):
+        from jaxdenoise import export
+        return export.load_exported(path, **kw)
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} is neither a training workdir nor an exported model file")
+    from jaxdenoise import checkpointing, denoise as engine, models
+    config, params, step, weights = checkpointing.load_params(path, checkpoint, with_kind=True)
+    model = models.create(config.model, config.dtype)
+    info = model_info(config, params, model, step=step, weights=weights, source=path)
+    info["validation"] = last_validation(path)
+    return Denoiser(engine.make_apply(model, params), stride=model.stride, in_channels=model.in_channels,
+                    receptive_field=model.receptive_field, info=info, **kw)
+
+
+def model_info(config, params, model, **extra) -> Dict[str, Any]:
+    """The facts a user asks of a model: JSON-ready (also an exported file's header)."""
+    import jax
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    return {"model": config.model.name, "model_config": config.model.to_dict(), "parameters": n,
+            "dtype": config.dtype, "stride": model.stride, "in_channels": model.in_channels,
+            "receptive_field": model.receptive_field, "blind": model.in_channels == 3,
+            "noise": config.noise, "eval_noise": config.eval_noise or config.noise,
+            "target": config.get("target", "clean"), "noise_fixed": bool(config.get("noise_fixed", False)),
+            "data": config.data.dir or config.data.source, **extra}
+
+
+def last_validation(workdir: str) -> Optional[Dict[str, Any]]:
+    """The run's last validation row of metrics.jsonl (PSNR, SSIM, ... at its eval noise), or None."""
+    from jaxdenoise import run_io
+    try:
+        rows = run_io.read_rows(workdir, "eval")
+    except (FileNotFoundError, ValueError, json.JSONDecodeError):
+        return None
+    return rows[-1] if rows else None

@@ -1,0 +1,99 @@
+"""Export a trained denoiser as a file that runs with ``jax`` and ``numpy`` alone (``scripts/export.py``).
+
+The file (``.jaxdn``) is a zip archive of two members:
+
+- ``info.json``: ``format`` (``FORMAT``), the model's facts (``denoiser.model_info``: model, parameters,
+  stride, input channels, training noise, ...), the platforms it was lowered for and its validation scores;
+- ``function.bin``: the denoiser serialised by ``jax.export``, its weights inside as constants:
+  ``float32 [B, H, W, C] -> float32 [B, H, W, 3]`` in [0, 1] with B, H and W symbolic (H and W multiples of
+  the stride; C = 3, or 4 for a non-blind model whose last channel is the noise-level map).
+
+Without this project, flax or orbax installed::
+
+    import json, zipfile
+    import numpy as np
+    from jax import export
+    with zipfile.ZipFile("model.jaxdn") as z:
+        info = json.loads(z.read("info.json"))
+        fn = export.deserialize(bytearray(z.read("function.bin")))
+    out = np.asarray(fn.call(x[None]))[0]   # x: float32 [H, W, 3] in [0, 1], H and W multiples of info["stride"]
+
+``jaxdenoise.load("model.jaxdn")`` reads it into a ``Denoiser`` (padding, tiles, noise-level map).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from typing import Any, Dict, Sequence
+
+import numpy as np
+
+FORMAT = "jaxdenoise-export-1"
+INFO, FUNCTION = "info.json", "function.bin"
+PLATFORMS = ("cpu", "cuda")  # lowered for both: the same file runs on a CPU machine and on an NVIDIA GPU
+
+
+def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequence[str] = PLATFORMS) -> bytes:
+    """The ``.jaxdn`` file's bytes for ``model`` with ``params`` (lowered once, for ``platforms``)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    s, c = model.stride, model.in_channels
+    fn = jax.jit(lambda x: jnp.clip(model.apply({"params": params}, x), 0.0, 1.0))
+    spec = jax.ShapeDtypeStruct(export.symbolic_shape(f"b, {s}*h, {s}*w, {c}"), jnp.float32)
+    exported = export.export(fn, platforms=tuple(platforms))(spec)
+    header = dict(info, format=FORMAT, platforms=list(exported.platforms), jax_version=jax.__version__,
+                  input=f"float32 [B, {s}*h, {s}*w, {c}] in [0, 1]", output=f"float32 [B, {s}*h, {s}*w, 3] in [0, 1]")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(INFO, json.dumps(header, indent=1, default=str))
+        z.writestr(FUNCTION, bytes(exported.serialize()))
+    return buf.getvalue()
+
+
+def export_workdir(workdir: str, out: str, checkpoint: str | int = "best", platforms: Sequence[str] = PLATFORMS,
+                   overwrite: bool = False) -> Dict[str, Any]:
+    """Write ``out`` from a run's checkpoint (its EMA weights when kept); returns the header written.
+
+    The output is checked before any work (``outputs.claim``: never an input, never one of a run's own files,
+    an existing file only with ``overwrite``) and written atomically. Raises ValueError (one line)."""
+    from jaxdenoise import checkpointing, denoiser, models, outputs
+    bad = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
+    if bad or not platforms:
+        raise ValueError(f"--platforms: choose among cpu, cuda, rocm, tpu, got {','.join(platforms) or 'none'}")
+    target = outputs.claim(out, "--out", inputs=[("--workdir", workdir)], overwrite=overwrite)
+    config, params, step, weights = checkpointing.load_params(workdir, checkpoint, with_kind=True)
+    model = models.create(config.model, config.dtype)
+    info = denoiser.model_info(config, params, model, step=step, weights=weights,
+                               source=os.path.abspath(workdir), validation=denoiser.last_validation(workdir))
+    data = export_bytes(config, params, model, info, platforms)
+    target.write(data)
+    return json.loads(zipfile.ZipFile(io.BytesIO(data)).read(INFO))
+
+
+def read(path: str):
+    """(header dict, ``jax.export.Exported``) of a ``.jaxdn`` file; one-line ValueError when it is not one."""
+    from jax import export
+    try:
+        with zipfile.ZipFile(path) as z:
+            header = json.loads(z.read(INFO))
+            blob = z.read(FUNCTION)
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not an exported jaxdenoise model ({type(e).__name__}: {e})") from None
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path}: unknown export format {header.get('format')!r} (this version reads {FORMAT})")
+    return header, export.deserialize(bytearray(blob))
+
+
+def load_exported(path: str, **kw):
+    """A ``denoiser.Denoiser`` running an exported file (no flax, no checkpoint)."""
+    import jax
+    from jaxdenoise.denoiser import Denoiser
+    header, exported = read(path)
+    call = jax.jit(exported.call)
+    header = dict(header, source=os.path.abspath(path))
+    return Denoiser(lambda x: call(np.asarray(x, np.float32)), stride=header["stride"],
+                    in_channels=header["in_channels"], receptive_field=header["receptive_field"], info=header, **kw)

@@ -1,0 +1,140 @@
+"""The user-facing API: ``jaxdenoise.load`` -> ``Denoiser`` (dtypes, sizes, errors, tiles) and the exported
+model (``jaxdenoise.export``), which must run in a process that cannot import this project, flax or orbax."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import jaxdenoise
+from jaxdenoise import denoise as engine, export, models, train
+
+from test_train import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api")
+    c = tiny_config(d / "cache", ema_decay=0.9)
+    c.model = models.default_config("unet", widths=(8, 16), residual=True)
+    train.train_and_evaluate(c, str(d / "run"))
+    return d / "run"
+
+
+def _photo(h=37, w=53, seed=0):
+    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def test_load_gives_a_denoiser_that_keeps_dtype_and_size_and_says_what_it_is(run):
+    den = jaxdenoise.load(str(run))
+    img = _photo()
+    out = den(img)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    f = den(img.astype(np.float32) / 255.0)
+    assert f.dtype == np.float32 and f.shape == img.shape and 0.0 <= f.min() and f.max() <= 1.0
+    assert np.array_equal(out, np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8))
+    assert den(img.astype(np.float64) / 255.0).dtype == np.float64
+    # the same as the engine on the EMA weights of the best checkpoint, whole image (padded to the bucket)
+    from jaxdenoise import checkpointing, denoiser
+    config, params, _ = checkpointing.load_params(str(run), "best")
+    model = models.create(config.model)
+    ref = engine.denoise(engine.make_apply(model, params), img.astype(np.float32) / 255, stride=model.stride, tile=0,
+                         bucket=denoiser.BUCKET)
+    np.testing.assert_allclose(f, ref, atol=1e-6)
+    outs = den.batch([img, _photo(16, 24, 1)])
+    assert [o.shape for o in outs] == [img.shape, (16, 24, 3)]
+    info = den.info
+    assert info["model"] == "unet" and info["blind"] and info["stride"] == model.stride
+    assert info["parameters"] == sum(x.size for x in jax.tree.leaves(params)) and info["weights"] == "ema"
+    assert info["noise"] == "poisson:30" and info["validation"]["psnr"] > 0
+    # "latest" and a step number load too
+    assert jaxdenoise.load(str(run), "latest").info["step"] == jaxdenoise.load(str(run), 6).info["step"] == 6
+
+
+def test_large_images_are_tiled_and_match_whole_image_inference(run):
+    den = jaxdenoise.load(str(run), max_pixels=64 * 64, tile=64, overlap=16)
+    img = _photo(100, 140, 2).astype(np.float32) / 255
+    tiled = den(img)
+    whole = den(img, tile=0)
+    assert np.abs(tiled - whole).mean() < 2e-3
+
+
+@pytest.mark.parametrize("image,needle", [
+    (np.zeros((8, 8), np.uint8), "H x W x 3"),
+    (np.zeros((8, 8, 4), np.uint8), "alpha"),
+    (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+    (np.full((8, 8, 3), 200.0, np.float32), "must be in \\[0, 1\\]"),
+    (np.zeros((8, 8, 3), np.int32), "uint8"),
+])
+def test_bad_images_are_one_line_value_errors(run, image, needle):
+    den = jaxdenoise.load(str(run))
+    with pytest.raises(ValueError, match=needle) as e:
+        den(image)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="blind"):
+        den(_photo(), noise_level="poisson:30")
+
+
+def test_load_refuses_what_is_not_a_model(tmp_path):
+    with pytest.raises(ValueError, match="neither a training workdir nor an exported model"):
+        jaxdenoise.load(str(tmp_path / "nothing"))
+    (tmp_path / "junk.jaxdn").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not an exported jaxdenoise model"):
+        jaxdenoise.load(str(tmp_path / "junk.jaxdn"))
+
+
+# A process that cannot import the project, flax or orbax (the editable install's finder removed, the
+# packages blocked): what a user's deployment box with only jax and numpy looks like.
+_STANDALONE = r"""
+import sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("jaxdenoise", "flax", "orbax", "optax", "grain"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+for name in ("jaxdenoise", "flax", "orbax"):
+    try:
+        __import__(name)
+        raise SystemExit(name + " is importable")
+    except ImportError:
+        pass
+import json, zipfile
+import numpy as np
+from jax import export
+with zipfile.ZipFile(sys.argv[1]) as z:
+    info = json.loads(z.read("info.json"))
+    fn = export.deserialize(bytearray(z.read("function.bin")))
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], np.asarray(fn.call(x[None]))[0])
+print(json.dumps({"platforms": info["platforms"], "stride": info["stride"]}))
+"""
+
+
+def test_exported_model_runs_without_the_project_and_matches_the_workdir_model(run, tmp_path):
+    out = tmp_path / "model.jaxdn"
+    header = export.export_workdir(str(run), str(out))
+    assert set(header["platforms"]) == {"cpu", "cuda"} and header["model"] == "unet"
+    den = jaxdenoise.load(str(run))
+    s = den.stride
+    x = np.random.default_rng(3).random((64, 128, 3)).astype(np.float32)  # multiples of the stride and bucket
+    np.save(tmp_path / "x.npy", x)
+    res = subprocess.run([sys.executable, "-I", "-c", _STANDALONE, str(out), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy")], cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["stride"] == s
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), den(x), atol=1e-5)
+    # jaxdenoise.load reads the file into the same Denoiser, any size (padding inside)
+    exp = jaxdenoise.load(str(out))
+    img = _photo(29, 41, 4)
+    np.testing.assert_allclose(exp(img.astype(np.float32) / 255), den(img.astype(np.float32) / 255), atol=1e-5)
+    assert exp.info["validation"]["psnr"] == den.info["validation"]["psnr"]
+    # never over a file it did not write, unless asked; never over the run's own files
+    with pytest.raises(ValueError, match="exists"):
+        export.export_workdir(str(run), str(out))
+    with pytest.raises(ValueError, match="training workdir|run"):
+        export.export_workdir(str(run), str(run / "config.json"), overwrite=True)
+    assert os.path.getsize(out) > 0
