@@ -126,14 +126,12 @@ def _like(out: np.ndarray, dtype) -> np.ndarray:
 def load(source: str | os.PathLike, checkpoint: str | int = "best", **kw) -> Denoiser:
     """A ``Denoiser`` from a training workdir (``checkpoint``: "best", "latest" or a step; the EMA weights when
     the run kept them) or from an exported model file (``scripts/export.py``: ``.jaxdn``). Keyword arguments go
-    to ``Denoiser`` (``max_pixels``, ``tile``, ``overlap``). Raises ValueError (one line) when there is no such
-    workdir, checkpoint or file."""
+    to ``Denoiser`` (``max_pixels``, ``tile``, ``overlap``). Raises ValueError (one line; a
+    ``checkpointing.CheckpointError`` for workdirs) when there is no such workdir, checkpoint or file."""
     path = os.fspath(source)
     if os.path.isfile(path):
         from jaxdenoise import export
         return export.load_exported(path, **kw)
-    if not os.path.isdir(path):
-        raise ValueError(f"{path} is neither a training workdir nor an exported model file")
     from jaxdenoise import checkpointing, denoise as engine, models
     config, params, step, weights = checkpointing.load_params(path, checkpoint, with_kind=True)
     model = models.create(config.model, config.dtype)

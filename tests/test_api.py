@@ -79,7 +79,7 @@ def test_bad_images_are_one_line_value_errors(run, image, needle):
 
 
 def test_load_refuses_what_is_not_a_model(tmp_path):
-    with pytest.raises(ValueError, match="neither a training workdir nor an exported model"):
+    with pytest.raises(ValueError, match="does not exist"):
         jaxdenoise.load(str(tmp_path / "nothing"))
     (tmp_path / "junk.jaxdn").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not an exported jaxdenoise model"):
