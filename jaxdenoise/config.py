@@ -139,6 +139,16 @@ def resume_changes(saved, new) -> tuple:
     return fixed, mutable
 
 
+def noise_setting(config) -> str:
+    """How the training noise was drawn, recorded in every metrics row and the model card: ``renoised`` (fresh
+    synthetic noise every step: a synthetic benchmark's many noisy copies of each image), ``fixed``
+    (``config.noise_fixed``: one noisy copy per image, as a real dataset) or ``real`` (noisy photos or real
+    pairs: ``noise='none'``)."""
+    if config.noise == "none":
+        return "real"
+    return "fixed" if config.get("noise_fixed", False) else "renoised"
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise ValueError with a one-line message naming the first bad field."""
     def need(ok: bool, msg: str):

@@ -238,6 +238,13 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
             print(f"warning: comparison grid not written: {why}", file=sys.stderr)
     if targets["json"]:
         write_json(rows, targets["json"])
+    if parallel.is_main():  # each evaluated run's model card gains the table
+        from jaxdenoise import model_card
+        where = data or ("validation split" if not noisy else noisy)
+        where = f"{where} (noisy: {noisy})" if noisy and data else where
+        for w, _ in runs:
+            model_card.add_evaluation(w, rows, data=where, checkpoint=str(which),
+                                      noise=[g[0] for g in groups], baselines=baselines)
     return rows
 
 

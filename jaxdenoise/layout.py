@@ -16,8 +16,11 @@ DATA_DIR = "data"                 # a raw data.dir prepared here when no data.ca
 PLOT_FILES = ("psnr_per_epoch.png", "mse_per_epoch.png")  # the paper's Figs. 7 and 8 (train.py, plot.py)
 TIME_PLOT_FILES = ("psnr_vs_minutes.png", "mse_vs_minutes.png")  # the same against wall-clock (plot.py --x)
 EVAL_GRID_FILE = "eval_grid.png"  # evaluate.py's default comparison grid
+MODEL_CARD_FILE = "MODEL_CARD.md"  # what the model is and how good it is (model_card.py), and its JSON twin
+MODEL_CARD_JSON = "model_card.json"
 RUN_FILES = frozenset({METRICS_FILE, CONFIG_FILE, LOCK_FILE, CHECKPOINTS_DIR, CHECKPOINTS_DIR + ".damaged", TB_DIR,
-                       GRID_FILE, DATA_DIR, EVAL_GRID_FILE, *PLOT_FILES, *TIME_PLOT_FILES})
+                       GRID_FILE, DATA_DIR, EVAL_GRID_FILE, MODEL_CARD_FILE, MODEL_CARD_JSON, *PLOT_FILES,
+                       *TIME_PLOT_FILES})
 
 
 def is_workdir(path: str | os.PathLike) -> bool:

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from jaxdenoise import checkpointing, config as config_lib, errors, fsutil, layout, metrics as metrics_lib, models
-from jaxdenoise import noise as noise_lib, parallel, plots, run_io, steps, validation
+from jaxdenoise import model_card, noise as noise_lib, parallel, plots, run_io, steps, validation
 from jaxdenoise.data import feed, loader, store
 
 
@@ -186,6 +186,12 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     ckpt.wait()
     ckpt.close()
     writer.close()
+    if parallel.is_main():  # what the model is and how good it is, for a person (and as JSON)
+        try:
+            model_card.write_after_training(wd.path, model_card.facts(
+                wd.path, config, n_params, model, train_images.shape[0], val_images.shape[0], store_paths))
+        except OSError as e:
+            log(f"warning: model card not written: {fsutil.describe(e)}")
     if disk.full:  # a background writer (TensorBoard) failed after the loop's last check
         raise OSError(errno.ENOSPC, "No space left on device", wd.path)
     return result
@@ -307,7 +313,7 @@ def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path, chu
     procs = f" in {jax.process_count()} processes" if parallel.multi_process() else ""
     return "\n".join([
         f"jaxdenoise: model={config.model.name} ({n_params:,} params, {config.dtype}), noise={config.noise} "
-        f"({noise_setting(config)}), target={config.get('target', 'clean')}, "
+        f"({config_lib.noise_setting(config)}), target={config.get('target', 'clean')}, "
         f"{config.optimizer} lr={config.learning_rate:g} ({config.schedule})"
         + (f" weight_decay={config.weight_decay:g}" if config.weight_decay else "")
         + f", loss={config.loss}, batch={config.batch_size}"
@@ -407,7 +413,7 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
                mininterval=1.0, disable=None if parallel.is_main() else True)
     lines = parallel.is_main() and bar.disable
     n_dev = jax.device_count()
-    setting = noise_setting(config)
+    setting = config_lib.noise_setting(config)
     train_log = TrainLog(writer, spe, lambda: _retry_hint(ckpt, workdir), setting)
     last_saved, last_eval = step, {}
 
@@ -485,15 +491,6 @@ def progress_line(row: Dict[str, float], total_steps: int, batch_size: int, n_de
         f"{left / 86400:.1f} d" if np.isfinite(left) else "?")
     return (f"step {row['step']}/{total_steps} (epoch {row['epoch']:.2f}): loss {row['loss']:.5f}, "
             f"PSNR {row['psnr']:.2f} dB{' against the input' if against_input else ''}, {ips:.1f} img/s ({ips / n_dev:.1f} per device), ETA {eta}")
-
-
-def noise_setting(config) -> str:
-    """How the training noise was drawn, recorded in every metrics row: ``renoised`` (fresh synthetic noise every
-    step: a synthetic benchmark's many noisy copies of each image), ``fixed`` (``config.noise_fixed``: one
-    noisy copy per image, as a real dataset) or ``real`` (noisy photos or real pairs: ``noise='none'``)."""
-    if config.noise == "none":
-        return "real"
-    return "fixed" if config.get("noise_fixed", False) else "renoised"
 
 
 def _evaluate(evaluator: validation.Evaluator, state, step: int, epoch: int, writer: run_io.MetricWriter, workdir: str,

@@ -138,3 +138,30 @@ def test_exported_model_runs_without_the_project_and_matches_the_workdir_model(r
     with pytest.raises(ValueError, match="training workdir|run"):
         export.export_workdir(str(run), str(run / "config.json"), overwrite=True)
     assert os.path.getsize(out) > 0
+
+
+def test_every_workdir_gets_a_model_card_that_evaluate_extends_and_that_never_clobbers_a_users_file(run, tmp_path):
+    import shutil
+    from jaxdenoise import evaluate, layout, model_card
+    card = json.loads((run / layout.MODEL_CARD_JSON).read_text())
+    md = (run / layout.MODEL_CARD_FILE).read_text()
+    assert md.splitlines()[0] == model_card.MARKER
+    assert card["model"]["name"] == "unet" and card["model"]["parameters"] == jaxdenoise.load(str(run)).info["parameters"]
+    assert card["data"]["train_images"] == 64 and card["data"]["val_images"] == 6
+    assert card["noise"] == {"train": "poisson:30", "eval": "poisson:30", "setting": "renoised", "target": "clean",
+                             "loss": "mse"}
+    assert card["training"]["steps"] == 6 and card["validation"][-1]["step"] == 6 and "cpu" in card["training"]["hardware"]
+    assert "7,419 parameters" in md or f"{card['model']['parameters']:,} parameters" in md
+    # evaluate.py adds its table; the same evaluation again replaces it instead of piling up
+    w = tmp_path / "run"
+    shutil.copytree(run, w)
+    for _ in range(2):
+        rows = evaluate.run(str(w), "latest", noise_specs=["gaussian:25"], limit=2)
+    card = json.loads((w / layout.MODEL_CARD_JSON).read_text())
+    assert len(card["evaluations"]) == 1 and card["evaluations"][0]["rows"] == json.loads(json.dumps(rows))
+    assert "## Evaluation: validation split" in (w / layout.MODEL_CARD_FILE).read_text()
+    # a card a person wrote is left as it is (the JSON, ours, is still updated)
+    (w / layout.MODEL_CARD_FILE).write_text("# my notes\n")
+    evaluate.run(str(w), "latest", noise_specs=["poisson:10"], limit=2)
+    assert (w / layout.MODEL_CARD_FILE).read_text() == "# my notes\n"
+    assert len(json.loads((w / layout.MODEL_CARD_JSON).read_text())["evaluations"]) == 2
