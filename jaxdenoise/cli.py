@@ -183,3 +183,23 @@ def run(main: Callable[[List[str]], None]) -> None:
             run_io.quiet_echoes()  # background threads may still echo the error while the process exits
             sys.exit(f"error: {describe(e)}")
     app.run(wrapped, flags_parser=parse_flags)
+
+
+def console() -> None:
+    """The ``jaxdenoise`` console command (``pyproject.toml``): ``jaxdenoise COMMAND [flags]`` runs
+    ``jaxdenoise.commands.COMMAND`` with the same flags as ``scripts/COMMAND.py`` in a checkout."""
+    import importlib
+    from jaxdenoise.commands import COMMANDS
+    usage = f"usage: jaxdenoise {{{'|'.join(COMMANDS)}}} [flags]   (jaxdenoise COMMAND --helpshort: its flags)"
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help", "help"):
+        print(usage)
+        sys.exit(0 if len(sys.argv) >= 2 else 2)
+    name = sys.argv[1]
+    if name not in COMMANDS:
+        sys.exit(f"error: unknown command {name!r}; {usage}")
+    if name in ("train", "benchmark"):
+        from jaxdenoise import hostmem  # before jax starts its threads, as the scripts do
+        hostmem.retain_freed_memory()
+    module = importlib.import_module(f"jaxdenoise.commands.{name}")
+    sys.argv = [f"jaxdenoise {name}"] + sys.argv[2:]
+    module.run()

@@ -5,37 +5,7 @@
 
 Output names, formats and the no-clobber rules: ``jaxdenoise.denoise.denoise_paths``.
 """
-from absl import flags, logging
-
-from jaxdenoise import cli, denoise
-
-flags.DEFINE_string("workdir", None, "training workdir", required=True)
-flags.DEFINE_string("input", None, "an image file or a folder of images", required=True)
-flags.DEFINE_string("output", "denoised", "output folder (subfolders mirror the input's)")
-flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
-flags.DEFINE_integer("tile", None, "tile side for images larger than this (default: whole images up to 16 MP, "
-                     "tiles of 1024 px beyond; 0: whole image always)")
-flags.DEFINE_integer("overlap", 32, "tile overlap in pixels (blended with a smooth window)")
-flags.DEFINE_integer("batch", 8, "tiles per device call")
-flags.DEFINE_bool("keep-format", False, "write each input's real format (from its magic bytes) instead of PNG")
-flags.DEFINE_bool("overwrite", False, "replace existing outputs (atomically); inputs are never replaced")
-flags.DEFINE_string("noise-level", None, "non-blind models only: the photos' noise as a fixed spec "
-                    "(poisson:30, gaussian:25); default: a Gaussian level estimated per image")
-cli.paths("workdir", "input", "output")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.ERROR)
-    res = denoise.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
-                                FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite,
-                                noise_level=FLAGS["noise-level"].value)
-    print(f"wrote {len(res['written'])} image(s) to {FLAGS.output}; skipped {len(res['skipped'])}")
-    for s in res["skipped"]:
-        to = f" -> {s['output']}" if "output" in s else ""
-        print(f"  skipped {s['path']}{to}: {s['reason']}")
-
+from jaxdenoise.commands import denoise
 
 if __name__ == "__main__":
-    cli.run(main)
+    denoise.run()

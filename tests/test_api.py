@@ -165,3 +165,17 @@ def test_every_workdir_gets_a_model_card_that_evaluate_extends_and_that_never_cl
     evaluate.run(str(w), "latest", noise_specs=["poisson:10"], limit=2)
     assert (w / layout.MODEL_CARD_FILE).read_text() == "# my notes\n"
     assert len(json.loads((w / layout.MODEL_CARD_JSON).read_text())["evaluations"]) == 2
+
+
+def test_the_console_command_runs_each_job_with_the_scripts_flags(run, tmp_path):
+    """``jaxdenoise COMMAND`` (here as ``python -m jaxdenoise``, what the installed console script calls)."""
+    py = lambda *a: subprocess.run([sys.executable, "-m", "jaxdenoise", *a], capture_output=True, text=True,
+                                   timeout=300, cwd=str(tmp_path))
+    res = py()
+    assert res.returncode == 2 and "train|evaluate|denoise|export|benchmark|prepare" in res.stdout
+    assert "unknown command 'fit'" in py("fit").stderr
+    res = py("export", "--workdir", str(run), "--out", str(tmp_path / "m.jaxdn"), "--platforms", "cpu")
+    assert res.returncode == 0, res.stderr[-1500:]
+    assert "lowered for cpu" in res.stdout and jaxdenoise.load(str(tmp_path / "m.jaxdn")).info["platforms"] == ["cpu"]
+    res = py("export", "--workdir", str(run), "--out", str(tmp_path / "m.jaxdn"))
+    assert res.returncode == 1 and res.stderr.strip().startswith("error: --out") and "exists" in res.stderr
