@@ -253,3 +253,58 @@ def format_models_table(results: List[Dict]) -> str:
     r0 = results[0]
     return "\n".join(lines) + (f"\n({r0['device']}, batch {r0['batch_size']}, {r0['image_size']}x{r0['image_size']}, "
                                f"{r0['dtype']}, noise {r0['noise']})")
+
+
+# the inference rows: one photo of Kodak's size, whole and in tiles, and the exported model on it
+INFERENCE_SHAPE = (512, 768)
+
+
+def run_inference(config, names: List[str], repeats: int = 3) -> List[Dict]:
+    """Seconds per megapixel (and MP/s) of each model's ``Denoiser`` on a ``INFERENCE_SHAPE`` image: whole,
+    in tiles of 256 and 512 px (overlap 32, or half the receptive field), and the ``.jaxdn`` export of the same
+    weights run whole; best of ``repeats`` after a warm-up call. Fresh weights: speed does not depend on them.
+    ``names``: registered models; the config's own model keeps its fields, the others get their defaults."""
+    from jaxdenoise import denoise as engine, denoiser, export
+    h, w = INFERENCE_SHAPE
+    img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
+    mp = h * w / 1e6
+    out = []
+    for name in names:
+        cfg = config.copy_and_resolve_references()
+        if name != cfg.model.name:  # the config's own model keeps its fields; others get their defaults
+            with cfg.unlocked():
+                cfg.model = models.default_config(name)
+        model = models.create(cfg.model, cfg.dtype)
+        params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, model.in_channels)))["params"]
+        kw = dict(stride=model.stride, in_channels=model.in_channels, receptive_field=model.receptive_field)
+        den = denoiser.Denoiser(engine.make_apply(model, params), **kw)
+        info = denoiser.model_info(cfg, params, model)
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m.jaxdn")
+            with open(path, "wb") as f:
+                f.write(export.export_bytes(cfg, params, model, info, platforms=(jax.default_backend(),)))
+            exp = export.load_exported(path)
+            cases = [("whole", den, 0), ("tiles 256", den, 256), ("tiles 512", den, 512), ("exported, whole", exp, 0)]
+            for label, d, tile in cases:
+                d.run(img, tile=tile)  # compile
+                best = min(_wall(lambda: d.run(img, tile=tile)) for _ in range(repeats))
+                out.append({"model": name, "case": label, "s_per_mp": best / mp, "mp_per_s": mp / best,
+                            "image": f"{w}x{h}", "device": jax.devices()[0].device_kind})
+    base = {r["model"]: r["s_per_mp"] for r in out if r["case"] == "whole"}
+    for r in out:
+        r["vs_whole"] = r["s_per_mp"] / base[r["model"]]
+    return out
+
+
+def _wall(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def format_inference_table(rows: List[Dict]) -> str:
+    lines = [f"{'model':<8} {'case':<16} {'s/MP':>8} {'MP/s':>8} {'vs whole':>9}"]
+    lines += [f"{r['model']:<8} {r['case']:<16} {r['s_per_mp']:>8.3f} {r['mp_per_s']:>8.3f} {r['vs_whole']:>8.2f}x"
+              for r in rows]
+    return "\n".join(lines) + f"\n({rows[0]['device']}, one {rows[0]['image']} image, best of 3 after a warm-up)"

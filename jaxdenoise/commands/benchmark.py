@@ -3,6 +3,7 @@
     python scripts/benchmark.py --config configs/paper.py [--config.batch_size=16] [--steps N]
         [--json out.json] [--compare-torch] [--store PREPARED_STORE]
     python scripts/benchmark.py --config configs/unet_faces.py --models all     (one row per registered model)
+    python scripts/benchmark.py --config configs/unet_faces.py --inference config   (s/MP: whole, tiles, export)
 
 With --compare-torch, the PyTorch reference (shared/peers/torch_paper_ae.py; needs torch, e.g.
 `pip install torch==2.13.0` on CPU) runs in the same invocation, NCHW and channels_last, best of both.
@@ -29,6 +30,8 @@ flags.DEFINE_string("torch-peer", os.path.join(_REPO, "..", "shared", "peers", "
 flags.DEFINE_string("torch-device", "cpu", "device for the PyTorch reference (cpu | cuda)")
 flags.DEFINE_list("models", [], "benchmark these registered models (or 'all') at their default fields, "
                   "with the rest of --config, and print one row each")
+flags.DEFINE_list("inference", [], "instead of training steps: inference speed (s/MP whole, tiled and exported) "
+                  "of these models (or 'config': the config's model; 'all': every registered one)")
 flags.DEFINE_string("store", None, "prepared store for the loader measurements (default: the config's data)")
 cli.define_distributed_flags()
 cli.paths("json", "store", "torch-peer")
@@ -51,6 +54,19 @@ def main(argv):
                 config.data.dir = FLAGS.store
             else:
                 config.data.source = "builtin"
+    if FLAGS.inference:
+        from jaxdenoise import models
+        names = {"config": [config.model.name], "all": sorted(models.REGISTRY)}.get(",".join(FLAGS.inference),
+                                                                                    FLAGS.inference)
+        for n in names:
+            if n not in models.REGISTRY:
+                raise ValueError(f"--inference: unknown model {n!r}: choose from {', '.join(sorted(models.REGISTRY))}, "
+                                 f"config or all")
+        rows = benchmark.run_inference(config, names)
+        print(benchmark.format_inference_table(rows))
+        if target:
+            target.write(json.dumps(rows, indent=1) + "\n")
+        return
     if FLAGS.models:
         from jaxdenoise import models
         names = sorted(models.REGISTRY) if FLAGS.models == ["all"] else FLAGS.models
