@@ -1,5 +1,6 @@
-"""Denoise images of any size with a trained model: whole-image inference, or overlapping tiles; and the
-file-level job behind ``scripts/denoise.py`` (``denoise_paths``), which never loses or clobbers a file.
+"""The tiling engine under ``denoiser.Denoiser``: whole-image inference, or overlapping tiles, of an
+``apply`` function on images of any size (the file-level job behind ``scripts/denoise.py`` is
+``denoise_files.denoise_paths``).
 
 Sizes are reflect-padded to the model's stride and cropped back. An image larger than the tile is cut into
 tiles on a grid of multiples of the stride (so pooling grids line up across tiles), run in fixed-size
@@ -9,18 +10,13 @@ accumulators and one batch of tiles.
 """
 from __future__ import annotations
 
-import io
 import math
-import os
-import sys
-from collections import Counter
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdenoise import fsutil, models
 
 Apply = Callable[[jax.Array], jax.Array]
 
@@ -116,17 +112,6 @@ def _ceil_to(n: int, m: int) -> int:
     return int(math.ceil(n / m) * m)
 
 
-def load_denoiser(workdir: str, which: str | int = "best") -> Tuple[Apply, int, Dict]:
-    """(apply, stride, info) for a run's checkpoint (its EMA weights when the run kept them); info has the
-    config, step, ``weights`` ("ema" | "raw") and the model's ``receptive_field``."""
-    from jaxdenoise import checkpointing
-    config, params, step, weights = checkpointing.load_params(workdir, which, with_kind=True)
-    model = models.create(config.model, config.dtype)
-    return make_apply(model, params), model.stride, {"config": config, "step": step, "weights": weights,
-                                                     "receptive_field": model.receptive_field,
-                                                     "in_channels": model.in_channels}
-
-
 def with_level(image: np.ndarray, in_channels: int, noise_level: str | None = None) -> np.ndarray:
     """The model input for a noisy ``float32 [H, W, 3]`` image: itself for a blind model (``in_channels``
     3); for a non-blind one (4) the image and its noise-level map ``[H, W, 1]``, from ``noise_level`` (a
@@ -160,196 +145,3 @@ def check_tiling(tile: int, overlap: int, stride: int, receptive_field: int, wha
     if max(_ceil_to(tile, stride), 2 * stride) < need:
         raise ValueError(f"--tile {tile} is too small for {what} (receptive field {receptive_field} px, overlap "
                          f"{ov} px per side): use --tile {need} or more, or --tile 0 for whole images")
-
-
-# --keep-format: sniffed format -> (the extension appended when the name does not say it, the extensions
-# that do). PNM comes in as PBM/PGM/PPM and always goes out as binary PPM, since the output is RGB.
-_EXTENSIONS = {
-    "png": (".png", {".png"}),
-    "jpeg": (".jpg", {".jpg", ".jpeg", ".jpe", ".jfif"}),
-    "tiff": (".tif", {".tif", ".tiff"}),
-    "bmp": (".bmp", {".bmp", ".dib"}),
-    "webp": (".webp", {".webp"}),
-    "gif": (".gif", {".gif"}),
-    "pnm": (".ppm", {".ppm", ".pnm"}),
-}
-_CODER = {"pnm": "ppm"}  # ImageMagick coder for writing, where it differs from the sniffed name
-EXISTS = "exists (use --overwrite to replace it)"
-
-
-def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | int = "best", tile: Optional[int] = None,
-                  overlap: int = 32, batch: int = 8, keep_format: bool = False, overwrite: bool = False,
-                  progress: bool = True, noise_level: str | None = None) -> Dict:
-    """Denoise a file, or every image under a folder, into ``output_dir``; subfolders mirror the input's.
-
-    Names: each input ``dir/stem.ext`` first asks for ``dir/stem.png``. With ``keep_format`` it keeps its
-    own name if ``ext`` names its real format (from the magic bytes), else the format's usual extension is
-    appended (``photo`` holding a JPEG -> ``photo.jpg``, ``shot.png`` holding a JPEG -> ``shot.png.jpg``),
-    and the file is written in that format. A name asked for by one input only, and not the path of an input
-    of this run, is kept. The others become ``stem_ext`` + the output extension (``photo.jpg`` and
-    ``photo.png`` -> ``photo_jpg.png`` and ``photo_png.png``), then ``stem_ext_2``, ``_3``, ... while that
-    is taken, in sorted order of the inputs. Names are compared case-insensitively, so they stay distinct on
-    case-insensitive file systems, and depend only on this run's inputs (and their formats), not on what the
-    output folder holds: a rerun asks for the same names.
-
-    Writes: atomic (temporary file, then rename). An existing output is skipped with the reason ``EXISTS``
-    unless ``overwrite``; an input of this run is never written over. When ``output_dir`` lies inside the
-    input folder, files under it are not inputs (a rerun does not denoise its own outputs); when it is the
-    input folder itself, every file there is an input, earlier outputs included.
-
-    noise_level: for a non-blind model, the noise of the photos as a fixed-value spec (``with_level``);
-    None estimates a Gaussian level per image. Blind models ignore it.
-
-    Returns ``{"written": [output paths], "skipped": [{"path": input relative path, "reason": one line,
-    "output": output path (only for EXISTS)}]}``. Raises ValueError (one line) for bad arguments and for an
-    output folder that cannot be created or written.
-    """
-    from tqdm import tqdm
-
-    from jaxdenoise import outputs
-    from jaxdenoise.data import imageio
-    if batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {batch}")
-    if (tile is not None and tile < 0) or overlap < 0:
-        raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
-    if not input_path:
-        raise ValueError("--input is required: an image file or a folder of images")
-    if not str(output_dir).strip():
-        raise ValueError("--output needs a folder, got an empty value")
-    out_root = os.path.abspath(output_dir)
-    if os.path.lexists(out_root) and not os.path.isdir(out_root):
-        raise ValueError(f"--output {output_dir} is a file, not a folder")
-    inside = outputs.protected(out_root)
-    if inside:  # e.g. --output RUN/checkpoints: images among a run's own files
-        raise ValueError(f"--output {output_dir} {inside}: choose another folder")
-    why = fsutil.creatable(os.path.join(out_root, "x")) if os.path.isdir(out_root) else fsutil.creatable(out_root)
-    if why:  # before loading the model: an unusable --output fails at once
-        raise ValueError(f"--output {output_dir}: {why}")
-    root, files = _list_inputs(input_path, out_root)
-    if not files:
-        raise ValueError(f"--input {input_path} holds no files")
-    formats = {rel: _sniff(os.path.join(root, rel)) if keep_format else "png" for rel in files}
-    names = _output_names(root, files, out_root, formats, keep_format)
-    if noise_level:
-        from jaxdenoise import noise as noise_lib
-        noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
-    written, skipped, created = [], [], []
-    try:
-        _makedirs(out_root, created)  # now, so that a folder that cannot be made fails before any work
-        from jaxdenoise import denoiser
-        try:
-            den = denoiser.load(workdir, which, overlap=overlap)
-        except ValueError as e:  # CheckpointError: say which flag
-            raise type(e)(f"--workdir {workdir}: {e}") from None
-        check_tiling(tile or 0, overlap, den.stride, den.receptive_field)
-        if noise_level and den.blind:
-            print(f"note: --noise-level {noise_level} is not used: the model is blind (3 input channels)",
-                  file=sys.stderr)
-            noise_level = None
-        for rel in tqdm(files, desc="denoising", unit="img", disable=not progress or len(files) < 2, file=sys.stderr):
-            dst = os.path.join(out_root, names[rel])
-            if not overwrite and os.path.lexists(dst):  # checked first only to save the work; the write re-checks
-                skipped.append({"path": rel, "output": dst, "reason": EXISTS})
-                continue
-            try:
-                image = imageio.load_rgb(os.path.join(root, rel))
-            except imageio.ImageReadError as e:
-                skipped.append({"path": rel, "reason": str(e)})
-                continue
-            data = _encode(den(image, noise_level, tile=tile, batch=batch), formats[rel])
-            _makedirs(os.path.dirname(dst), created)  # output folders appear with their first image
-            try:
-                ok = fsutil.atomic_write(dst, data, overwrite=overwrite)
-            except OSError as e:
-                raise ValueError(fsutil.describe(e, dst)) from e
-            if ok:
-                written.append(dst)
-            else:  # appeared while we worked
-                skipped.append({"path": rel, "output": dst, "reason": EXISTS})
-    finally:
-        fsutil.remove_empty(created)  # a failed or empty run leaves no folder it made
-    unreadable = [s for s in skipped if s["reason"] != EXISTS]
-    if not written and len(unreadable) == len(files):  # nothing could be read: a wrong --input
-        first = unreadable[0]
-        raise ValueError(f"--input {input_path}: no readable image among its {len(files)} file(s) (the first, "
-                         f"{first['path']}: {first['reason']})")
-    return {"written": written, "skipped": skipped}
-
-
-def _list_inputs(input_path: str, out_root: str) -> Tuple[str, List[str]]:
-    """(absolute root, sorted relative paths): the file itself, or every non-hidden file under the folder
-    except those under ``out_root`` when that lies strictly inside it."""
-    from jaxdenoise.data import prepare
-    if os.path.isfile(input_path):
-        return os.path.dirname(os.path.abspath(input_path)), [os.path.basename(input_path)]
-    if not os.path.isdir(input_path):
-        raise ValueError(f"--input {input_path} does not exist")
-    root = os.path.abspath(input_path)
-    files = prepare.list_files(root)
-    if fsutil.is_within(out_root, root) and not fsutil.is_within(root, out_root):
-        files = [rel for rel in files if not fsutil.is_within(os.path.join(root, rel), out_root)]
-    return root, files
-
-
-def _sniff(path: str) -> Optional[str]:
-    """The format named by a file's magic bytes, or None (unreadable: reading it later gives the reason)."""
-    from jaxdenoise.data import imageio
-    try:
-        with open(path, "rb") as f:
-            return imageio.sniff_format(f.read(16))
-    except OSError:
-        return None
-
-
-def _output_names(root: str, files: List[str], out_root: str, formats: Dict[str, Optional[str]],
-                  keep_format: bool) -> Dict[str, str]:
-    """Relative input path -> relative output path, by the rule in ``denoise_paths``' docstring."""
-    def key(rel_out: str) -> str:
-        return os.path.realpath(os.path.join(out_root, rel_out)).casefold()
-
-    def wanted(rel: str) -> str:
-        fmt = formats[rel]
-        if not keep_format:
-            return os.path.splitext(rel)[0] + ".png"
-        if fmt is None or os.path.splitext(rel)[1].lower() in _EXTENSIONS[fmt][1]:
-            return rel  # None: unreadable, skipped later; the name only has to stay out of the others' way
-        return rel + _EXTENSIONS[fmt][0]
-
-    inputs = {os.path.realpath(os.path.join(root, rel)).casefold() for rel in files}
-    first = {rel: wanted(rel) for rel in files}
-    askers = Counter(key(n) for n in first.values())
-    names = {rel: n for rel, n in first.items() if askers[key(n)] == 1 and key(n) not in inputs}
-    taken = inputs | {key(n) for n in names.values()}
-    for rel in files:
-        if rel in names:
-            continue
-        stem, ext = os.path.splitext(rel)
-        base, out_ext = (stem + "_" + ext[1:] if ext else stem), os.path.splitext(first[rel])[1]
-        name, n = base + out_ext, 2
-        while key(name) in taken:
-            name, n = f"{base}_{n}{out_ext}", n + 1
-        names[rel] = name
-        taken.add(key(name))
-    return names
-
-
-def _makedirs(path: str, created: list) -> None:
-    try:
-        fsutil.makedirs(path, created)
-    except FileExistsError as e:
-        raise ValueError(f"--output: {path} is a file, not a folder") from e
-    except OSError as e:
-        raise ValueError(f"--output: cannot make {path}: {fsutil.describe(e, path)}") from e
-
-
-def _encode(image: np.ndarray, fmt: str) -> bytes:
-    """The file bytes of ``uint8 [H, W, 3]`` in a ``sniff_format`` format; the encoder is told the format
-    (never left to guess it from a file name)."""
-    if fmt == "png":
-        from PIL import Image
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="PNG")
-        return buf.getvalue()
-    from wand.image import Image  # imageio.load_rgb imported it (and set its resource limits) already
-    with Image(blob=image.tobytes(), format="rgb", width=image.shape[1], height=image.shape[0], depth=8) as img:
-        return img.make_blob(_CODER.get(fmt, fmt))

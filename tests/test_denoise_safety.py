@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import denoise
+from jaxdenoise import denoise_files
 from tests.conftest import tree_hashes
 
 pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
@@ -37,7 +37,7 @@ def test_same_stem_in_two_formats_gives_distinct_outputs(run_dir, tmp_path):
     _save(str(src / "photo.png"), "PNG", 1)
     _save(str(src / "photo_jpg.png"), "PNG", 2)  # a unique name is kept; the disambiguated one gets a number
     _save(str(src / "sub" / "photo.png"), "PNG", 3)
-    res = denoise.denoise_paths(run_dir, str(src), str(tmp_path / "out"), **SMALL)
+    res = denoise_files.denoise_paths(run_dir, str(src), str(tmp_path / "out"), **SMALL)
     names = sorted(os.path.relpath(p, tmp_path / "out") for p in res["written"])
     assert names == ["photo_jpg.png", "photo_jpg_2.png", "photo_png.png", os.path.join("sub", "photo.png")]
     assert res["skipped"] == []
@@ -49,19 +49,19 @@ def test_output_equal_to_input_folder_never_changes_an_input(run_dir, tmp_path):
     _save(str(tmp_path / "photo.png"), "PNG", 1)
     _save(str(tmp_path / "other.png"), "PNG", 2)
     before = tree_hashes(tmp_path)
-    res = denoise.denoise_paths(run_dir, str(tmp_path), str(tmp_path), **SMALL)
+    res = denoise_files.denoise_paths(run_dir, str(tmp_path), str(tmp_path), **SMALL)
     after = tree_hashes(tmp_path)
     assert {k: after[k] for k in before} == before
     assert sorted(os.path.basename(p) for p in res["written"]) == ["other_png.png", "photo_jpg.png", "photo_png.png"]
     assert len(after) == len(before) + 3 and res["skipped"] == []
     # a rerun with --overwrite sees the outputs as inputs too: it replaces none of them, nor any other input
-    res = denoise.denoise_paths(run_dir, str(tmp_path), str(tmp_path), overwrite=True, **SMALL)
+    res = denoise_files.denoise_paths(run_dir, str(tmp_path), str(tmp_path), overwrite=True, **SMALL)
     assert len(res["written"]) == 6 and not set(res["written"]) & {str(tmp_path / k) for k in after}
     assert {k: v for k, v in tree_hashes(tmp_path).items() if k in after} == after
     # one file into its own folder, with --keep-format and --overwrite: a new name, the input untouched
     _save(str(tmp_path / "single" / "odd.png"), "PNG", 3)
     single = (tmp_path / "single" / "odd.png").read_bytes()
-    res = denoise.denoise_paths(run_dir, str(tmp_path / "single" / "odd.png"), str(tmp_path / "single"),
+    res = denoise_files.denoise_paths(run_dir, str(tmp_path / "single" / "odd.png"), str(tmp_path / "single"),
                                 keep_format=True, overwrite=True, **SMALL)
     assert res["written"] == [str(tmp_path / "single" / "odd_png.png")]
     assert (tmp_path / "single" / "odd.png").read_bytes() == single
@@ -72,11 +72,11 @@ def test_existing_output_is_kept_unless_overwrite(run_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.png").write_bytes(b"keep me")
-    res = denoise.denoise_paths(run_dir, str(tmp_path / "in"), str(out), **SMALL)
+    res = denoise_files.denoise_paths(run_dir, str(tmp_path / "in"), str(out), **SMALL)
     assert res["written"] == [] and res["skipped"] == [
         {"path": "a.png", "output": str(out / "a.png"), "reason": "exists (use --overwrite to replace it)"}]
     assert (out / "a.png").read_bytes() == b"keep me"
-    res = denoise.denoise_paths(run_dir, str(tmp_path / "in"), str(out), overwrite=True, **SMALL)
+    res = denoise_files.denoise_paths(run_dir, str(tmp_path / "in"), str(out), overwrite=True, **SMALL)
     assert res["written"] == [str(out / "a.png")] and res["skipped"] == []
     assert np.asarray(Image.open(out / "a.png")).shape == (24, 20, 3)
     assert [n for n in os.listdir(out)] == ["a.png"]  # no temporary file left behind
@@ -88,7 +88,7 @@ def test_keep_format_writes_the_real_format_with_its_extension(run_dir, tmp_path
     _save(str(src / "jpeg_noext"), "JPEG", 1)
     _save(str(src / "mislabelled.png"), "JPEG", 2)
     _save(str(src / "shot.jpeg"), "JPEG", 3)
-    res = denoise.denoise_paths(run_dir, str(src), str(tmp_path / "out"), keep_format=True, **SMALL)
+    res = denoise_files.denoise_paths(run_dir, str(src), str(tmp_path / "out"), keep_format=True, **SMALL)
     got = {os.path.basename(p): Image.open(p).format for p in res["written"]}
     assert got == {"png_noext.png": "PNG", "jpeg_noext.jpg": "JPEG", "mislabelled.png.jpg": "JPEG",
                    "shot.jpeg": "JPEG"}
@@ -99,9 +99,9 @@ def test_outputs_inside_the_input_folder_are_not_inputs_on_a_rerun(run_dir, tmp_
     _save(str(tmp_path / "a.png"), "PNG")
     _save(str(tmp_path / "b.jpg"), "JPEG", 1)
     out = tmp_path / "denoised"
-    first = denoise.denoise_paths(run_dir, str(tmp_path), str(out), **SMALL)
+    first = denoise_files.denoise_paths(run_dir, str(tmp_path), str(out), **SMALL)
     assert len(first["written"]) == 2
-    again = denoise.denoise_paths(run_dir, str(tmp_path), str(out), **SMALL)
+    again = denoise_files.denoise_paths(run_dir, str(tmp_path), str(out), **SMALL)
     assert again["written"] == []
     assert sorted(s["path"] for s in again["skipped"]) == ["a.png", "b.jpg"]
     assert sorted(os.listdir(out)) == ["a.png", "b.png"]
@@ -111,11 +111,11 @@ def test_bad_arguments_are_value_errors(run_dir, tmp_path):
     _save(str(tmp_path / "a.png"), "PNG")
     for kw, match in [(dict(batch=0), "--batch"), (dict(tile=-1), "--tile"), (dict(overlap=-2), "--overlap")]:
         with pytest.raises(ValueError, match=match):
-            denoise.denoise_paths(run_dir, str(tmp_path), str(tmp_path / "out"), progress=False, **kw)
+            denoise_files.denoise_paths(run_dir, str(tmp_path), str(tmp_path / "out"), progress=False, **kw)
     with pytest.raises(ValueError, match="--input"):
-        denoise.denoise_paths(run_dir, "", str(tmp_path / "out"))
+        denoise_files.denoise_paths(run_dir, "", str(tmp_path / "out"))
     with pytest.raises(ValueError, match="is a file, not a folder"):
-        denoise.denoise_paths(run_dir, str(tmp_path), str(tmp_path / "a.png"), progress=False)
+        denoise_files.denoise_paths(run_dir, str(tmp_path), str(tmp_path / "a.png"), progress=False)
 
 
 def test_script_report_counts_writes_and_prints_each_reason_once(run_dir, tmp_path):

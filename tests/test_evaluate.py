@@ -5,10 +5,12 @@ import subprocess
 import sys
 
 import numpy as np
+
+import jaxdenoise
 import pytest
 from PIL import Image
 
-from jaxdenoise import checkpointing, denoise, evaluate, metrics, plots
+from jaxdenoise import checkpointing, denoise_files, evaluate, metrics, plots
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,11 +63,11 @@ def test_evaluate_defaults_to_the_validation_split(run_dir):
 
 
 def test_tiled_equals_whole_image_where_it_fits(run_dir):
-    apply, stride, _ = denoise.load_denoiser(run_dir)
+    den = jaxdenoise.load(run_dir)
     img = _smooth(150, 118).astype(np.float32) / 255
     img = np.clip(img + np.random.default_rng(0).normal(0, 0.05, img.shape), 0, 1).astype(np.float32)
-    whole = denoise.denoise(apply, img, stride, tile=0)
-    tiled = denoise.denoise(apply, img, stride, tile=64, overlap=32, batch=3)
+    whole = den(img, tile=0)
+    tiled = den(img, tile=64, overlap=32, batch=3)
     assert whole.shape == tiled.shape == img.shape
     psnr = float(metrics.psnr_per_image(whole[None], tiled[None])[0])
     assert psnr >= 45.0, psnr
@@ -74,7 +76,7 @@ def test_tiled_equals_whole_image_where_it_fits(run_dir):
 @pytest.mark.imagemagick
 def test_denoise_folder_handles_odd_sizes_grey_and_bad_files(run_dir, photo_dir, tmp_path):
     before = {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)}
-    res = denoise.denoise_paths(run_dir, str(photo_dir), str(tmp_path / "out"), tile=48, overlap=8, batch=2,
+    res = denoise_files.denoise_paths(run_dir, str(photo_dir), str(tmp_path / "out"), tile=48, overlap=8, batch=2,
                                 progress=False)
     assert sorted(os.path.basename(p) for p in res["written"]) == ["grey.png", "odd.png", "sq.png"]
     assert [s["path"] for s in res["skipped"]] == ["broken.png"]
@@ -84,7 +86,7 @@ def test_denoise_folder_handles_odd_sizes_grey_and_bad_files(run_dir, photo_dir,
     # an output folder equal to the input never overwrites it: the output takes another name
     (tmp_path / "own").mkdir()
     (tmp_path / "own" / "odd.png").write_bytes(before["odd.png"])
-    res = denoise.denoise_paths(run_dir, str(tmp_path / "own" / "odd.png"), str(tmp_path / "own"),
+    res = denoise_files.denoise_paths(run_dir, str(tmp_path / "own" / "odd.png"), str(tmp_path / "own"),
                                 keep_format=True, overwrite=True, progress=False)
     assert res["written"] == [str(tmp_path / "own" / "odd_png.png")] and res["skipped"] == []
     assert (tmp_path / "own" / "odd.png").read_bytes() == before["odd.png"]

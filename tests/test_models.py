@@ -4,10 +4,12 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import jaxdenoise
 import pytest
 from PIL import Image
 
-from jaxdenoise import baselines, checkpointing, config as config_lib, denoise, evaluate, models, steps, train
+from jaxdenoise import baselines, checkpointing, config as config_lib, denoise, denoise_files, evaluate, models, steps, train
 from jaxdenoise.data import builtin, prepare, store
 from jaxdenoise.models.nafnet import pixel_shuffle
 from tests.test_train import tiny_config
@@ -331,16 +333,15 @@ def test_non_blind_model_takes_the_level_map_everywhere(tmp_path, cache, photo_f
     assert params["conv0"]["kernel"].shape[2] == 4  # image + level map
     rows = evaluate.run(str(tmp_path / "run"), "latest", noise_specs=["gaussian:40"], limit=4)
     assert rows[1]["psnr"] > rows[0]["psnr"]
-    apply, stride, info = denoise.load_denoiser(str(tmp_path / "run"), "latest")
+    den = jaxdenoise.load(str(tmp_path / "run"), "latest")
     img = np.asarray(_photos()[0][1][:40, :40], np.float32) / 255.0
-    low, high = (denoise.denoise(apply, denoise.with_level(img, 4, s), stride, tile=0)
-                 for s in ("gaussian:5", "gaussian:50"))
+    low, high = (den(img, noise_level=s) for s in ("gaussian:5", "gaussian:50"))
     assert np.abs(low - high).mean() > 1e-3
     est = denoise.with_level(img, 4)
     assert est.shape == (40, 40, 4) and np.all(est[..., 3] == est[0, 0, 3])
-    res = denoise.denoise_paths(str(tmp_path / "run"), str(photo_folder), str(tmp_path / "out"), "latest",
+    res = denoise_files.denoise_paths(str(tmp_path / "run"), str(photo_folder), str(tmp_path / "out"), "latest",
                                 progress=False, noise_level="gaussian:25")
     assert res["written"]
     with pytest.raises(ValueError, match="one value"):
-        denoise.denoise_paths(str(tmp_path / "run"), str(photo_folder), str(tmp_path / "out2"), "latest",
+        denoise_files.denoise_paths(str(tmp_path / "run"), str(photo_folder), str(tmp_path / "out2"), "latest",
                               noise_level="gaussian:5-50")

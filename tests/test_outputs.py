@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import checkpointing, denoise, evaluate, fsutil, gpucheck, layout, outputs, plots, train
+from jaxdenoise import checkpointing, denoise_files, denoiser, evaluate, fsutil, gpucheck, layout, outputs, plots, train
 from tests.test_train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +104,7 @@ def test_own_folder_is_new_empty_or_marked(tmp_path, user):
 def test_evaluate_refuses_before_any_work_and_overwrites_only_when_asked(run, user, monkeypatch):
     photos = user / "photos"
     before, run_before = fsutil.tree_digests(user), fsutil.tree_digests(run)
-    monkeypatch.setattr(denoise, "load_denoiser", lambda *a: pytest.fail("work started before the check"))
+    monkeypatch.setattr(denoiser, "load", lambda *a, **k: pytest.fail("work started before the check"))
     for kw, needle in [(dict(grid_path=str(photos / "a.png")), "inside --data"),
                        (dict(json_path=str(photos / "b.png"), overwrite=True), "inside --data"),
                        (dict(json_path=str(user / "notes.json")), "use --overwrite"),
@@ -157,13 +157,13 @@ def test_gpu_check_never_writes_into_or_deletes_a_users_folder(user, tmp_path, c
 def test_denoise_output_inside_a_run_is_refused_and_a_failed_run_leaves_no_folder(run, user, tmp_path):
     before = fsutil.tree_digests(run)
     with pytest.raises(ValueError, match="part of the training workdir"):
-        denoise.denoise_paths(str(run), str(user / "photos"), str(run / "checkpoints" / "out"), progress=False)
+        denoise_files.denoise_paths(str(run), str(user / "photos"), str(run / "checkpoints" / "out"), progress=False)
     _same(run, before)
     with pytest.raises(checkpointing.CheckpointError):  # no such run: nothing is made
-        denoise.denoise_paths(str(tmp_path / "nope"), str(user / "photos"), str(tmp_path / "den" / "sub"),
+        denoise_files.denoise_paths(str(tmp_path / "nope"), str(user / "photos"), str(tmp_path / "den" / "sub"),
                               progress=False)
     with pytest.raises(ValueError, match="--tile 8 is too small"):  # smaller than the receptive field
-        denoise.denoise_paths(str(run), str(user / "photos"), str(tmp_path / "den"), tile=8, progress=False)
+        denoise_files.denoise_paths(str(run), str(user / "photos"), str(tmp_path / "den"), tile=8, progress=False)
     assert not (tmp_path / "den").exists()
 
 
@@ -210,7 +210,7 @@ def test_a_config_json_that_is_not_a_run_config_is_one_line(run):
     with pytest.raises(checkpointing.CheckpointError, match="is not the config of a jaxdenoise run"):
         evaluate.run(str(run), "best")
     with pytest.raises(checkpointing.CheckpointError, match="is not the config of a jaxdenoise run"):
-        denoise.load_denoiser(str(run))
+        denoiser.load(str(run))
 
 
 def _script(name, *args):
@@ -278,15 +278,15 @@ def test_a_run_that_cannot_resume_keeps_its_config(run, cache):
 
 @pytest.mark.imagemagick
 def test_denoise_says_what_it_does_not_use_and_what_it_cannot_read(run, user, tmp_path, capsys):
-    res = denoise.denoise_paths(str(run), str(user / "photos" / "a.png"), str(tmp_path / "o1"), progress=False,
+    res = denoise_files.denoise_paths(str(run), str(user / "photos" / "a.png"), str(tmp_path / "o1"), progress=False,
                                 noise_level="gaussian:25")
     assert len(res["written"]) == 1 and "--noise-level gaussian:25 is not used: the model is blind" in \
         capsys.readouterr().err
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(ValueError, match="holds no files"):
-        denoise.denoise_paths(str(run), str(tmp_path / "emptydir"), str(tmp_path / "o2"), progress=False)
+        denoise_files.denoise_paths(str(run), str(tmp_path / "emptydir"), str(tmp_path / "o2"), progress=False)
     with pytest.raises(ValueError, match=r"no readable image among its 1 file\(s\) \(the first, notes.json:"):
-        denoise.denoise_paths(str(run), str(user / "notes.json"), str(tmp_path / "o3"), progress=False)
+        denoise_files.denoise_paths(str(run), str(user / "notes.json"), str(tmp_path / "o3"), progress=False)
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
 

@@ -3,11 +3,11 @@
     python scripts/denoise.py --workdir runs/x --input PATH [--output DIR] [--tile 1024 --overlap 32] [--batch 8]
         [--keep-format] [--overwrite] [--noise-level poisson:30]
 
-Output names, formats and the no-clobber rules: ``jaxdenoise.denoise.denoise_paths``.
+Output names, formats and the no-clobber rules: ``jaxdenoise.denoise_files.denoise_paths``.
 """
 from absl import flags, logging
 
-from jaxdenoise import cli, denoise
+from jaxdenoise import cli, denoise_files
 
 flags.DEFINE_string("workdir", None, "training workdir", required=True)
 flags.DEFINE_string("input", None, "an image file or a folder of images", required=True)
@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
-    res = denoise.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
+    res = denoise_files.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
                                 FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite,
                                 noise_level=FLAGS["noise-level"].value)
     print(f"wrote {len(res['written'])} image(s) to {FLAGS.output}; skipped {len(res['skipped'])}")
