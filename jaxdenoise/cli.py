@@ -122,6 +122,7 @@ def paths(*names: str) -> None:
 
 USER_ERRORS = (ValueError, ImportError, errors.RunError, OSError)
 _distributed_flags = False
+_command_module = None  # set by ``run``: ``settings`` reads the flags that module defined
 
 
 def define_distributed_flags() -> None:
@@ -161,7 +162,8 @@ def settings() -> dict:
     from jaxdenoise import config as config_lib
     import json
     out = {}
-    for fl in flags.FLAGS.get_key_flags_for_module(sys.argv[0]) + flags.FLAGS.get_key_flags_for_module(__name__):
+    own = flags.FLAGS.get_key_flags_for_module(_command_module) if _command_module else []
+    for fl in own + flags.FLAGS.get_key_flags_for_module(sys.argv[0]) + flags.FLAGS.get_key_flags_for_module(__name__):
         value = fl.value
         if hasattr(value, "to_dict"):
             out.update({f"{fl.name}.{k}": json.dumps(v, default=str) for k, v in config_lib.flatten(value).items()})
@@ -173,6 +175,8 @@ def settings() -> dict:
 def run(main: Callable[[List[str]], None]) -> None:
     """``app.run(main)`` with one-line errors for bad flags and for every user-facing error ``main`` raises;
     joins a multi-process run first when the script defined the distributed flags."""
+    global _command_module
+    _command_module = getattr(main, "__module__", None)  # the module that defined the command's flags
     def wrapped(argv):
         try:
             if _distributed_flags:

@@ -91,7 +91,7 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
         _makedirs(out_root, created)  # now, so that a folder that cannot be made fails before any work
         from jaxdenoise import denoiser
         try:
-            den = denoiser.load(workdir, which, overlap=overlap)
+            den = denoiser.load_run(workdir, which, overlap=overlap)
         except ValueError as e:  # CheckpointError: say which flag
             raise type(e)(f"--workdir {workdir}: {e}") from None
         check_tiling(tile or 0, overlap, den.stride, den.receptive_field)

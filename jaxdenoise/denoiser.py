@@ -132,7 +132,14 @@ def load(source: str | os.PathLike, checkpoint: str | int = "best", **kw) -> Den
     if os.path.isfile(path):
         from jaxdenoise import export
         return export.load_exported(path, **kw)
+    return load_run(path, checkpoint, **kw)
+
+
+def load_run(workdir: str, checkpoint: str | int = "best", **kw) -> Denoiser:
+    """``load`` for a training workdir only (what ``--workdir`` flags take): a file is a one-line
+    ``CheckpointError`` ("is a file, not a training workdir"), not read as an exported model."""
     from jaxdenoise import checkpointing, denoise as engine, models
+    path = os.fspath(workdir)
     config, params, step, weights = checkpointing.load_params(path, checkpoint, with_kind=True)
     model = models.create(config.model, config.dtype)
     info = model_info(config, params, model, step=step, weights=weights, source=path)

@@ -144,7 +144,7 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     runs = []
     for flag, w in [("--workdir", workdir)] + [("--also", a) for a in also]:
         try:
-            runs.append((w, denoiser.load(w, which, overlap=overlap)))
+            runs.append((w, denoiser.load_run(w, which, overlap=overlap)))
         except checkpointing.CheckpointError as e:  # say which of the runs it is
             raise checkpointing.CheckpointError(f"{flag} {w}: {e}") from None
     config = checkpointing.read_run_config(workdir)

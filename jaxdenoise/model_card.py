@@ -54,8 +54,9 @@ def hardware() -> str:
 
 
 def facts(workdir: str, config, n_params: int, model, n_train: Optional[int] = None, n_val: Optional[int] = None,
-          stores: Sequence[str] = (), step: Optional[int] = None) -> Dict[str, Any]:
-    """The card's facts from a run's config, its model and metrics.jsonl."""
+          stores: Sequence[str] = (), step: Optional[int] = None, trained_here: bool = True) -> Dict[str, Any]:
+    """The card's facts from a run's config, its model and metrics.jsonl. trained_here: this process ran the
+    training (its hardware is the run's); False for a card made later, which then says so."""
     from jaxdenoise import run_io
     try:
         rows = run_io.read_rows(workdir)
@@ -80,7 +81,8 @@ def facts(workdir: str, config, n_params: int, model, n_train: Optional[int] = N
                      "optimizer": f"{config.optimizer} lr {config.learning_rate:g} ({config.schedule})",
                      "ema_decay": config.ema_decay, "wall_minutes": round(max(
                          [float(r.get("wall_s", 0)) for r in rows], default=0.0) / 60, 1),
-                     "hardware": hardware(), "jax": _jax_version()},
+                     "hardware": hardware() if trained_here else "not recorded (card made after training)",
+                     "jax": _jax_version() if trained_here else "not recorded"},
         "validation": [{k: r[k] for k in ("step", "epoch", "psnr", "ssim", "noisy_psnr", "noisy_ssim") if k in r}
                        for r in evals[-5:]],
         "evaluations": [],
@@ -122,7 +124,8 @@ def _card_from_workdir(workdir: str) -> Dict[str, Any]:
     config = checkpointing.read_run_config(workdir)
     model = models.create(config.model, config.dtype)
     _, params, step = checkpointing.load_params(workdir, "latest")
-    return facts(workdir, config, sum(int(x.size) for x in jax.tree.leaves(params)), model, step=step)
+    return facts(workdir, config, sum(int(x.size) for x in jax.tree.leaves(params)), model, step=step,
+                 trained_here=False)
 
 
 def _ours(path: str, is_markdown: bool) -> bool:

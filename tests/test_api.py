@@ -151,16 +151,17 @@ def test_every_workdir_gets_a_model_card_that_evaluate_extends_and_that_never_cl
     # evaluate.py adds its table; the same evaluation again replaces it instead of piling up
     w = tmp_path / "run"
     shutil.copytree(run, w)
+    before = len(json.loads((w / layout.MODEL_CARD_JSON).read_text())["evaluations"])  # other tests evaluate it too
     for _ in range(2):
         rows = evaluate.run(str(w), "latest", noise_specs=["gaussian:25"], limit=2)
     card = json.loads((w / layout.MODEL_CARD_JSON).read_text())
-    assert len(card["evaluations"]) == 1 and card["evaluations"][0]["rows"] == json.loads(json.dumps(rows))
+    assert len(card["evaluations"]) == before + 1 and card["evaluations"][-1]["rows"] == json.loads(json.dumps(rows))
     assert "## Evaluation: validation split" in (w / layout.MODEL_CARD_FILE).read_text()
     # a card a person wrote is left as it is (the JSON, ours, is still updated)
     (w / layout.MODEL_CARD_FILE).write_text("# my notes\n")
     evaluate.run(str(w), "latest", noise_specs=["poisson:10"], limit=2)
     assert (w / layout.MODEL_CARD_FILE).read_text() == "# my notes\n"
-    assert len(json.loads((w / layout.MODEL_CARD_JSON).read_text())["evaluations"]) == 2
+    assert len(json.loads((w / layout.MODEL_CARD_JSON).read_text())["evaluations"]) == before + 2
 
 
 def test_the_console_command_runs_each_job_with_the_scripts_flags(run, tmp_path):
