@@ -206,14 +206,16 @@ def test_fixed_noise_gives_each_image_one_noisy_version_across_epochs_crops_and_
     whole = steps.eval_noisy(nz, jax.random.fold_in(rng, steps.FIXED_NOISE_SALT), steps.to_float(jnp.asarray(images)),
                              jnp.arange(12))[0]
     kw = dict(patch=8, flips=True, rot90=True)
+    fixed = {p: jax.jit(lambda b, p=p: steps.fixed_noisy(nz, rng, b, p)) for p in (0, 8)}
+    place = jax.jit(steps.place, static_argnums=2)
     batches = _fixed_batches(images, 3, **kw)
     plain = iter(loader.make_loader(images, 4, 0, len(batches), num_threads=1, **kw))
     seen = {}
     for b in batches:
-        parts = steps.fixed_noisy(nz, rng, jax.tree.map(jnp.asarray, b), 8)
+        parts = fixed[8](b)
         meta = jnp.asarray(b["meta"])
         np.testing.assert_allclose(np.asarray(parts["clean"]), next(plain) / 255.0, atol=1e-7)
-        np.testing.assert_allclose(parts["noisy"], steps.place(whole[meta[:, 0]], meta, 8), atol=1e-6)
+        np.testing.assert_allclose(parts["noisy"], place(whole[meta[:, 0]], meta, 8), atol=1e-6)
         for i in b["meta"][:, 0]:
             seen[int(i)] = seen.get(int(i), 0) + 1
     assert len(seen) == 12 and min(seen.values()) == 3  # every image, once per epoch
@@ -222,7 +224,7 @@ def test_fixed_noise_gives_each_image_one_noisy_version_across_epochs_crops_and_
     batches = _fixed_batches(images, 2)
     noisy = {}
     for b in batches:
-        out = np.asarray(steps.fixed_noisy(nz, rng, jax.tree.map(jnp.asarray, b), 0)["noisy"])
+        out = np.asarray(fixed[0](b)["noisy"])
         for i, img in zip(b["meta"][:, 0], out):
             if int(i) in noisy:
                 np.testing.assert_array_equal(noisy[int(i)], img)
