@@ -1,9 +1,7 @@
 """Denoise your own photos with a trained run: any size and format, tiled when large.
 
-    python scripts/denoise.py --workdir runs/x --input PATH [--output DIR] [--tile 1024 --overlap 32] [--batch 8]
-        [--keep-format] [--overwrite] [--noise-level poisson:30]
-
-Output names, formats and the no-clobber rules: ``jaxdenoise.denoise_files.denoise_paths``.
+The command-line entry point of a checkout; its flags, usage and behaviour: jaxdenoise/commands/denoise.py
+(installed: ``jaxdenoise denoise``).
 """
 from jaxdenoise.commands import denoise
 
