@@ -10,11 +10,11 @@ from typing import Dict, List, Sequence, Tuple
 import jax
 import numpy as np
 
-from jaxdenoise import fsutil, metrics as metrics_lib, noise as noise_lib, parallel
+from jaxdenoise import denoiser, fsutil, metrics as metrics_lib, noise as noise_lib, parallel
 from jaxdenoise.data import store
 
 
-BUCKET = 64  # whole-image inputs and metrics are padded to multiples of this: a few shapes per folder
+BUCKET = denoiser.BUCKET  # metrics are padded as the Denoiser pads whole images: a few shapes per folder
 
 
 def load_folder(path: str, resize: int | None = None,
@@ -112,7 +112,7 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     (``outputs.claim``: never an input, never a run's own file, an existing file only with ``overwrite``;
     ``eval_grid.png`` in a workdir is evaluate's own and is replaced).
     """
-    from jaxdenoise import baselines as baselines_lib, checkpointing, denoise as denoise_lib, denoiser, layout, outputs
+    from jaxdenoise import baselines as baselines_lib, checkpointing, denoise as denoise_lib, layout, outputs
     from jaxdenoise.data import feed, imageio
 
     if limit is not None and limit < 1:
