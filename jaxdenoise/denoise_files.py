@@ -30,10 +30,14 @@ _CODER = {"pnm": "ppm"}  # ImageMagick coder for writing, where it differs from 
 EXISTS = "exists (use --overwrite to replace it)"
 
 
-def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | int = "best", tile: Optional[int] = None,
-                  overlap: int = 32, batch: int = 8, keep_format: bool = False, overwrite: bool = False,
-                  progress: bool = True, noise_level: str | None = None) -> Dict:
+def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, which: str | int = "best",
+                  tile: Optional[int] = None, overlap: int = 32, batch: int = 8, keep_format: bool = False,
+                  overwrite: bool = False, progress: bool = True, noise_level: str | None = None,
+                  model: Optional[str] = None) -> Dict:
     """Denoise a file, or every image under a folder, into ``output_dir``; subfolders mirror the input's.
+
+    The denoiser: a training run's ``workdir`` (checkpoint ``which``), or ``model``, a zoo model's name or an
+    exported ``.jaxdn`` file (``denoiser.load``); exactly one of the two.
 
     Names: each input ``dir/stem.ext`` first asks for ``dir/stem.png``. With ``keep_format`` it keeps its
     own name if ``ext`` names its real format (from the magic bytes), else the format's usual extension is
@@ -61,6 +65,9 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
 
     from jaxdenoise import outputs
     from jaxdenoise.data import imageio
+    if bool(workdir) == bool(model):
+        raise ValueError("give either --workdir (a training run) or --model (a zoo name or an exported file), "
+                         f"not {'both' if workdir else 'neither'}")
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
     if (tile is not None and tile < 0) or overlap < 0:
@@ -91,9 +98,10 @@ def denoise_paths(workdir: str, input_path: str, output_dir: str, which: str | i
         _makedirs(out_root, created)  # now, so that a folder that cannot be made fails before any work
         from jaxdenoise import denoiser
         try:
-            den = denoiser.load_run(workdir, which, overlap=overlap)
+            den = (denoiser.load(model, overlap=overlap) if model else
+                   denoiser.load_run(workdir, which, overlap=overlap))
         except ValueError as e:  # CheckpointError: say which flag
-            raise type(e)(f"--workdir {workdir}: {e}") from None
+            raise type(e)(f"--model {model}: {e}" if model else f"--workdir {workdir}: {e}") from None
         check_tiling(tile or 0, overlap, den.stride, den.receptive_field)
         if noise_level and den.blind:
             print(f"note: --noise-level {noise_level} is not used: the model is blind (3 input channels)",

@@ -125,13 +125,22 @@ def _like(out: np.ndarray, dtype) -> np.ndarray:
 
 def load(source: str | os.PathLike, checkpoint: str | int = "best", **kw) -> Denoiser:
     """A ``Denoiser`` from a training workdir (``checkpoint``: "best", "latest" or a step; the EMA weights when
-    the run kept them) or from an exported model file (``scripts/export.py``: ``.jaxdn``). Keyword arguments go
-    to ``Denoiser`` (``max_pixels``, ``tile``, ``overlap``). Raises ValueError (one line; a
-    ``checkpointing.CheckpointError`` for workdirs) when there is no such workdir, checkpoint or file."""
+    the run kept them), from an exported model file (``scripts/export.py``: ``.jaxdn``), or a model of the zoo
+    shipped with the package by name (``jaxdenoise.zoo``: "faces", "photos", "real"; a path of that name, when
+    one exists, wins). Keyword arguments go to ``Denoiser`` (``max_pixels``, ``tile``, ``overlap``). Raises
+    ValueError (one line; a ``checkpointing.CheckpointError`` for workdirs) when there is no such workdir,
+    checkpoint, file or zoo model."""
     path = os.fspath(source)
     if os.path.isfile(path):
         from jaxdenoise import export
         return export.load_exported(path, **kw)
+    from jaxdenoise import zoo
+    if not os.path.lexists(path):
+        if path in zoo.MODELS:
+            return zoo.load(path, **kw)
+        from jaxdenoise.checkpointing import CheckpointError
+        raise CheckpointError(f"{path} does not exist: not a training workdir, an exported .jaxdn file or a zoo "
+                              f"model ({', '.join(zoo.MODELS)})")
     return load_run(path, checkpoint, **kw)
 
 

@@ -78,15 +78,18 @@ def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(x, ((0, h - x.shape[0]), (0, w - x.shape[1]), (0, 0)))
 
 
-def run(workdir: str, which: str | int = "best", data: str | None = None, noise_specs: Sequence[str] = (),
+def run(workdir: str | None, which: str | int = "best", data: str | None = None, noise_specs: Sequence[str] = (),
         baselines: Sequence[str] = (), resize: int | None = None, seed: int | None = None, tile: int | None = None,
         overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3,
         limit: int | None = None, noisy: str | None = None, also: Sequence[str] = (),
-        noise_level: str | None = None, json_path: str | None = None, overwrite: bool = False) -> List[Dict]:
+        noise_level: str | None = None, json_path: str | None = None, overwrite: bool = False,
+        models: Sequence[str] = ()) -> List[Dict]:
     """The evaluation table: per noise spec, rows for the noisy input, the model and each baseline.
 
     ``also``: more run workdirs whose models are scored on the same noisy images, a row each after the
-    first model's (the data, seed and default noise are the first run's).
+    first model's (the data, seed and default noise are the first run's). ``models``: zoo model names or
+    exported ``.jaxdn`` files (``denoiser.load``), a row each after the runs'; with no ``workdir`` they are
+    the only models, and ``data`` and ``noise_specs`` (else the first model's validation noise) are needed.
 
     Rows: ``{noise, method, psnr, ssim, min_gain, sec_per_mp, images}`` (means over images; min_gain, the
     smallest per-image PSNR gain over the noisy input, on every row but the noisy input's; sec_per_mp excludes
@@ -115,6 +118,10 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     from jaxdenoise import baselines as baselines_lib, checkpointing, denoise as denoise_lib, layout, outputs
     from jaxdenoise.data import feed, imageio
 
+    if not workdir and not models:
+        raise ValueError("--workdir (a training run) or --model (a zoo name or an exported file) is required")
+    if not workdir and not data:
+        raise ValueError("--model without --workdir needs --data: the images to score (no run, no validation split)")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (the first N images), got {limit}")
     if seed is not None and not 0 <= seed < 2**32:
@@ -132,8 +139,8 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
         noise_lib.parse(spec)
     if noise_level:
         noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
-    inputs = [("--data", data), ("--noisy", noisy)]
-    own = (os.path.join(workdir, layout.EVAL_GRID_FILE),)  # evaluate's own file in its own workdir
+    inputs = [("--data", data), ("--noisy", noisy)] + [("--model", m) for m in models if os.path.isfile(m)]
+    own = (os.path.join(workdir, layout.EVAL_GRID_FILE),) if workdir else ()  # evaluate's own file, own workdir
     targets = {"grid": grid_path and parallel.is_main() and outputs.claim(grid_path, "--grid", inputs=inputs,
                                                                           overwrite=overwrite, own=own, writable=False),
                "json": json_path and parallel.is_main() and outputs.claim(json_path, "--json", inputs=inputs,
@@ -141,16 +148,26 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     if targets["grid"] and targets["json"] and targets["grid"].path == targets["json"].path:
         raise ValueError(f"--grid and --json name the same file {json_path}")
 
-    runs = []
-    for flag, w in [("--workdir", workdir)] + [("--also", a) for a in also]:
+    runs, shipped = [], []  # (workdir, Denoiser) of training runs; (name or file, Denoiser) of --model
+    for flag, w in ([("--workdir", workdir)] if workdir else []) + [("--also", a) for a in also]:
         try:
             runs.append((w, denoiser.load_run(w, which, overlap=overlap)))
         except checkpointing.CheckpointError as e:  # say which of the runs it is
             raise checkpointing.CheckpointError(f"{flag} {w}: {e}") from None
-    config = checkpointing.read_run_config(workdir)
-    for w, den in runs:
+    for m in models:
+        try:
+            shipped.append((m, denoiser.load(m, overlap=overlap)))
+        except ValueError as e:
+            raise type(e)(f"--model {m}: {e}") from None
+    if workdir:
+        config = checkpointing.read_run_config(workdir)
+    else:  # no run: the defaults, and the first model's validation noise
+        from jaxdenoise import config as config_lib
+        config = config_lib.base_config()
+        config.eval_noise = shipped[0][1].info.get("eval_noise") or "poisson:30"
+    for w, den in runs + shipped:
         denoise_lib.check_tiling(tile or 0, overlap, den.stride, den.receptive_field, f"model of {w}")
-    if noise_level and (not noisy or all(den.blind for _, den in runs)):
+    if noise_level and (not noisy or all(den.blind for _, den in runs + shipped)):
         print(f"note: --noise-level {noise_level} is not used: " + (
             "the models are blind (3 input channels)" if noisy else
             "on synthetic noise non-blind models get the level map of the noise drawn"), file=sys.stderr)
@@ -177,12 +194,13 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
     if noisy:
         real = real[share]
     seed = config.eval_seed if seed is None else seed
-    models = {}  # row name -> denoiser
-    for w, den in runs:
+    fns_models = {}  # row name -> denoiser
+    for w, den in runs + shipped:
         weights = " EMA" if den.info.get("weights") == "ema" else ""
-        name = f"{den.info['model']} (step {den.info['step']}{weights})"
-        name = name if name not in models else f"{name} {w}"
-        models[name] = (lambda d: lambda y, lvl: d.run(y, lvl, noise_level, tile=tile, batch=batch))(den)
+        name = (f"{den.info['model']} (zoo: {den.info['zoo']})" if den.info.get("zoo") else
+                f"{den.info['model']} (step {den.info['step']}{weights})")
+        name = name if name not in fns_models else f"{name} {w}"
+        fns_models[name] = (lambda d: lambda y, lvl: d.run(y, lvl, noise_level, tile=tile, batch=batch))(den)
     key = jax.random.PRNGKey(seed)
     clean = [img.astype(np.float32) / 255.0 for _, img in named]
     if noisy:
@@ -205,12 +223,12 @@ def run(workdir: str, which: str | int = "best", data: str | None = None, noise_
                 noisy_images.append(y[:c.shape[0], :c.shape[1]])
                 levels[i] = lvl[:c.shape[0], :c.shape[1]]
         outputs = {"noisy input": (noisy_images, 0.0)}
-        fns = {name: (lambda f: lambda i: f(noisy_images[i], levels[i]))(f) for name, f in models.items()}
+        fns = {name: (lambda f: lambda i: f(noisy_images[i], levels[i]))(f) for name, f in fns_models.items()}
         fns.update({baselines_lib.label(b): (lambda f: lambda i: f(noisy_images[i], clean[i]))(
             baselines_lib.make(b, model_noise)) for b in baselines})
         for name, fn in fns.items():
             # warm-up: the model compiles once per bucket shape, and that stays out of the timing
-            for i in (first_of_each_shape if name in models else first_of_each_shape[:1]):
+            for i in (first_of_each_shape if name in fns_models else first_of_each_shape[:1]):
                 fn(i)
             t0 = time.perf_counter()
             outs = [fn(i) for i in range(len(noisy_images))]

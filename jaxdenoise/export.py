@@ -1,12 +1,14 @@
 """Export a trained denoiser as a file that runs with ``jax`` and ``numpy`` alone (``scripts/export.py``).
 
-The file (``.jaxdn``) is a zip archive of two members:
+The file (``.jaxdn``) is a zip archive of two members, and of the run's model card when it has one:
 
 - ``info.json``: ``format`` (``FORMAT``), the model's facts (``denoiser.model_info``: model, parameters,
   stride, input channels, training noise, ...), the platforms it was lowered for and its validation scores;
 - ``function.bin``: the denoiser serialised by ``jax.export``, its weights inside as constants:
   ``float32 [B, H, W, C] -> float32 [B, H, W, 3]`` in [0, 1] with B, H and W symbolic (H and W multiples of
-  the stride; C = 3, or 4 for a non-blind model whose last channel is the noise-level map).
+  the stride; C = 3, or 4 for a non-blind model whose last channel is the noise-level map);
+- ``MODEL_CARD.md`` and ``model_card.json`` (``model_card``): the run's data, noise, steps, hardware and
+  evaluation tables, so that the card travels with the model.
 
 Without this project, flax or orbax installed::
 
@@ -26,17 +28,19 @@ import io
 import json
 import os
 import zipfile
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
 FORMAT = "jaxdenoise-export-1"
-INFO, FUNCTION = "info.json", "function.bin"
+INFO, FUNCTION, CARD_MD, CARD_JSON = "info.json", "function.bin", "MODEL_CARD.md", "model_card.json"
 PLATFORMS = ("cpu", "cuda")  # lowered for both: the same file runs on a CPU machine and on an NVIDIA GPU
 
 
-def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequence[str] = PLATFORMS) -> bytes:
-    """The ``.jaxdn`` file's bytes for ``model`` with ``params`` (lowered once, for ``platforms``)."""
+def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequence[str] = PLATFORMS,
+                 card: Optional[Dict[str, Any]] = None) -> bytes:
+    """The ``.jaxdn`` file's bytes for ``model`` with ``params`` (lowered once, for ``platforms``), with the
+    model ``card`` (``model_card`` facts) when given."""
     import jax
     import jax.numpy as jnp
     from jax import export
@@ -51,16 +55,21 @@ def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequenc
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(INFO, json.dumps(header, indent=1, default=str))
         z.writestr(FUNCTION, bytes(exported.serialize()))
+        if card:
+            from jaxdenoise import model_card
+            z.writestr(CARD_JSON, json.dumps(card, indent=1, default=str))
+            z.writestr(CARD_MD, model_card.markdown(card))
     return buf.getvalue()
 
 
 def export_workdir(workdir: str, out: str, checkpoint: str | int = "best", platforms: Sequence[str] = PLATFORMS,
-                   overwrite: bool = False) -> Dict[str, Any]:
-    """Write ``out`` from a run's checkpoint (its EMA weights when kept); returns the header written.
+                   overwrite: bool = False, card_extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Write ``out`` from a run's checkpoint (its EMA weights when kept); returns the header written. The
+    run's model card goes with it (updated with ``card_extra``, e.g. a zoo entry's name and data terms).
 
     The output is checked before any work (``outputs.claim``: never an input, never one of a run's own files,
     an existing file only with ``overwrite``) and written atomically. Raises ValueError (one line)."""
-    from jaxdenoise import checkpointing, denoiser, models, outputs
+    from jaxdenoise import checkpointing, denoiser, model_card, models, outputs
     bad = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
     if bad or not platforms:
         raise ValueError(f"--platforms: choose among cpu, cuda, rocm, tpu, got {','.join(platforms) or 'none'}")
@@ -69,7 +78,10 @@ def export_workdir(workdir: str, out: str, checkpoint: str | int = "best", platf
     model = models.create(config.model, config.dtype)
     info = denoiser.model_info(config, params, model, step=step, weights=weights,
                                source=os.path.abspath(workdir), validation=denoiser.last_validation(workdir))
-    data = export_bytes(config, params, model, info, platforms)
+    card = model_card.read(workdir)
+    if card is not None and card_extra:
+        card = dict(card, **card_extra)
+    data = export_bytes(config, params, model, info, platforms, card)
     target.write(data)
     return json.loads(zipfile.ZipFile(io.BytesIO(data)).read(INFO))
 
@@ -86,6 +98,15 @@ def read(path: str):
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown export format {header.get('format')!r} (this version reads {FORMAT})")
     return header, export.deserialize(bytearray(blob))
+
+
+def read_card(path: str) -> Optional[Dict[str, Any]]:
+    """The model card facts a ``.jaxdn`` file carries (``model_card`` JSON), or None when it has none."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(CARD_JSON)) if CARD_JSON in z.namelist() else None
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not an exported jaxdenoise model ({type(e).__name__}: {e})") from None
 
 
 def load_exported(path: str, **kw):

@@ -159,20 +159,24 @@ def markdown(card: Dict[str, Any]) -> str:
     m, d, n, t = card["model"], card["data"], card["noise"], card["training"]
     counts = (f"{d['train_images']} training / {d['val_images']} validation images"
               if d.get("train_images") is not None else "image counts not recorded")
-    lines = [MARKER, f"# Model card: {os.path.basename(card['workdir'].rstrip(os.sep))}", "",
-             "| | |", "|---|---|",
-             f"| model | {m['name']}, {m['parameters']:,} parameters ({m['dtype']}), stride {m['stride']}, "
-             f"receptive field {m['receptive_field']} px, {'blind' if m['blind'] else 'non-blind (noise-level map)'} |",
-             f"| model fields | `{json.dumps(m['fields'], default=str)}` |",
-             f"| data | {d['folders']}: {counts}; {d['size_mode']} {d['size']}"
-             + (f", {d['patch']}x{d['patch']} patches" if d.get("patch") else "")
-             + (", flips" if d.get("flips") else "") + (", rotations" if d.get("rot90") else "")
-             + (f"; validated on {d['val_dir']}" if d.get("val_dir") else "") + " |",
-             f"| noise | `{n['train']}` ({n['setting']}), target `{n['target']}`, loss `{n['loss']}`; validated "
-             f"at `{n['eval']}` |",
-             f"| training | {t['steps']} steps ({t['epochs']} epochs), batch {t['batch']}, {t['optimizer']}, "
-             f"EMA {t['ema_decay']:g} |",
-             f"| time, hardware | {t['wall_minutes']} min wall on {t['hardware']}, jax {t['jax']} |", ""]
+    zoo = card.get("zoo")  # a model shipped in jaxdenoise/zoo (zoo.build): its name, terms and recipe
+    title = f"jaxdenoise zoo model `{zoo['name']}`" if zoo else os.path.basename(card['workdir'].rstrip(os.sep))
+    lines = [MARKER, f"# Model card: {title}", "", "| | |", "|---|---|"]
+    if zoo:
+        lines += [f"| what | {zoo['summary']} |", f"| recipe | `{zoo['command']}` |",
+                  f"| data terms | {zoo['terms']} |"]
+    lines += [f"| model | {m['name']}, {m['parameters']:,} parameters ({m['dtype']}), stride {m['stride']}, "
+              f"receptive field {m['receptive_field']} px, {'blind' if m['blind'] else 'non-blind (noise-level map)'} |",
+              f"| model fields | `{json.dumps(m['fields'], default=str)}` |",
+              f"| data | {d['folders']}: {counts}; {d['size_mode']} {d['size']}"
+              + (f", {d['patch']}x{d['patch']} patches" if d.get("patch") else "")
+              + (", flips" if d.get("flips") else "") + (", rotations" if d.get("rot90") else "")
+              + (f"; validated on {d['val_dir']}" if d.get("val_dir") else "") + " |",
+              f"| noise | `{n['train']}` ({n['setting']}), target `{n['target']}`, loss `{n['loss']}`; validated "
+              f"at `{n['eval']}` |",
+              f"| training | {t['steps']} steps ({t['epochs']} epochs), batch {t['batch']}, {t['optimizer']}, "
+              f"EMA {t['ema_decay']:g} |",
+              f"| time, hardware | {t['wall_minutes']} min wall on {t['hardware']}, jax {t['jax']} |", ""]
     if card.get("validation"):
         lines += [f"## Validation (`{n['eval']}`)", "", "| step | epoch | PSNR | SSIM | noisy PSNR | noisy SSIM |",
                   "|---|---|---|---|---|---|"]
@@ -186,8 +190,9 @@ def markdown(card: Dict[str, Any]) -> str:
                   f"{_f(r.get('min_gain'))} | {_f(r.get('sec_per_mp'), '{:.3f}')} | {r.get('images')} |"
                   for r in e["rows"]]
         lines.append("")
-    lines += ["## Use", "", "```python", "import jaxdenoise",
-              f"den = jaxdenoise.load({card['workdir']!r})   # or an exported file: scripts/export.py",
+    load = (f"jaxdenoise.load({zoo['name']!r})" if zoo else
+            f"jaxdenoise.load({card['workdir']!r})   # or an exported file: scripts/export.py")
+    lines += ["## Use", "", "```python", "import jaxdenoise", f"den = {load}",
               "clean = den(noisy)                 # H x W x 3, uint8 or float in [0, 1]" if m["blind"] else
               "clean = den(noisy, noise_level=\"poisson:30\")   # non-blind: the photo's noise",
               "```", ""]

@@ -1,5 +1,6 @@
 """The demo (``make demo``): train the paper's model (configs/demo.py) and a small U-Net (configs/demo_unet.py)
-on the built-in photos, then score both on held-out photos, beside the noisy input, in one table and grid.
+on the built-in photos, then score both on held-out photos, beside the noisy input and the zoo's generic-photo
+model (``jaxdenoise.load("photos")``, trained by us for an hour: what a longer run buys), in one table and grid.
 
     python scripts/demo.py --workdir runs/demo [--paper_config configs/demo.py] [--unet_config configs/demo_unet.py]
 
@@ -22,6 +23,7 @@ config_flags.DEFINE_config_file("unet_config", os.path.join(_CONFIGS, "demo_unet
 flags.DEFINE_string("workdir", "runs/demo", "directory of the demo runs")
 FLAGS = flags.FLAGS
 LEVELS = ("poisson:5", "poisson:10", "poisson:30")
+ZOO = "photos"  # the shipped model shown beside the two the demo trains
 
 
 def main(argv):
@@ -34,14 +36,17 @@ def main(argv):
     grid = os.path.join(FLAGS.workdir, "grid.png")
     dirs = [os.path.join(FLAGS.workdir, name) for name in runs]
     # the grid is the demo's own output in its own folder: a rerun of the demo replaces it
-    rows = evaluate.run(dirs[0], "best", noise_specs=LEVELS, also=dirs[1:], grid_path=grid, overwrite=True)
+    rows = evaluate.run(dirs[0], "best", noise_specs=LEVELS, also=dirs[1:], models=[ZOO], grid_path=grid,
+                        overwrite=True)
     print("\nheld-out photos (never seen in training), best checkpoints:")
     print(evaluate.format_table(rows))
     for spec in LEVELS:
         noisy, *models = [r for r in rows if r["noise"] == spec]
-        gains = ", ".join(f"{m['method'].split(' ')[0]} {m['psnr'] - noisy['psnr']:+.2f} dB" for m in models)
+        label = lambda m: f"zoo {ZOO}" if "zoo:" in m["method"] else m["method"].split(" ")[0]
+        gains = ", ".join(f"{label(m)} {m['psnr'] - noisy['psnr']:+.2f} dB" for m in models)
         print(f"  {spec}: over the noisy input: {gains}")
-    print(f"image grid (clean | noisy | paper | unet): {grid}")
+    print(f"image grid (clean | noisy | paper | unet | zoo {ZOO}): {grid}")
+    print(f"the zoo model on your own photos: python scripts/denoise.py --model {ZOO} --input PHOTO_OR_FOLDER")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python scripts/denoise.py --workdir runs/x --input PATH [--output DIR] [--tile 1024 --overlap 32] [--batch 8]
         [--keep-format] [--overwrite] [--noise-level poisson:30]
+    python scripts/denoise.py --model photos --input PATH ...    (a zoo model: faces, photos, real; or a .jaxdn)
 
 Output names, formats and the no-clobber rules: ``jaxdenoise.denoise_files.denoise_paths``.
 """
@@ -9,7 +10,8 @@ from absl import flags, logging
 
 from jaxdenoise import cli, denoise_files
 
-flags.DEFINE_string("workdir", None, "training workdir", required=True)
+flags.DEFINE_string("workdir", None, "training workdir (or --model)")
+flags.DEFINE_string("model", None, "instead of --workdir: a zoo model (faces, photos, real) or an exported .jaxdn file")
 flags.DEFINE_string("input", None, "an image file or a folder of images", required=True)
 flags.DEFINE_string("output", "denoised", "output folder (subfolders mirror the input's)")
 flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
@@ -21,7 +23,9 @@ flags.DEFINE_bool("keep-format", False, "write each input's real format (from it
 flags.DEFINE_bool("overwrite", False, "replace existing outputs (atomically); inputs are never replaced")
 flags.DEFINE_string("noise-level", None, "non-blind models only: the photos' noise as a fixed spec "
                     "(poisson:30, gaussian:25); default: a Gaussian level estimated per image")
-cli.paths("workdir", "input", "output")
+cli.paths("workdir", "model", "input", "output")
+flags.register_multi_flags_validator(["workdir", "model"], lambda f: bool(f["workdir"]) != bool(f["model"]),
+                                     "give either --workdir (a training run) or --model (a zoo name or a .jaxdn file)")
 FLAGS = flags.FLAGS
 
 
@@ -29,8 +33,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
     res = denoise_files.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
-                                FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite,
-                                noise_level=FLAGS["noise-level"].value)
+                                      FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite,
+                                      noise_level=FLAGS["noise-level"].value, model=FLAGS.model)
     print(f"wrote {len(res['written'])} image(s) to {FLAGS.output}; skipped {len(res['skipped'])}")
     for s in res["skipped"]:
         to = f" -> {s['output']}" if "output" in s else ""

@@ -5,6 +5,8 @@
     python scripts/evaluate.py --workdir runs/x --data CLEAN_DIR --noisy NOISY_DIR --baselines bm3d,nlm
         (real noise: each noisy photo against the clean reference of the same name; baselines estimate
         the noise level from the image)
+    python scripts/evaluate.py --model photos --data DIR --noise gaussian:25   (a zoo model or a .jaxdn file;
+        --model also adds rows beside a --workdir run)
 
 The table is printed first; a comparison grid that cannot be written (a read-only workdir) is a warning.
 --json and --grid are checked before any work: never an input (--data, --noisy) or a file a training run owns
@@ -16,7 +18,9 @@ from absl import flags, logging
 
 from jaxdenoise import cli, evaluate, layout, parallel
 
-flags.DEFINE_string("workdir", None, "training workdir (its config.json and checkpoints/)", required=True)
+flags.DEFINE_string("workdir", None, "training workdir (its config.json and checkpoints/); or --model alone")
+flags.DEFINE_multi_string("model", [], "a zoo model (faces, photos, real) or an exported .jaxdn file, scored "
+                          "on the same noisy images (repeatable)")
 flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
 flags.DEFINE_string("data", None, "a file or folder of images of any size (default: the run's validation split)")
 flags.DEFINE_string("noisy", None, "a folder of real noisy photos, scored against the clean references in "
@@ -36,22 +40,22 @@ flags.DEFINE_integer("limit", None, "evaluate only the first N images (e.g. to k
 flags.DEFINE_string("grid", None, "comparison grid PNG (default: WORKDIR/eval_grid.png, replaced on each run)")
 flags.DEFINE_bool("overwrite", False, "replace an existing --json / --grid file (never an input or a run's own file)")
 cli.define_distributed_flags()
-cli.paths("workdir", "data", "noisy", "also", "json", "grid")
+cli.paths("workdir", "model", "data", "noisy", "also", "json", "grid")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
-    grid = FLAGS.grid or os.path.join(FLAGS.workdir, layout.EVAL_GRID_FILE)
+    grid = FLAGS.grid or (FLAGS.workdir and os.path.join(FLAGS.workdir, layout.EVAL_GRID_FILE))
     rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
                         FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy,
                         also=FLAGS.also, noise_level=FLAGS["noise-level"].value, json_path=FLAGS.json,
-                        overwrite=FLAGS.overwrite)
+                        overwrite=FLAGS.overwrite, models=FLAGS.model)
     if not parallel.is_main():  # every process computed its share; process 0 reports
         return
     print(evaluate.format_table(rows))
-    if os.path.isfile(grid):
+    if grid and os.path.isfile(grid):
         print(f"comparison grid (clean | noisy | model | baselines): {grid}")
 
 

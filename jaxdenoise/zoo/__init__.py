@@ -1,0 +1,122 @@
+"""Trained denoisers shipped inside the package: ``jaxdenoise.load("photos")`` works offline after ``pip install``.
+
+Each entry is an exported model (``jaxdenoise.export``: ``NAME.jaxdn``, the function and its weights, with
+its model card inside) and its card for a person to read (``NAME.md``: data and its terms, noise, steps,
+hardware, the measured tables), both in this folder. ``python scripts/build_zoo.py --name NAME --workdir W``
+writes them from a trained run; ``docs/quality.md`` ("Model zoo") has the commands and numbers.
+
+    import jaxdenoise
+    den = jaxdenoise.load("photos")      # a name of MODELS (a path of that name, when one exists, wins)
+    clean = den(noisy)                   # H x W x 3, uint8 or float in [0, 1]; the same dtype back
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Dict, List
+
+from jaxdenoise import fsutil
+
+MAX_BYTES = 4 * 2**20  # each shipped file stays small enough for the wheel
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A zoo model: what it is for, the recipe it was trained with, and the terms of its training data."""
+    summary: str
+    command: str
+    terms: str
+
+
+MODELS: Dict[str, Entry] = {
+    "faces": Entry(
+        summary="blind denoiser for face photos (shot noise peak 5-60, Gaussian sigma 5-50)",
+        command="python scripts/train.py --config configs/unet_faces.py --workdir runs/unet_faces "
+                "--config.data.dir=faces_utk",
+        terms="UTKFace face photos: non-commercial research use only"),
+    "photos": Entry(
+        summary="blind denoiser for generic photos (shot noise peak 5-60, Gaussian sigma 5-50, clipped or not)",
+        command="python scripts/train.py --config configs/unet_photos.py --workdir runs/unet_photos "
+                "--config.data.dir=bsds400",
+        terms="BSDS500 train+test photos (Berkeley): research and educational use"),
+    "real": Entry(
+        summary="blind denoiser for real camera photos (sensor noise through a camera pipeline, JPEG, and "
+                "Gaussian noise)",
+        command="python scripts/train.py --config configs/unet_real.py --workdir runs/unet_real "
+                "--config.data.dir=bsds400,sun80",
+        terms="BSDS500 (Berkeley) and Sun-Hays 80 photos: research and educational use"),
+}
+
+
+def names() -> List[str]:
+    """The zoo's model names."""
+    return list(MODELS)
+
+
+def folder() -> str:
+    """The folder holding the shipped files (inside the installed package)."""
+    return os.path.dirname(os.path.abspath(__file__))
+
+
+def path(name: str) -> str:
+    """The ``.jaxdn`` file of zoo model ``name``; one-line ValueError for an unknown or missing one."""
+    if name not in MODELS:
+        raise ValueError(f"no zoo model {name!r}: the zoo has {', '.join(MODELS)}")
+    p = os.path.join(folder(), f"{name}.jaxdn")
+    if not os.path.isfile(p):
+        raise ValueError(f"zoo model {name!r} is not in this installation ({p} is missing): "
+                         f"reinstall jaxdenoise, or build it with scripts/build_zoo.py")
+    return p
+
+
+def card(name: str) -> str:
+    """Zoo model ``name``'s model card (markdown)."""
+    p = path(name)
+    with open(os.path.join(os.path.dirname(p), f"{name}.md")) as f:
+        return f.read()
+
+
+def load(name: str, **kw):
+    """A ``Denoiser`` running zoo model ``name`` (keyword arguments: ``Denoiser``'s)."""
+    from jaxdenoise import export
+    den = export.load_exported(path(name), **kw)
+    den.info["zoo"] = name
+    return den
+
+
+def _portable(card: Dict[str, Any]) -> Dict[str, Any]:
+    """The card with this machine's absolute paths cut to their last two parts (``/home/u/data/bsds400`` ->
+    ``data/bsds400``): a shipped card names folders, not someone's home directory."""
+    text = json.dumps(card)
+    return json.loads(re.sub(r'/(?:[^/\s,()"]+/)*([^/\s,()"]+/[^/\s,()"]+)', r"\1", text))
+
+
+def build(name: str, workdir: str, checkpoint: str | int = "best") -> Dict[str, Any]:
+    """Write zoo model ``name`` (``NAME.jaxdn`` and ``NAME.md`` in ``folder()``) from a trained run: its
+    checkpoint exported for CPU and CUDA, its model card (with its evaluation tables) inside and beside it,
+    with the entry's summary, recipe and data terms. Raises ValueError (one line) for an unknown name, a run
+    without a model card, or a file over ``MAX_BYTES``."""
+    from jaxdenoise import export, model_card
+    if name not in MODELS:
+        raise ValueError(f"--name {name!r}: the zoo has {', '.join(MODELS)} (add an entry to MODELS first)")
+    if model_card.read(workdir) is None:
+        raise ValueError(f"--workdir {workdir} has no model card: train it to its end first (train.py writes it)")
+    card = _portable(model_card.read(workdir))
+    extra = {"zoo": dict(dataclasses.asdict(MODELS[name]), name=name), "workdir": f"runs/{name}",
+             "data": card["data"], "evaluations": card["evaluations"]}
+    out = os.path.join(folder(), f"{name}.jaxdn")
+    new = out + ".new"  # the shipped file is replaced only by one that passes the size check
+    try:
+        header = export.export_workdir(workdir, new, checkpoint, overwrite=True, card_extra=extra)
+        size = os.path.getsize(new)
+        if size > MAX_BYTES:
+            raise ValueError(f"{name}: the exported model is {size / 2**20:.1f} MiB, over the zoo's "
+                             f"{MAX_BYTES / 2**20:.0f} MiB: ship a smaller model")
+        os.replace(new, out)
+    finally:
+        if os.path.exists(new):
+            os.remove(new)
+    fsutil.atomic_write(os.path.join(folder(), f"{name}.md"), model_card.markdown(export.read_card(out)))
+    return dict(header, bytes=size)

@@ -1,0 +1,27 @@
+"""Maintainers: write a zoo model (jaxdenoise/zoo/NAME.jaxdn and NAME.md) from a trained run (``jaxdenoise.zoo``).
+
+    python scripts/build_zoo.py --name photos --workdir runs/unet_photos [--checkpoint best]
+
+Run evaluate.py on the run first: its tables go into the card. The file must stay under 4 MiB.
+"""
+from absl import flags
+
+from jaxdenoise import cli, zoo
+
+flags.DEFINE_enum("name", None, zoo.names(), "the zoo entry to write", required=True)
+flags.DEFINE_string("workdir", None, "the trained run", required=True)
+flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
+cli.paths("workdir")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    which = int(FLAGS.checkpoint) if FLAGS.checkpoint.isdigit() else FLAGS.checkpoint
+    h = zoo.build(FLAGS.name, FLAGS.workdir, which)
+    print(f"wrote {zoo.folder()}/{FLAGS.name}.jaxdn ({h['bytes'] / 2**20:.2f} MiB: {h['model']}, "
+          f"{h['parameters']:,} parameters, step {h['step']}) and {FLAGS.name}.md")
+
+
+if __name__ == "__main__":
+    cli.run(main)

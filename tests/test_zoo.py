@@ -1,0 +1,85 @@
+"""The model zoo shipped inside the package (``jaxdenoise.zoo``): each model loads offline by name, is small,
+carries its card, and beats its noisy input on a built-in photo; ``zoo.build`` makes an entry from a run;
+``denoise`` and ``evaluate`` take ``--model``."""
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+import jaxdenoise
+from jaxdenoise import denoise_files, evaluate, export, noise, plots, zoo
+from jaxdenoise.data import builtin
+
+
+def _psnr(a, b):
+    return float(10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - b) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """The centre 160x160 of a built-in photo none of the zoo models was trained on, float32 in [0, 1]."""
+    img = builtin.load_photo(builtin.photo_path("skimage", "chelsea.png")).astype(np.float32) / 255
+    h, w = img.shape[:2]
+    return img[(h - 160) // 2:(h + 160) // 2, (w - 160) // 2:(w + 160) // 2]
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_each_zoo_model_ships_small_with_its_card_and_beats_its_noisy_input(name, photo):
+    path = zoo.path(name)
+    assert os.path.getsize(path) <= zoo.MAX_BYTES
+    card = zoo.card(name)
+    assert zoo.MODELS[name].terms in card and f"jaxdenoise.load({name!r})" in card
+    assert export.read_card(path)["zoo"]["name"] == name  # the card travels inside the file too
+    den = jaxdenoise.load(name)  # a name, not a path: offline, from the package
+    assert den.blind and den.info["zoo"] == name and den.info["parameters"] > 0
+    spec = den.info["eval_noise"]
+    noisy = np.asarray(noise.parse(spec)(jax.random.PRNGKey(0), photo[None]))[0]
+    gain = _psnr(den(noisy), photo) - _psnr(noisy, photo)
+    assert gain > 1.0, f"{name} at {spec}: {gain:+.2f} dB over the noisy input"
+
+
+def test_unknown_names_and_paths_are_one_line_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="does not exist: not a training workdir.*faces, photos, real"):
+        jaxdenoise.load("nafnet_zoo")
+    with pytest.raises(ValueError, match="no zoo model 'x'"):
+        zoo.path("x")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()  # a folder of that name wins over the zoo name, and is not a workdir
+    with pytest.raises(ValueError, match="not a training workdir"):
+        jaxdenoise.load("photos")
+
+
+def test_build_writes_an_entry_from_a_run_and_keeps_the_old_one_when_too_big(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "folder", lambda: str(tmp_path))
+    h = zoo.build("photos", run_dir, "latest")
+    assert h["bytes"] == os.path.getsize(tmp_path / "photos.jaxdn")
+    den, ref = zoo.load("photos"), jaxdenoise.load(run_dir, "latest")
+    img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    np.testing.assert_allclose(den(img.astype(np.float32) / 255), ref(img.astype(np.float32) / 255), atol=1e-5)
+    card = (tmp_path / "photos.md").read_text()
+    assert zoo.MODELS["photos"].terms in card and "jaxdenoise.load('photos')" in card and "| data |" in card
+    before = (tmp_path / "photos.jaxdn").read_bytes()
+    monkeypatch.setattr(zoo, "MAX_BYTES", 1000)
+    with pytest.raises(ValueError, match="over the zoo's"):
+        zoo.build("photos", run_dir, "latest")
+    assert (tmp_path / "photos.jaxdn").read_bytes() == before and not (tmp_path / "photos.jaxdn.new").exists()
+    with pytest.raises(ValueError, match="the zoo has"):
+        zoo.build("nope", run_dir)
+
+
+@pytest.mark.imagemagick
+def test_denoise_and_evaluate_take_a_zoo_model(photo, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    plots.save_png((photo * 255 + 0.5).astype(np.uint8), str(folder / "cat.png"))
+    res = denoise_files.denoise_paths(None, str(folder), str(tmp_path / "out"), model="photos", progress=False)
+    assert [pathlib.Path(p).name for p in res["written"]] == ["cat.png"]
+    with pytest.raises(ValueError, match="either --workdir .* or --model"):
+        denoise_files.denoise_paths(None, str(folder), str(tmp_path / "out2"))
+    rows = evaluate.run(None, data=str(folder), noise_specs=["gaussian:25"], models=["photos"])
+    noisy, model = rows
+    assert model["method"].endswith("(zoo: photos)") and model["psnr"] > noisy["psnr"] + 1
+    with pytest.raises(ValueError, match="needs --data"):
+        evaluate.run(None, models=["photos"])
