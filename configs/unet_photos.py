@@ -14,6 +14,8 @@ val): 7,200 steps in 62.5 min wall (validations included); validation PSNR (EMA,
 gaussian:25:noclip, noisy 20.17) 29.67 / 30.10 / 30.24 / 30.26 dB after epochs 2 / 4 / 6 / 8 (the 15-minute
 run: 29.34). CBSD68, all 68, full size: gaussian:25:noclip 30.60, poisson:30:noclip 29.85, gaussian:25 30.42 dB
 (published CBM3D at sigma 25: 30.71; BM3D here, first 20 images: 31.07). docs/quality.md, "Generic photos".
+Repeated 2026-12-04 on CPU-2 (2-core Intel Xeon): the same numbers to the last digit in 47.3 min wall; shipped
+as the zoo model "photos" (jaxdenoise.load("photos")).
 
 Why this one: in the same-budget comparison (configs/photos.py, 15 minutes each on CPU-2; docs/quality.md,
 "Generic photos") the U-Net led the paper's autoencoder, DnCNN and NAFNet. 7,200 steps are ~60 minutes of

@@ -34,7 +34,8 @@ MODELS: Dict[str, Entry] = {
     "faces": Entry(
         summary="blind denoiser for face photos (shot noise peak 5-60, Gaussian sigma 5-50)",
         command="python scripts/train.py --config configs/unet_faces.py --workdir runs/unet_faces "
-                "--config.data.dir=faces_utk",
+                "--config.data.dir=faces_utk --config.num_epochs=6 --config.eval_every_epochs=6 "
+                "--config.data.val_fraction=0.05",
         terms="UTKFace face photos: non-commercial research use only"),
     "photos": Entry(
         summary="blind denoiser for generic photos (shot noise peak 5-60, Gaussian sigma 5-50, clipped or not)",
