@@ -28,6 +28,42 @@ def make_apply(model, params) -> Apply:
     return lambda x: fn(params, x)
 
 
+# The dihedral group of the square as (rotations by 90 degrees, flip left-right) pairs, ordered so that the
+# first 2 and the first 4 are subgroups that keep H x W (no second compilation for a transposed shape).
+_DIHEDRAL = ((0, False), (0, True), (2, True), (2, False), (1, False), (1, True), (3, False), (3, True))
+ENSEMBLES = (1, 2, 4, 8)
+
+
+def self_ensemble(apply: Apply, n: int) -> Apply:
+    """``apply`` averaged over ``n`` (1, 2, 4 or 8) flips and rotations of its input, each undone on its output
+    (the "x8" geometric self-ensemble of EDSR / DnCNN+ / KAIR): a trained model's errors differ between
+    orientations while the image does not, so the mean is closer to the clean image, at ``n`` times the cost.
+    2: identity and left-right flip; 4: also the up-down flip and the half turn (H x W kept); 8: also the
+    quarter turns and transposes (one more compilation per shape, H and W swapped). ``float32 [B, H, W, C]``
+    -> ``float32 [B, H, W, 3]`` on the host; H and W must then both be multiples of the model's stride."""
+    if n not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))} (flips and rotations of the "
+                         f"input to average over), got {n}")
+    if n == 1:
+        return apply
+
+    def there(x, k, flip):  # [B, H, W, C]: flip W, then rotate counter-clockwise in the (H, W) plane
+        return np.rot90(x[:, :, ::-1] if flip else x, k, axes=(1, 2))
+
+    def back(y, k, flip):
+        y = np.rot90(y, -k, axes=(1, 2))
+        return y[:, :, ::-1] if flip else y
+
+    def ensembled(x):
+        x = np.asarray(x, np.float32)
+        acc = None
+        for k, flip in _DIHEDRAL[:n]:
+            y = back(np.asarray(apply(np.ascontiguousarray(there(x, k, flip)))), k, flip)
+            acc = y.astype(np.float32) if acc is None else acc + y
+        return acc / n
+    return ensembled
+
+
 def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
     """Reflect-pad ``[H, W, C]`` at the bottom/right to ``[h, w, C]`` (symmetric when the image is too small)."""
     ph, pw = h - x.shape[0], w - x.shape[1]

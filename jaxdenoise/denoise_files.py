@@ -33,7 +33,7 @@ EXISTS = "exists (use --overwrite to replace it)"
 def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, which: str | int = "best",
                   tile: Optional[int] = None, overlap: int = 32, batch: int = 8, keep_format: bool = False,
                   overwrite: bool = False, progress: bool = True, noise_level: str | None = None,
-                  model: Optional[str] = None) -> Dict:
+                  model: Optional[str] = None, ensemble: int = 1) -> Dict:
     """Denoise a file, or every image under a folder, into ``output_dir``; subfolders mirror the input's.
 
     The denoiser: a training run's ``workdir`` (checkpoint ``which``), or ``model``, a zoo model's name or an
@@ -55,7 +55,8 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     input folder itself, every file there is an input, earlier outputs included.
 
     noise_level: for a non-blind model, the noise of the photos as a fixed-value spec (``with_level``);
-    None estimates a Gaussian level per image. Blind models ignore it.
+    None estimates a Gaussian level per image. Blind models ignore it. ensemble: average over this many flips
+    and rotations of each photo (1, 2, 4, 8: ``denoise.self_ensemble``), at as many times the cost.
 
     Returns ``{"written": [output paths], "skipped": [{"path": input relative path, "reason": one line,
     "output": output path (only for EXISTS)}]}``. Raises ValueError (one line) for bad arguments and for an
@@ -70,6 +71,9 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
                          f"not {'both' if workdir else 'neither'}")
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
+    from jaxdenoise.denoise import ENSEMBLES
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"--ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {ensemble}")
     if (tile is not None and tile < 0) or overlap < 0:
         raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
     if not input_path:
@@ -117,7 +121,7 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
             except imageio.ImageReadError as e:
                 skipped.append({"path": rel, "reason": str(e)})
                 continue
-            data = _encode(den(image, noise_level, tile=tile, batch=batch), formats[rel])
+            data = _encode(den(image, noise_level, tile=tile, batch=batch, ensemble=ensemble), formats[rel])
             _makedirs(os.path.dirname(dst), created)  # output folders appear with their first image
             try:
                 ok = fsutil.atomic_write(dst, data, overwrite=overwrite)

@@ -83,13 +83,15 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
         overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3,
         limit: int | None = None, noisy: str | None = None, also: Sequence[str] = (),
         noise_level: str | None = None, json_path: str | None = None, overwrite: bool = False,
-        models: Sequence[str] = ()) -> List[Dict]:
+        models: Sequence[str] = (), ensemble: int = 1) -> List[Dict]:
     """The evaluation table: per noise spec, rows for the noisy input, the model and each baseline.
 
     ``also``: more run workdirs whose models are scored on the same noisy images, a row each after the
     first model's (the data, seed and default noise are the first run's). ``models``: zoo model names or
     exported ``.jaxdn`` files (``denoiser.load``), a row each after the runs'; with no ``workdir`` they are
     the only models, and ``data`` and ``noise_specs`` (else the first model's validation noise) are needed.
+    ``ensemble`` > 1: each model also gets a row ``NAME, xN self-ensemble``, its outputs averaged over N flips
+    and rotations of the noisy image (``denoise.self_ensemble``).
 
     Rows: ``{noise, method, psnr, ssim, min_gain, sec_per_mp, images}`` (means over images; min_gain, the
     smallest per-image PSNR gain over the noisy input, on every row but the noisy input's; sec_per_mp excludes
@@ -122,6 +124,9 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
         raise ValueError("--workdir (a training run) or --model (a zoo name or an exported file) is required")
     if not workdir and not data:
         raise ValueError("--model without --workdir needs --data: the images to score (no run, no validation split)")
+    if ensemble not in denoise_lib.ENSEMBLES:
+        raise ValueError(f"--ensemble must be one of {', '.join(map(str, denoise_lib.ENSEMBLES))} (1: off), got "
+                         f"{ensemble}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (the first N images), got {limit}")
     if seed is not None and not 0 <= seed < 2**32:
@@ -201,6 +206,9 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
                 f"{den.info['model']} (step {den.info['step']}{weights})")
         name = name if name not in fns_models else f"{name} {w}"
         fns_models[name] = (lambda d: lambda y, lvl: d.run(y, lvl, noise_level, tile=tile, batch=batch))(den)
+        if ensemble > 1:
+            fns_models[f"{name}, x{ensemble} self-ensemble"] = (lambda d: lambda y, lvl: d.run(
+                y, lvl, noise_level, tile=tile, batch=batch, ensemble=ensemble))(den)
     key = jax.random.PRNGKey(seed)
     clean = [img.astype(np.float32) / 255.0 for _, img in named]
     if noisy:

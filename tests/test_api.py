@@ -176,3 +176,17 @@ def test_the_console_command_runs_each_job_with_the_scripts_flags(run, tmp_path)
     assert "lowered for cpu" in res.stdout and jaxdenoise.load(str(tmp_path / "m.jaxdn")).info["platforms"] == ["cpu"]
     res = py("export", "--workdir", str(run), "--out", str(tmp_path / "m.jaxdn"))
     assert res.returncode == 1 and res.stderr.strip().startswith("error: --out") and "exists" in res.stderr
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_self_ensemble_undoes_each_flip_and_turn_on_the_output(n):
+    """A stand-in model that adds its input's column index: each transform is undone on the output, so the
+    image comes back exact and the offset is the mean column index over the orientations used."""
+    from jaxdenoise.denoise import self_ensemble
+    h, w = 6, 10
+    x = np.random.default_rng(0).random((2, h, w, 3)).astype(np.float32)
+    out = self_ensemble(lambda t: t + np.arange(t.shape[2], dtype=np.float32)[None, None, :, None], n)(x)
+    # identity / flips / half turn: columns run 0..W-1 or back (mean (W-1)/2); quarter turns: rows (mean (H-1)/2)
+    offset = {1: np.arange(w, dtype=np.float32)[None, None, :, None], 2: (w - 1) / 2, 4: (w - 1) / 2,
+              8: ((w - 1) / 2 + (h - 1) / 2) / 2}[n]
+    np.testing.assert_allclose(out, x + offset, atol=1e-5)

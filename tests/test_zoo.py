@@ -78,8 +78,24 @@ def test_denoise_and_evaluate_take_a_zoo_model(photo, tmp_path):
     assert [pathlib.Path(p).name for p in res["written"]] == ["cat.png"]
     with pytest.raises(ValueError, match="either --workdir .* or --model"):
         denoise_files.denoise_paths(None, str(folder), str(tmp_path / "out2"))
-    rows = evaluate.run(None, data=str(folder), noise_specs=["gaussian:25"], models=["photos"])
-    noisy, model = rows
+    rows = evaluate.run(None, data=str(folder), noise_specs=["gaussian:25"], models=["photos"], ensemble=2)
+    noisy, model, ensembled = rows
     assert model["method"].endswith("(zoo: photos)") and model["psnr"] > noisy["psnr"] + 1
+    assert ensembled["method"] == model["method"] + ", x2 self-ensemble" and ensembled["psnr"] > model["psnr"]
+    with pytest.raises(ValueError, match="--ensemble must be one of 1, 2, 4, 8"):
+        evaluate.run(None, data=str(folder), models=["photos"], ensemble=3)
     with pytest.raises(ValueError, match="needs --data"):
         evaluate.run(None, models=["photos"])
+
+
+def test_the_x8_self_ensemble_beats_one_pass_and_keeps_size_and_dtype(photo):
+    den = jaxdenoise.load("photos")
+    odd = photo[:77, :101]  # neither side a multiple of the stride, and H != W (the quarter turns swap them)
+    noisy = np.clip(odd + np.random.default_rng(3).normal(0, 25 / 255, odd.shape), 0, 1).astype(np.float32)
+    one, eight = den(noisy), den(noisy, ensemble=8)
+    assert eight.shape == odd.shape and eight.dtype == np.float32
+    assert _psnr(eight, odd) > _psnr(one, odd) + 0.05  # misaligned undoing would blur it below one pass
+    u8 = den((noisy * 255 + 0.5).astype(np.uint8), ensemble=4)
+    assert u8.dtype == np.uint8 and u8.shape == odd.shape
+    with pytest.raises(ValueError, match="ensemble must be one of 1, 2, 4, 8"):
+        den(noisy, ensemble=3)

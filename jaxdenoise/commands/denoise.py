@@ -19,6 +19,8 @@ flags.DEFINE_integer("tile", None, "tile side for images larger than this (defau
                      "tiles of 1024 px beyond; 0: whole image always)")
 flags.DEFINE_integer("overlap", 32, "tile overlap in pixels (blended with a smooth window)")
 flags.DEFINE_integer("batch", 8, "tiles per device call")
+flags.DEFINE_integer("ensemble", 1, "average over this many flips/rotations of each photo (1, 2, 4, 8; "
+                     "8: the x8 self-ensemble, 8x the time)")
 flags.DEFINE_bool("keep-format", False, "write each input's real format (from its magic bytes) instead of PNG")
 flags.DEFINE_bool("overwrite", False, "replace existing outputs (atomically); inputs are never replaced")
 flags.DEFINE_string("noise-level", None, "non-blind models only: the photos' noise as a fixed spec "
@@ -34,7 +36,8 @@ def main(argv):
     logging.set_verbosity(logging.ERROR)
     res = denoise_files.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
                                       FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite,
-                                      noise_level=FLAGS["noise-level"].value, model=FLAGS.model)
+                                      noise_level=FLAGS["noise-level"].value, model=FLAGS.model,
+                                      ensemble=FLAGS.ensemble)
     print(f"wrote {len(res['written'])} image(s) to {FLAGS.output}; skipped {len(res['skipped'])}")
     for s in res["skipped"]:
         to = f" -> {s['output']}" if "output" in s else ""

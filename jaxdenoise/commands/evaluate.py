@@ -36,6 +36,8 @@ flags.DEFINE_integer("seed", None, "noise seed (default: the run's eval_seed)")
 flags.DEFINE_integer("tile", None, "tile side for images larger than this (default: whole images up to 16 MP, "
                      "tiles of 1024 px beyond; 0: whole images always)")
 flags.DEFINE_integer("overlap", 32, "tile overlap in pixels")
+flags.DEFINE_integer("ensemble", 1, "also score each model averaged over this many flips/rotations of its input "
+                     "(2, 4, 8: a second row per model)")
 flags.DEFINE_integer("limit", None, "evaluate only the first N images (e.g. to keep slow baselines short)")
 flags.DEFINE_string("grid", None, "comparison grid PNG (default: WORKDIR/eval_grid.png, replaced on each run)")
 flags.DEFINE_bool("overwrite", False, "replace an existing --json / --grid file (never an input or a run's own file)")
@@ -51,7 +53,8 @@ def main(argv):
     rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
                         FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy,
                         also=FLAGS.also, noise_level=FLAGS["noise-level"].value, json_path=FLAGS.json,
-                        overwrite=FLAGS.overwrite, models=FLAGS.model)
+                        overwrite=FLAGS.overwrite, models=FLAGS.model,
+                        ensemble=FLAGS.ensemble)
     if not parallel.is_main():  # every process computed its share; process 0 reports
         return
     print(evaluate.format_table(rows))
