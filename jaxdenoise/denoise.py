@@ -34,6 +34,14 @@ _DIHEDRAL = ((0, False), (0, True), (2, True), (2, False), (1, False), (1, True)
 ENSEMBLES = (1, 2, 4, 8)
 
 
+def check_ensemble(n: int, what: str = "ensemble") -> int:
+    """``n`` if it is an ensemble size (``ENSEMBLES``); a one-line ValueError naming ``what`` otherwise."""
+    if n not in ENSEMBLES:
+        raise ValueError(f"{what} must be one of {', '.join(map(str, ENSEMBLES))} (flips and rotations of the "
+                         f"input to average over; 1: off), got {n}")
+    return n
+
+
 def self_ensemble(apply: Apply, n: int) -> Apply:
     """``apply`` averaged over ``n`` (1, 2, 4 or 8) flips and rotations of its input, each undone on its output
     (the "x8" geometric self-ensemble of EDSR / DnCNN+ / KAIR): a trained model's errors differ between
@@ -41,10 +49,7 @@ def self_ensemble(apply: Apply, n: int) -> Apply:
     2: identity and left-right flip; 4: also the up-down flip and the half turn (H x W kept); 8: also the
     quarter turns and transposes (one more compilation per shape, H and W swapped). ``float32 [B, H, W, C]``
     -> ``float32 [B, H, W, 3]`` on the host; H and W must then both be multiples of the model's stride."""
-    if n not in ENSEMBLES:
-        raise ValueError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))} (flips and rotations of the "
-                         f"input to average over), got {n}")
-    if n == 1:
+    if check_ensemble(n) == 1:
         return apply
 
     def there(x, k, flip):  # [B, H, W, C]: flip W, then rotate counter-clockwise in the (H, W) plane
@@ -56,11 +61,8 @@ def self_ensemble(apply: Apply, n: int) -> Apply:
 
     def ensembled(x):
         x = np.asarray(x, np.float32)
-        acc = None
-        for k, flip in _DIHEDRAL[:n]:
-            y = back(np.asarray(apply(np.ascontiguousarray(there(x, k, flip)))), k, flip)
-            acc = y.astype(np.float32) if acc is None else acc + y
-        return acc / n
+        return sum(back(np.asarray(apply(np.ascontiguousarray(there(x, k, flip)))), k, flip)
+                   for k, flip in _DIHEDRAL[:n]) / n
     return ensembled
 
 

@@ -71,9 +71,8 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
                          f"not {'both' if workdir else 'neither'}")
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
-    from jaxdenoise.denoise import ENSEMBLES
-    if ensemble not in ENSEMBLES:
-        raise ValueError(f"--ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {ensemble}")
+    from jaxdenoise.denoise import check_ensemble
+    check_ensemble(ensemble, "--ensemble")
     if (tile is not None and tile < 0) or overlap < 0:
         raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
     if not input_path:

@@ -124,9 +124,7 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
         raise ValueError("--workdir (a training run) or --model (a zoo name or an exported file) is required")
     if not workdir and not data:
         raise ValueError("--model without --workdir needs --data: the images to score (no run, no validation split)")
-    if ensemble not in denoise_lib.ENSEMBLES:
-        raise ValueError(f"--ensemble must be one of {', '.join(map(str, denoise_lib.ENSEMBLES))} (1: off), got "
-                         f"{ensemble}")
+    denoise_lib.check_ensemble(ensemble, "--ensemble")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (the first N images), got {limit}")
     if seed is not None and not 0 <= seed < 2**32:
@@ -205,10 +203,9 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
         name = (f"{den.info['model']} (zoo: {den.info['zoo']})" if den.info.get("zoo") else
                 f"{den.info['model']} (step {den.info['step']}{weights})")
         name = name if name not in fns_models else f"{name} {w}"
-        fns_models[name] = (lambda d: lambda y, lvl: d.run(y, lvl, noise_level, tile=tile, batch=batch))(den)
-        if ensemble > 1:
-            fns_models[f"{name}, x{ensemble} self-ensemble"] = (lambda d: lambda y, lvl: d.run(
-                y, lvl, noise_level, tile=tile, batch=batch, ensemble=ensemble))(den)
+        for n in sorted({1, ensemble}):
+            fns_models[name if n == 1 else f"{name}, x{n} self-ensemble"] = (lambda d, n: lambda y, lvl: d.run(
+                y, lvl, noise_level, tile=tile, batch=batch, ensemble=n))(den, n)
     key = jax.random.PRNGKey(seed)
     clean = [img.astype(np.float32) / 255.0 for _, img in named]
     if noisy:
