@@ -29,8 +29,9 @@ Repeated 2026-12-04 on CPU-2 (2-core Intel Xeon): the same numbers to the last d
 as the zoo model "photos" (jaxdenoise.load("photos")).
 
 Why this one: in the same-budget comparison (configs/photos.py, 15 minutes each on CPU-2; docs/quality.md,
-"Generic photos") the U-Net led the paper's autoencoder, DnCNN and NAFNet. 115,200 patches are ~60 minutes of
-training on CPU-2 alone on a normal day (2 cores, 34 img/s). The very first recipe (4 levels, 96x96 patches,
+"Generic photos") the U-Net led the paper's autoencoder, DnCNN and NAFNet. 115,200 patches took 47-62 minutes at
+batch 16 on normal-speed days of CPU-2; batch 8 runs at 0.83x the images per second of batch 16 (benchmark.py,
+2026-12-06), so ~57 minutes on the faster of those days. The very first recipe (4 levels, 96x96 patches,
 3,000 steps) scored 29.99 / 29.18 dB on CBSD68 at gaussian:25:noclip / poisson:30:noclip, below the 15-minute
 run of MSE at batch 16.
 """
@@ -47,7 +48,7 @@ def get_config():
     c.batch_size = 8                # measured: +0.53 / +0.67 dB after 4,800 / 9,600 patches (docstring)
     c.warmup_steps = 400
     c.num_epochs = 8
-    c.steps_per_epoch = 1800        # 8 x 1800 steps x 8 = 115,200 patches of 64x64: ~60 minutes on CPU-2
+    c.steps_per_epoch = 1800        # 8 x 1800 steps x 8 = 115,200 patches of 64x64: ~57 min on CPU-2 (docstring)
     c.eval_every_epochs = 2
     c.checkpoint_every_steps = 900
     return c
