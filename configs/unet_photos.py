@@ -18,7 +18,7 @@ above on shared/data/bsds400: 14,400 steps in 97.9 min wall (the same patches to
 days); validation PSNR 29.96 / 30.30 / 30.42 / 30.46 dB after epochs 2 / 4 / 6 / 8. CBSD68, all 68, full
 size, same noisy images as BM3D's rows: gaussian:25:noclip 30.78 (x8 self-ensemble 30.94; BM3D 30.81),
 poisson:30:noclip 30.02 (x8 30.18; BM3D 29.98), gaussian:25 30.46, poisson:30 29.37; real_nam25 39.01.
-docs/quality.md, "Generic photos".
+Shipped as the zoo model "photos" (jaxdenoise.load("photos")). docs/quality.md, "Generic photos".
 
 The previous recipe, MSE at batch 16 (7,200 steps of 16), measured 2026-12-03 on CPU-2 (2-core AMD EPYC),
 the command above on shared/data/bsds400 (362 train / 38 val): 7,200 steps in 62.5 min wall (validations
@@ -26,7 +26,7 @@ included); validation PSNR (EMA, 38 photos, central 256x256, gaussian:25:noclip,
 / 30.24 / 30.26 dB after epochs 2 / 4 / 6 / 8 (the 15-minute run: 29.34). CBSD68, all 68, full size:
 gaussian:25:noclip 30.60, poisson:30:noclip 29.85, gaussian:25 30.42 dB (published CBM3D at sigma 25: 30.71).
 Repeated 2026-12-04 on CPU-2 (2-core Intel Xeon): the same numbers to the last digit in 47.3 min wall; shipped
-as the zoo model "photos" (jaxdenoise.load("photos")).
+as the zoo model "photos" until the recipe above replaced it (2026-12-06).
 
 Why this one: in the same-budget comparison (configs/photos.py, 15 minutes each on CPU-2; docs/quality.md,
 "Generic photos") the U-Net led the paper's autoencoder, DnCNN and NAFNet. 115,200 patches took 47-62 minutes at
