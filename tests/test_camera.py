@@ -144,13 +144,14 @@ def test_the_real_photo_config_trains_on_several_folders_with_camera_noise(tmp_p
         folders.append(str(folder))
     set_fields(c, {"model.widths": (16, 32), "data.dir": ",".join(folders), "data.size": 32, "data.patch": 32,
                    "data.val_fraction": 0.3, "data.cache_dir": str(tmp_path / "cache"), "batch_size": 8,
-                   "num_epochs": 2, "steps_per_epoch": 30,
-                   "eval_noise": "camera:3200",  # heavier than the config's camera:800: a visible gain in 60 steps
+                   "num_epochs": 2, "steps_per_epoch": 45,
+                   "eval_noise": "camera:3200",  # heavier than the config's camera:800: a visible gain in 90 steps
                    "eval_every_epochs": 2, "warmup_steps": 5,
                    "learning_rate": 2e-3, "ema_decay": 0.9, "eval_batch_size": 2, "log_every_steps": 5,
                    "checkpoint_every_steps": 0, "num_grid_images": 0})
     res = train.train_and_evaluate(c, str(tmp_path / "run"))
-    # demosaiced noise is slow to learn for a 2-level model in 60 steps (measured +0.11 dB, SSIM +0.010)
+    # demosaiced noise is slow to learn for a 2-level model: 60 steps gave +0.11 dB on 2026-12-03 but +0.02 on
+    # 2026-12-06 (same code; the cause not found: a CPU of other rounding, or a package within its range), hence 90 steps
     assert res["psnr"] > res["noisy_psnr"] + 0.05 and res["ssim"] > res["noisy_ssim"], res
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert any("loss" in r for r in rows)
