@@ -151,7 +151,7 @@ def test_the_real_photo_config_trains_on_several_folders_with_camera_noise(tmp_p
                    "checkpoint_every_steps": 0, "num_grid_images": 0})
     res = train.train_and_evaluate(c, str(tmp_path / "run"))
     # demosaiced noise is slow to learn for a 2-level model: 60 steps gave +0.11 dB on 2026-12-03 but +0.02 on
-    # 2026-12-06 (same code; the cause not found: a CPU of other rounding, or a package within its range), hence 90 steps
+    # 2026-12-06 (same code; cause not found: another CPU's rounding, or a package within its range): 90 steps
     assert res["psnr"] > res["noisy_psnr"] + 0.05 and res["ssim"] > res["noisy_ssim"], res
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert any("loss" in r for r in rows)

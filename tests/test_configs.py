@@ -47,7 +47,7 @@ def test_every_shipped_config_validates(path, arg):
 
 
 def test_a_variant_config_refuses_an_unknown_argument_in_one_line():
-    for name, choices in VARIANTS.items():
+    for name in VARIANTS:
         module = _module(os.path.join(REPO, "configs", name))
         with pytest.raises(ValueError, match=f"configs/{name}:nope: choose one of"):
             module.get_config("nope")
