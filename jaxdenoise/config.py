@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_epochs = 25
     c.steps_per_epoch = 0           # 0 = one full pass over the training split
     c.steps_per_call = 1            # k train steps fused in one jit call (lax.scan)
-    c.micro_batch = 0               # images per device per gradient chunk; 0 = auto (CPU: ~2x128^2 px, else whole)
+    c.micro_batch = 0               # images per device per gradient chunk; 0 = auto (CPU: one 64x64, else all)
 
     c.eval_every_epochs = 1
     c.eval_batch_size = 64

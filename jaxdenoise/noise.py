@@ -229,18 +229,42 @@ class NoiseModel:
         and a noise spec (``level_map``) without the clean image.
         """
         if self.kind == "mix":
-            # every component noises the whole batch and each image keeps one: n x the noise cost (cheap next
-            # to a training step), and no data-dependent shapes under jit
+            # every component noises the whole batch and each image keeps one (no data-dependent shapes under
+            # jit). Components that differ only in clipping ("poisson:5-60" and "poisson:5-60:noclip") share
+            # one draw, with the key of the first of them: each image still gets an independent draw of the
+            # component it picked, at half the sampling cost of the blind photo configs' four-way mixture
+            # (the shot-noise sampler is the costly part; docs/benchmarks.md). A mixture without such twins
+            # draws exactly what it drew before.
             k_pick, *keys = jax.random.split(key, len(self.parts) + 1)
             pick = _bcast(jax.random.randint(k_pick, (x.shape[0],), 0, len(self.parts)), x)
-            y, level = self.parts[0].sample(keys[0], x)
-            for i, (part, k) in enumerate(zip(self.parts[1:], keys[1:]), 1):
-                yi, li = part.sample(k, x)
-                y, level = jnp.where(pick == i, yi, y), jnp.where(pick == i, li, level)
+            drawn = {}  # the draw's identity -> (unclipped noisy batch, its parameters)
+            y = level = None
+            for i, (part, k) in enumerate(zip(self.parts, keys)):
+                twin = part.draw_identity()
+                if twin is None:
+                    yi, li = part.sample(k, x)
+                else:
+                    if twin not in drawn:
+                        drawn[twin] = part._draw(k, x)
+                    yi, li = part._finish(*drawn[twin])
+                    yi = yi.astype(x.dtype)
+                y = yi if y is None else jnp.where(pick == i, yi, y)
+                level = li if level is None else jnp.where(pick == i, li, level)
             return y, level
         if self.kind == "none":
             return x, jnp.zeros(x.shape[:-1] + (1,), jnp.float32)
-        dtype = x.dtype
+        y, level = self._finish(*self._draw(key, x))
+        return y.astype(x.dtype), level
+
+    def draw_identity(self) -> Optional["NoiseModel"]:
+        """This model with the clipping left out: mixture components with the same identity can share one
+        draw (``sample``). None for models whose draw cannot be shared (a JPEG stage keys its quality)."""
+        if self.kind in ("mix", "none") or self.quality is not None:
+            return None
+        return dataclasses.replace(self, clip=True, spec="")
+
+    def _draw(self, key: jax.Array, x: jax.Array):
+        """(the unclipped noisy batch ``float32 [B, H, W, C]``, the parameters ``_finish`` needs) for ``x``."""
         x = x.astype(jnp.float32)
         b = x.shape[0]
         k_param, k_param2, k_noise, k_noise2 = jax.random.split(key, 4)
@@ -265,13 +289,18 @@ class NoiseModel:
             shot = _bcast(shot, x)
         else:  # parse() admits no other kind
             raise AssertionError(self.kind)
+        return y, dict(k_param=k_param, peak=peak, sigma=sigma, amount=amount, shot=shot)
+
+    def _finish(self, y: jax.Array, params: dict) -> Tuple[jax.Array, jax.Array]:
+        """The drawn batch clipped (and quantised, JPEG-compressed) as this model stores it, and its level map."""
+        b = y.shape[0]
         if self.clip:
             y = jnp.clip(y, 0.0, 1.0)
             if self.kind == "camera":  # the camera writes 8 bits
                 y = jnp.round(y * 255.0) / 255.0
         if self.quality is not None:  # and then a JPEG file (parse() refuses it with :noclip)
-            y = jpeg.compress(y, jpeg.random_quality(k_param, self.quality, b))
-        return y.astype(dtype), _level(self.kind, y, peak, sigma, amount, shot)
+            y = jpeg.compress(y, jpeg.random_quality(params["k_param"], self.quality, b))
+        return y, _level(self.kind, y, params["peak"], params["sigma"], params["amount"], params["shot"])
 
 
 def _level(kind: str, y: jax.Array, peak=None, sigma=None, amount=None, shot=None) -> jax.Array:

@@ -180,11 +180,14 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
 
-# Pixels per device per micro-batch when ``micro_batch = 0`` on CPU: two 128x128 images (~8 MB per
-# 128x128x64 activation). Paper model, batch 16, on the 2-core dev CPU (32 MiB L3; docs/benchmarks.md),
-# ms per step: 8 images 279-285, 4 images 232-235, 2 images 222-252, 1 image 218-227; the whole batch was
-# 1.6x slower than 2-image chunks with glibc's default malloc (518-534 vs 325-338 ms).
-CPU_MICRO_BATCH_PIXELS = 2 * 128 * 128
+# Pixels per device per micro-batch when ``micro_batch = 0`` on CPU: one 64x64 patch, so any image of 64x64
+# or more goes one per chunk. The chunk's activations must stay in the core's own cache. Measured
+# 2026-12-06 on CPU-2 as an Intel Xeon (2 MiB L2 per core), configs/unet_photos.py (U-Net, 64x64 patches,
+# batch 8), img/s of the step: 8-image chunks 19.5, 4 26.8, 2 30.0, 1 **34.4**; photos.py:dncnn at batch
+# 16: 8-image chunks 3.8, 1 10.3; unet_faces (64x64 patches): 2 and 1 both 37.7. On CPU-2 as an AMD EPYC
+# (32 MiB L3, 2026-11-27), paper model at 128x128, batch 16, ms per step: 8 images 279-285, 4 232-235, 2
+# 222-252, 1 218-227. The old budget (2 x 128^2 px: eight 64x64 patches) was right there and 1.8x slow here.
+CPU_MICRO_BATCH_PIXELS = 64 * 64
 
 
 def micro_batch_chunks(micro_batch: int, per_device_batch: int, image_side: int, platform: str) -> int:

@@ -290,3 +290,25 @@ def test_mixture_picks_one_component_per_image():
         noise.parse("poisson:30+")
     with pytest.raises(ValueError, match="unknown noise model"):
         noise.parse("poisson:30+gauss:25")
+
+
+def test_mixture_twins_share_one_draw_and_keep_their_own_clipping():
+    """'poisson:30+poisson:30:noclip': one shot-noise draw serves both components (half the sampling cost),
+    yet each image is exactly its component: the unclipped one leaves [0, 1], the clipped one is its clip."""
+    m = noise.parse("poisson:30+poisson:30:noclip+gaussian:25")
+    assert m.parts[0].draw_identity() == m.parts[1].draw_identity() != m.parts[2].draw_identity()
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.0, 1.0, (48, 16, 16, 3)), jnp.float32)
+    key = jax.random.PRNGKey(3)
+    y = np.asarray(m(key, x))
+    k_pick, k0, _, k2 = jax.random.split(key, 4)
+    pick = np.asarray(jax.random.randint(k_pick, (48,), 0, 3))
+    assert set(pick) == {0, 1, 2}
+    unclipped = np.asarray(m.parts[1](k0, x))  # the twins' draw, keyed by the first twin
+    np.testing.assert_allclose(y[pick == 1], unclipped[pick == 1], atol=1e-6)
+    np.testing.assert_allclose(y[pick == 0], np.clip(unclipped[pick == 0], 0, 1), atol=1e-6)
+    assert unclipped[pick == 1].max() > 1.0 and y[pick == 0].max() <= 1.0
+    # a component without a twin draws what it draws alone, with its own key
+    np.testing.assert_allclose(y[pick == 2], np.asarray(m.parts[2](k2, x))[pick == 2], atol=1e-6)
+    # the unclipped twin's shot noise keeps its variance x / peak (the shared draw is a real draw)
+    resid = (unclipped - np.asarray(x)) / np.sqrt(np.maximum(np.asarray(x), 0.05) / 30.0)
+    assert 0.85 < resid.std() < 1.15, resid.std()

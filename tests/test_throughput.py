@@ -51,10 +51,12 @@ def test_micro_batches_give_the_same_step_as_the_whole_batch():
 
 
 def test_micro_batch_config_picks_chunks():
-    # auto: CPU chunks of at most 2 x 128^2 pixels, the largest that divides the per-device batch
-    assert steps.micro_batch_chunks(0, 16, 128, "cpu") == 8
-    assert steps.micro_batch_chunks(0, 16, 64, "cpu") == 2
-    assert steps.micro_batch_chunks(0, 12, 128, "cpu") == 6
+    # auto: CPU chunks of at most 64^2 pixels, the largest that divides the per-device batch
+    assert steps.micro_batch_chunks(0, 16, 128, "cpu") == 16
+    assert steps.micro_batch_chunks(0, 16, 64, "cpu") == 16
+    assert steps.micro_batch_chunks(0, 16, 32, "cpu") == 4
+    assert steps.micro_batch_chunks(0, 12, 16, "cpu") == 1
+    assert steps.micro_batch_chunks(0, 12, 32, "cpu") == 3
     assert steps.micro_batch_chunks(0, 8, 512, "cpu") == 8  # one image is already over: one per chunk
     assert steps.micro_batch_chunks(0, 16, 128, "gpu") == 1  # accelerators: the whole batch
     assert steps.micro_batch_chunks(4, 16, 128, "gpu") == 4
