@@ -28,7 +28,9 @@ from jaxdenoise.config import base_config
 MODELS = ("paper", "unet", "dncnn", "nafnet")
 # steps that fill ~15 minutes of training (validations aside) on CPU-2 (2 cores): 870 s at each model's
 # loader-to-step rate measured by scripts/benchmark.py (--config configs/photos.py:MODEL, 2026-12-02):
-# paper 111.6, unet 34.0, nafnet 16.4, dncnn 8.3 img/s, plus ~30 s of set-up and compilation
+# paper 111.6, unet 34.0, nafnet 16.4, dncnn 8.3 img/s, plus ~30 s of set-up and compilation. Kept as
+# measured: since the one-patch CPU micro-batches (2026-12-06, docs/benchmarks.md) the same steps take less
+# (U-Net ~1.6x, DnCNN ~2.7x faster on CPU-2's Xeon), so the comparison's figures stand per step, not per minute.
 STEPS = {"paper": 6000, "unet": 1800, "dncnn": 450, "nafnet": 900}
 EPOCHS = 6
 

@@ -13,12 +13,17 @@ gaussian:25:noclip.
 The recipe (2026-12-06): L1 instead of MSE and batch 8 instead of 16 at the same number of patches (115,200),
 each measured alone first at the 15-minute budget (configs/photos.py:unet, validation PSNR after 4,800 / 9,600
 / 14,400 patches: MSE at batch 16 27.59 / 28.40 / 28.90; L1 27.75 / 28.74 / 29.20; batch 8 28.12 / 29.07 / -),
-then together here. Measured 2026-12-06 on CPU-2 (2-core Intel Xeon, on a slow day: 17-27 img/s), the command
-above on shared/data/bsds400: 14,400 steps in 97.9 min wall (the same patches took 47-62 min on normal-speed
-days); validation PSNR 29.96 / 30.30 / 30.42 / 30.46 dB after epochs 2 / 4 / 6 / 8. CBSD68, all 68, full
-size, same noisy images as BM3D's rows: gaussian:25:noclip 30.78 (x8 self-ensemble 30.94; BM3D 30.81),
-poisson:30:noclip 30.02 (x8 30.18; BM3D 29.98), gaussian:25 30.46, poisson:30 29.37; real_nam25 39.01.
-Shipped as the zoo model "photos" (jaxdenoise.load("photos")). docs/quality.md, "Generic photos".
+then together: 115,200 patches in 97.9 min on a slow day of CPU-2 (2-core Intel Xeon), validation 29.96 /
+30.30 / 30.42 / 30.46 dB after epochs 2 / 4 / 6 / 8; CBSD68 gaussian:25:noclip 30.78 (x8 30.94), poisson:30:noclip
+30.02 (x8 30.18); shipped as the zoo model "photos" (jaxdenoise.load("photos")).
+
+The budget (2026-12-06): one-patch CPU micro-batches and shared draws for the mixture's clipped / unclipped
+twins run the step at 1.56x the images per second (docs/benchmarks.md), spent on 1.5x the patches: 21,600
+steps of 8 = 172,800. Measured 2026-12-06 on CPU-2 (the same slow Xeon), the command above on
+shared/data/bsds400: 88.5 min wall (~46 min at 2026-12-04's machine speed); validation 30.21 / 30.45 / 30.55 /
+30.57 dB after epochs 2 / 4 / 6 / 8. CBSD68, all 68, full size, the same noisy images as BM3D's rows:
+gaussian:25:noclip 30.87 (x8 self-ensemble 31.01; BM3D 30.81), poisson:30:noclip 30.11 (x8 30.24; BM3D 29.98),
+gaussian:25 30.55, poisson:30 29.46; real_nam25 39.22. docs/quality.md, "Generic photos".
 
 The previous recipe, MSE at batch 16 (7,200 steps of 16), measured 2026-12-03 on CPU-2 (2-core AMD EPYC),
 the command above on shared/data/bsds400 (362 train / 38 val): 7,200 steps in 62.5 min wall (validations
@@ -29,10 +34,8 @@ Repeated 2026-12-04 on CPU-2 (2-core Intel Xeon): the same numbers to the last d
 as the zoo model "photos" until the recipe above replaced it (2026-12-06).
 
 Why this one: in the same-budget comparison (configs/photos.py, 15 minutes each on CPU-2; docs/quality.md,
-"Generic photos") the U-Net led the paper's autoencoder, DnCNN and NAFNet. 115,200 patches took 47-62 minutes at
-batch 16 on normal-speed days of CPU-2; batch 8 runs at 0.83x the images per second of batch 16 (benchmark.py,
-2026-12-06), so ~57 minutes on the faster of those days. The very first recipe (4 levels, 96x96 patches,
-3,000 steps) scored 29.99 / 29.18 dB on CBSD68 at gaussian:25:noclip / poisson:30:noclip, below the 15-minute
+"Generic photos") the U-Net led the paper's autoencoder, DnCNN and NAFNet. The very first recipe (4 levels, 96x96
+patches, 3,000 steps) scored 29.99 / 29.18 dB on CBSD68 at gaussian:25:noclip / poisson:30:noclip, below the 15-minute
 run of MSE at batch 16.
 """
 import importlib.util
@@ -48,7 +51,7 @@ def get_config():
     c.batch_size = 8                # measured: +0.53 / +0.67 dB after 4,800 / 9,600 patches (docstring)
     c.warmup_steps = 400
     c.num_epochs = 8
-    c.steps_per_epoch = 1800        # 8 x 1800 steps x 8 = 115,200 patches of 64x64: ~57 min on CPU-2 (docstring)
+    c.steps_per_epoch = 2700        # 8 x 2700 x 8 = 172,800 patches of 64x64: 88.5 min on a slow CPU-2 day (doc)
     c.eval_every_epochs = 2
     c.checkpoint_every_steps = 900
     return c

@@ -55,9 +55,9 @@ def test_a_variant_config_refuses_an_unknown_argument_in_one_line():
 
 def test_the_generic_photo_config_keeps_its_measured_recipe_and_budget():
     """configs/unet_photos.py: L1 loss and batch 8 (each measured better than MSE / batch 16 at the same
-    number of patches, docs/quality.md), and the patch budget its 60-minute figure was measured with:
-    115,200 patches of 64x64 (8 x 1,800 steps x 8)."""
+    number of patches, docs/quality.md), and the patch budget its measured figures come from:
+    172,800 patches of 64x64 (8 x 2,700 steps x 8)."""
     c = _module(os.path.join(REPO, "configs", "unet_photos.py")).get_config()
     assert (c.loss, c.batch_size, c.data.patch) == ("l1", 8, 64)
-    assert c.num_epochs * c.steps_per_epoch * c.batch_size == 115_200
+    assert c.num_epochs * c.steps_per_epoch * c.batch_size == 172_800
     assert c.model.name == "unet" and tuple(c.model.widths) == (32, 64, 128)
