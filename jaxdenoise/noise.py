@@ -240,14 +240,11 @@ class NoiseModel:
             drawn = {}  # the draw's identity -> (unclipped noisy batch, its parameters)
             y = level = None
             for i, (part, k) in enumerate(zip(self.parts, keys)):
-                twin = part.draw_identity()
-                if twin is None:
-                    yi, li = part.sample(k, x)
-                else:
-                    if twin not in drawn:
-                        drawn[twin] = part._draw(k, x)
-                    yi, li = part._finish(*drawn[twin])
-                    yi = yi.astype(x.dtype)
+                identity = part.draw_identity() or i  # a part that cannot share draws alone
+                if identity not in drawn:
+                    drawn[identity] = part._draw(k, x)
+                yi, li = part._finish(*drawn[identity])
+                yi = yi.astype(x.dtype)
                 y = yi if y is None else jnp.where(pick == i, yi, y)
                 level = li if level is None else jnp.where(pick == i, li, level)
             return y, level
