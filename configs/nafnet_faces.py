@@ -15,22 +15,14 @@ resumed once); all 1,979 validation faces: poisson:30 32.74 dB, poisson:10 29.94
 32.68 / 29.74 / 33.62). docs/quality.md, "Faces". Memory-bound on CPU (0.91 GFLOP per image, 14 % of the
 roofline: depthwise convs, layer norms, gates); a GPU config to measure.
 """
-import importlib.util
 import os
 
 from jaxdenoise import models
-
-
-def _unet_faces():
-    """configs/unet_faces.py, loaded by path (configs/ is a folder of files, not a package)."""
-    spec = importlib.util.spec_from_file_location("unet_faces", os.path.join(os.path.dirname(__file__), "unet_faces.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from jaxdenoise.config import load_file
 
 
 def get_config():
-    c = _unet_faces().get_config()  # the same data, noise, schedule, EMA and cadences
+    c = load_file(os.path.join(os.path.dirname(__file__), "unet_faces.py"))  # the same data, noise, schedule, EMA and cadences
     c.model = models.default_config("nafnet", width=16, enc_blocks=(1, 1, 1), middle_blocks=1, dec_blocks=(1, 1, 1))
     c.optimizer, c.b1, c.b2, c.weight_decay = "adamw", 0.9, 0.9, 0.0   # NAFNet-SIDD-width32.yml
     c.loss = "psnr"

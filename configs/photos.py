@@ -19,11 +19,10 @@ CPU-2 (2 cores) for that model, measured (``STEPS``). Each model keeps its paper
 Measured results (CBSD68, all 68, beside BM3D on the same noisy images; the learning curves): docs/quality.md,
 "Generic photos".
 """
-import importlib.util
 import os
 
 from jaxdenoise import models
-from jaxdenoise.config import base_config
+from jaxdenoise.config import base_config, load_file
 
 MODELS = ("paper", "unet", "dncnn", "nafnet")
 # steps that fill ~15 minutes of training (validations aside) on CPU-2 (2 cores): 870 s at each model's
@@ -33,14 +32,6 @@ MODELS = ("paper", "unet", "dncnn", "nafnet")
 # (U-Net ~1.6x, DnCNN ~2.7x faster on CPU-2's Xeon), so the comparison's figures stand per step, not per minute.
 STEPS = {"paper": 6000, "unet": 1800, "dncnn": 450, "nafnet": 900}
 EPOCHS = 6
-
-
-def _load(name):
-    """A sibling config file, loaded by path (configs/ is a folder of files, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def get_config(model="unet"):
@@ -64,7 +55,7 @@ def get_config(model="unet"):
     elif model == "dncnn":
         c.model = models.default_config("dncnn", depth=17, width=64)
     else:
-        nafnet = _load("nafnet_faces").get_config()
+        nafnet = load_file(os.path.join(os.path.dirname(__file__), "nafnet_faces.py"))
         c.model = nafnet.model
         c.optimizer, c.b1, c.b2, c.weight_decay, c.loss = (nafnet.optimizer, nafnet.b1, nafnet.b2,
                                                             nafnet.weight_decay, nafnet.loss)

@@ -26,16 +26,13 @@ and 40.99 at the true sigma; the face U-Net trained on white synthetic noise 39.
 JPEG stage (2026-12-03) 38.22. CBSD68: 29.90 dB at gaussian:25:noclip, 29.35 at poisson:30:noclip, 32.46 at
 camera:1600,80 (noisy 29.53). docs/quality.md, "Real noise". Shipped as the zoo model "real".
 """
-import importlib.util
 import os
+
+from jaxdenoise.config import load_file
 
 
 def get_config():
-    spec = importlib.util.spec_from_file_location(
-        "unet_photos", os.path.join(os.path.dirname(__file__), "unet_photos.py"))
-    photos = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(photos)
-    c = photos.get_config()
+    c = load_file(os.path.join(os.path.dirname(__file__), "unet_photos.py"))
     c.noise = "camera:50-6400,60-100+camera:50-6400+gaussian:2-50"
     c.eval_noise = "camera:800"
     c.num_epochs = 10

@@ -95,12 +95,9 @@ def _config_file_problem(argv: List[str], e: BaseException) -> str | None:
         return f"--{name} {path}: {e.msg} at line {e.lineno}"
     unknown = re.match(r"Unknown command line flag '(\w+)\.([\w.]+)'", str(e))
     if unknown and unknown.group(1) == name:  # an override of a config that did not load as a ConfigDict?
-        import importlib.util
+        from jaxdenoise import config as config_lib
         try:
-            spec = importlib.util.spec_from_file_location("_jaxdenoise_config_probe", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            loaded = module.get_config()
+            loaded = config_lib.load_file(path)
         except Exception:  # noqa: BLE001 - the probe only refines the message
             return None
         if not hasattr(loaded, "to_dict"):

@@ -5,6 +5,7 @@ command line) makes a mistyped field an error, and ``validate`` rejects bad valu
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import ml_collections
@@ -88,6 +89,22 @@ MUTABLE_ON_RESUME = frozenset({
     "num_grid_images", "steps_per_call", "micro_batch", "init_from",
     "data.num_threads", "data.prefetch", "data.device_resident", "data.cache_dir",
 })
+
+
+def load_file(path: str, arg: str | None = None, *, module: bool = False):
+    """The config file at ``path``: ``get_config()`` (or ``get_config(arg)``, as ``--config path:arg``), or the
+    module itself with ``module=True``. Loaded by path, as the command line loads ``--config``: ``configs/`` is a
+    folder of files, not a package, and a config builds on a sibling through this (``photos.py`` on
+    ``unet_faces.py``, ``unet_photos.py`` on ``photos.py``)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"config file {path} cannot be loaded (not a .py file?)")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if module:
+        return mod
+    return mod.get_config() if arg is None else mod.get_config(arg)
 
 
 def flatten(c) -> dict:

@@ -1,6 +1,5 @@
 """The camera pipeline (jaxdenoise.camera): each stage against its inverse or its definition, the sensor
 noise's variance, and the camera noise spec end to end."""
-import importlib.util
 import json
 import os
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import camera, noise, train
+from jaxdenoise import camera, config as config_lib, noise, train
 from jaxdenoise.data import builtin
 
 from test_train import set_fields
@@ -129,10 +128,7 @@ def test_the_real_photo_config_trains_on_several_folders_with_camera_noise(tmp_p
     """configs/unet_real.py as shipped (its camera + Gaussian mixture, camera validation noise, full-size
     photos from two folders, patches) at a tiny model and 60 steps: it trains, validates at camera noise and
     ends above the noisy input."""
-    spec = importlib.util.spec_from_file_location("unet_real", os.path.join(REPO, "configs", "unet_real.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = config_lib.load_file(os.path.join(REPO, "configs", "unet_real.py"))
     assert noise.parse(c.noise).kind == "mix" and "camera" in c.noise and c.eval_noise.startswith("camera")
     photos = [builtin.load_photo(builtin.photo_path(*p)) for p in builtin.TRAIN_PHOTOS]
     rng, folders = np.random.default_rng(0), []

@@ -2,7 +2,6 @@
 checks, so that a field renamed in ``jaxdenoise/config.py`` or a value mistyped in ``configs/`` fails here, not
 an hour into a user's run; and the generic-photo config keeps the recipe its docstring measured."""
 import glob
-import importlib.util
 import os
 
 import pytest
@@ -16,10 +15,7 @@ VARIANTS = {"photos.py": "MODELS", "selfsup_faces.py": "SETTINGS"}
 
 
 def _module(path):
-    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_lib.load_file(path, module=True)
 
 
 def _cases():
@@ -51,6 +47,17 @@ def test_a_variant_config_refuses_an_unknown_argument_in_one_line():
         module = _module(os.path.join(REPO, "configs", name))
         with pytest.raises(ValueError, match=f"configs/{name}:nope: choose one of"):
             module.get_config("nope")
+
+
+def test_a_config_builds_on_its_sibling_loaded_by_path(tmp_path):
+    """config.load_file: what the configs use to build on each other (unet_real on unet_photos on photos)."""
+    real = config_lib.load_file(os.path.join(REPO, "configs", "unet_real.py"))
+    photos = config_lib.load_file(os.path.join(REPO, "configs", "unet_photos.py"))
+    assert real.loss == photos.loss == "l1" and real.noise != photos.noise  # inherited, then overridden
+    unet = config_lib.load_file(os.path.join(REPO, "configs", "photos.py"), "unet")
+    assert unet.model.name == "unet" and unet.batch_size == 16  # the ':arg' form; unet_photos sets batch 8
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        config_lib.load_file(str(tmp_path / "notes.txt"))
 
 
 def test_the_generic_photo_config_keeps_its_measured_recipe_and_budget():

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdenoise import checkpointing, run_io
+from jaxdenoise import checkpointing, config as config_lib, run_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240
@@ -52,13 +52,8 @@ def _cmd(wd, cache, **over):
 
 def _train_here(wd, cache, **over):
     """The same run as ``_cmd`` would start, in this process (one CPU device): no start-up cost."""
-    import importlib.util
-
     from jaxdenoise import train
-    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(REPO, "configs", "demo.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
+    c = config_lib.load_file(os.path.join(REPO, "configs", "demo.py"))
     for k, v in {**TINY, "data.cache_dir": str(cache), **over}.items():
         node, *path = c, *k.split(".")
         for p in path[:-1]:
