@@ -16,7 +16,9 @@ user's real data). Scored on the validation faces at both noise levels beside BM
 Measured 2026-12-03 on CPU-2 (2 cores, a slow day: 16-26 img/s for the clean step), 1,000 steps each (8-19 min
 wall), first 100 validation faces, gaussian:25:noclip / poisson:30:noclip: clean 32.58 / 31.39 dB,
 noise2noise 32.28 / 31.05, neighbor2neighbor 31.07 / 29.21, neighbor2neighbor-fixed 31.13 / 29.22, BM3D
-34.03 / 32.57 (noisy 20.17 / 17.47).
+34.03 / 32.57 (noisy 20.17 / 17.47). At 5,000 steps (``--config.steps_per_epoch=1250``, 2026-12-06, CPU-2's
+Intel Xeon, alone: clean 40.3 min, neighbor2neighbor-fixed 55.3 min): clean 34.16 / 33.05, neighbor2neighbor-fixed
+32.46 / 30.65: the gap to clean targets grew with training (1.45 / 2.17 dB at 1,000 steps, 1.70 / 2.40 at 5,000).
 """
 from jaxdenoise import models
 from jaxdenoise.config import base_config
