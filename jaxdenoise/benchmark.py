@@ -73,6 +73,26 @@ def device_peaks(device, dtype: str) -> tuple:
     return flops, bw, "measured (f32 matmul, copy)"
 
 
+def _host_batches(config, n: int) -> list:
+    """``n`` random host batches shaped as the loader gives them to the train step: ``uint8 [B, p, p, 3]``
+    crops (stacked ``[k, ...]`` with ``steps_per_call`` k > 1), or with ``noise_fixed`` the fixed-noise dicts
+    (whole ``[B, S, S, 3]`` images and their ``int32 [B, 6]`` meta: ``loader.META_FIELDS``), so that the
+    timed step is the one training runs."""
+    k, b, size = config.steps_per_call, config.batch_size, config.data.patch or config.data.size
+    lead = (k,) if k > 1 else ()
+    rng = np.random.default_rng(0)
+    if not config.get("noise_fixed", False):
+        return list(rng.integers(0, 256, (n,) + lead + (b, size, size, 3), dtype=np.uint8))
+    side = config.data.size
+    out = []
+    for _ in range(n):
+        corner = rng.integers(0, side - size + 1, lead + (b, 2))
+        turns = np.concatenate([rng.integers(0, 2, lead + (b, 2)), rng.integers(0, 4, lead + (b, 1))], -1)
+        meta = np.concatenate([rng.integers(0, 1000, lead + (b, 1)), corner, turns], -1).astype(np.int32)
+        out.append({"image": rng.integers(0, 256, lead + (b, side, side, 3), dtype=np.uint8), "meta": meta})
+    return out
+
+
 def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: str = "/tmp/jaxdenoise-bench",
         loader_batches: int = 200) -> Dict:
     """Measure everything above for ``config``; returns a flat dict (JSON-ready)."""
@@ -89,8 +109,8 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     state = jax.jit(lambda r: steps.init_state(model, tx, r, (size, size, 3), ema=config.ema_decay > 0),
                     out_shardings=repl)(jax.random.PRNGKey(0))
     rng = jax.random.PRNGKey(1)
-    shape = ((k,) if k > 1 else ()) + (b, size, size, 3)
-    host = np.random.default_rng(0).integers(0, 256, (4,) + shape, dtype=np.uint8)
+    fixed = bool(config.get("noise_fixed", False))
+    host = _host_batches(config, 4)
     pool = [jax.device_put(h, batch_sharding) for h in host]
 
     t0 = time.perf_counter()
@@ -108,8 +128,8 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     train_ips = b / step_s
 
     # noise alone: same shape, same jit boundary
-    x = jax.device_put(jnp.asarray(host[0].reshape((-1, size, size, 3))[:b], jnp.float32) / 255.0,
-                       NamedSharding(mesh, P("data")))
+    crops = np.random.default_rng(0).integers(0, 256, (b, size, size, 3), dtype=np.uint8)
+    x = jax.device_put(jnp.asarray(crops, jnp.float32) / 255.0, NamedSharding(mesh, P("data")))
     noise_fn = jax.jit(lambda key, x: noise(key, x))
     noise_s = _time(lambda: noise_fn(rng, x), max(60, 3 * steps_n))  # ~3-20 ms a call: many, or VM hiccups dominate
 
@@ -119,7 +139,8 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     else:
         single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks,
                                     ema_decay=float(config.ema_decay), loss=config.get("loss", "mse")))
-        cost = single.lower(holder["state"], jnp.zeros((b, size, size, 3), jnp.uint8), rng).compile().cost_analysis()
+        one_batch = jax.tree.map(lambda a: a[0], host[0])
+        cost = single.lower(holder["state"], one_batch, rng).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0)) / b
     nbytes = float(cost.get("bytes accessed", 0.0)) / b
@@ -132,7 +153,7 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     paths = [store_path] if store_path else feed.resolve_stores(config, workdir)
     images = store.open_splits(paths, "train")
     aug = dict(patch=config.data.patch, flips=config.data.flips, rot90=config.data.rot90,
-               num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+               num_threads=config.data.num_threads, prefetch=config.data.prefetch, fixed=fixed)
     it = iter(loader.make_loader(images, b, 0, loader_batches + 10, shard=parallel.process_shard(), **aug))
     for _ in range(5):
         next(it)
@@ -155,6 +176,7 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     return {
         "device": f"{device.platform}:{device.device_kind}", "num_devices": mesh.devices.size,
         "jax": jax.__version__, "model": config.model.name, "noise": config.noise, "dtype": config.dtype,
+        "noise_setting": config_lib.noise_setting(config),
         "batch_size": b, "steps_per_call": k, "micro_batches": chunks, "image_size": size,
         "compile_s": round(compile_s, 3), "step_ms": round(1e3 * step_s, 3),
         "train_img_per_s": round(train_ips, 2), "noise_ms": round(1e3 * noise_s, 3),
@@ -207,7 +229,8 @@ def format_table(r: Dict) -> str:
          f"{r['batch_size']} / {r['steps_per_call']} / {r['micro_batches']} / {r['dtype']}"),
         ("compile", f"{r['compile_s']:.2f} s"),
         ("train step (device-resident data)", f"{r['train_img_per_s']:.1f} img/s ({r['step_ms']:.1f} ms/step)"),
-        ("noise model share of the step", f"{100 * r['noise_fraction']:.1f} % ({r['noise_ms']:.2f} ms, {r['noise']})"),
+        ("noise model share of the step", f"{100 * r['noise_fraction']:.1f} % ({r['noise_ms']:.2f} ms, {r['noise']}, "
+                                          f"{r.get('noise_setting', 'renoised')})"),
         ("grain loader (prepared store)", f"{r['loader_img_per_s']:.0f} img/s"),
         ("end to end (loader + step)", f"{r['end_to_end_img_per_s']:.1f} img/s ({r['end_to_end_over_step']:.2f}x the step)"),
         ("XLA cost per image", f"{r['flops_per_img'] / 1e9:.2f} GFLOP, {r['bytes_per_img'] / 1e6:.1f} MB"),

@@ -52,6 +52,23 @@ from jaxdenoise import camera, jpeg
 MAX_RATE = 2000.0  # largest Poisson rate (peak) supported by the unrolled inversion window
 _TAIL = 2.0**-25  # mass left outside the window on each side: below float32 uniform resolution
 
+# (origin ``int [B, 2]``, (H, W)): the batch is the ``[B, h, w, C]`` crops at ``origin`` of ``[B, H, W, C]``
+# frames, and a pixelwise model draws what those frames would draw there (``NoiseModel.sample``)
+Frame = Tuple[jax.Array, Tuple[int, int]]
+
+
+def _field(draw, key: jax.Array, shape: Tuple[int, ...], frame: Optional[Frame]) -> jax.Array:
+    """``draw(key, shape, float32)`` (``jax.random.uniform`` or ``normal``) for a ``[B, h, w, C]`` batch; with a
+    ``frame``, the ``h x w`` crops at each row's origin of the draw for the whole ``[B, H, W, C]`` frames: the
+    values each pixel would get if the whole frame were noised. The variates are the cheap part (measured on
+    CPU-2: 16 x 128 x 128 x 3 uniforms and normals ~15 ms, the whole shot / Gaussian mixture on them ~100
+    ms), so a crop pays for its frame's draw and its own noise model only."""
+    if frame is None:
+        return draw(key, shape, jnp.float32)
+    origin, (h, w) = frame
+    full = draw(key, (shape[0], h, w, shape[-1]), jnp.float32)
+    return jax.vmap(lambda f, o: jax.lax.dynamic_slice(f, (o[0], o[1], 0), shape[1:]))(full, origin)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Poisson sampler
@@ -89,21 +106,23 @@ def window_width(max_rate: float) -> int:
     return int(np.max(top - _window_start(lams, np))) + 3
 
 
-def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float) -> jax.Array:
+def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float, frame: Optional[Frame] = None) -> jax.Array:
     """Exact-in-distribution Poisson(lam) samples (float32), elementwise; requires 0 <= lam <= max_rate.
 
-    lam: float array of any shape. max_rate: a Python float, the largest rate that can occur; it sets the
-    window, and so the cost: about ``12 * sqrt(max_rate) + 10`` fused multiply-adds per element.
+    lam: float array of any shape (``[B, h, w, C]`` with a ``frame``: crops of larger images, ``_field``).
+    max_rate: a Python float, the largest rate that can occur; it sets the window of the inversion, and so
+    the cost: about ``12 * sqrt(max_rate) + 10`` fused multiply-adds per element.
     """
     if not 0 < max_rate <= MAX_RATE:
         raise ValueError(f"Poisson max_rate must be in (0, {MAX_RATE}], got {max_rate}")
     width = window_width(float(max_rate))
     lam = jnp.asarray(lam, jnp.float32)
     shape = lam.shape
+    # drawn in lam's shape: the same uniforms as a flat draw of its size (threefry counts in row-major order)
+    u = _field(jax.random.uniform, key, shape, frame).reshape(-1)
     # flat: XLA:CPU vectorises an elementwise chain along the minor dimension, which for images is the
     # 3 channels (measured 20.0 -> 16.4 ms for 16x128x128x3 at rate 30; the same uniforms, so the same samples)
     lam = lam.reshape(-1)
-    u = jax.random.uniform(key, lam.shape, jnp.float32)
     if _shift_free(max_rate):
         # every window starts at 0: p(0) = exp(-lam) (no underflow below rate 64), divisors are constants
         p = jnp.exp(-lam)
@@ -220,14 +239,32 @@ class NoiseModel:
         """Noisy version of ``x``: ``float [B, H, W, C]`` in [0, 1] -> same shape and dtype."""
         return self.sample(key, x)[0]
 
-    def sample(self, key: jax.Array, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+    @property
+    def pixelwise(self) -> bool:
+        """Whether each pixel's noise depends on that pixel alone (and the image's drawn parameters): then a
+        crop can be noised as its whole image would be (``sample``'s ``frame``). Camera noise (demosaicing)
+        and JPEG compression mix neighbouring pixels: not pixelwise."""
+        if self.kind == "mix":
+            return all(p.pixelwise for p in self.parts)
+        return self.kind != "camera" and self.quality is None
+
+    def sample(self, key: jax.Array, x: jax.Array, frame: Optional[Frame] = None
+               ) -> Tuple[jax.Array, jax.Array]:
         """(noisy ``x``, its noise-level map ``float32 [B, H, W, 1]``): the same noisy images as ``__call__``.
 
         The map is what a non-blind model (``model.noise_level``) gets as a fourth input channel: the noise's
         standard deviation per pixel in [0, 1] intensity units, computed from the *noisy* image and the
         noise parameters drawn for it (see ``_level``), so inference can build the same map from a noisy photo
         and a noise spec (``level_map``) without the clean image.
+
+        frame: ``(origin int [B, 2], (H, W))`` when ``x`` holds crops of larger images (``pixelwise`` models
+        only): each crop gets exactly the noise its whole image would get at those pixels from the same key,
+        while the costly part (shot noise's inversion) runs on the crop only (the fixed-noise setting:
+        ``steps.fixed_noisy``).
         """
+        if frame is not None and not self.pixelwise:
+            raise ValueError(f"noise {self.spec!r} mixes neighbouring pixels: it cannot noise a crop as its "
+                             f"whole image (noise the whole image, then crop)")
         if self.kind == "mix":
             # every component noises the whole batch and each image keeps one (no data-dependent shapes under
             # jit). Components that differ only in clipping ("poisson:5-60" and "poisson:5-60:noclip") share
@@ -242,7 +279,7 @@ class NoiseModel:
             for i, (part, k) in enumerate(zip(self.parts, keys)):
                 identity = part.draw_identity() or i  # a part that cannot share draws alone
                 if identity not in drawn:
-                    drawn[identity] = part._draw(k, x)
+                    drawn[identity] = part._draw(k, x, frame)
                 yi, li = part._finish(*drawn[identity])
                 yi = yi.astype(x.dtype)
                 y = yi if y is None else jnp.where(pick == i, yi, y)
@@ -250,7 +287,7 @@ class NoiseModel:
             return y, level
         if self.kind == "none":
             return x, jnp.zeros(x.shape[:-1] + (1,), jnp.float32)
-        y, level = self._finish(*self._draw(key, x))
+        y, level = self._finish(*self._draw(key, x, frame))
         return y.astype(x.dtype), level
 
     def draw_identity(self) -> Optional["NoiseModel"]:
@@ -260,26 +297,27 @@ class NoiseModel:
             return None
         return dataclasses.replace(self, clip=True, spec="")
 
-    def _draw(self, key: jax.Array, x: jax.Array):
-        """(the unclipped noisy batch ``float32 [B, H, W, C]``, the parameters ``_finish`` needs) for ``x``."""
+    def _draw(self, key: jax.Array, x: jax.Array, frame: Optional[Frame] = None):
+        """(the unclipped noisy batch ``float32 [B, H, W, C]``, the parameters ``_finish`` needs) for ``x``
+        (crops of larger images with a ``frame``: ``sample``)."""
         x = x.astype(jnp.float32)
         b = x.shape[0]
         k_param, k_param2, k_noise, k_noise2 = jax.random.split(key, 4)
         peak = sigma = amount = shot = None
         if self.kind == "paper":
-            y = x + poisson_sample(k_noise, x, max_rate=1.0)
+            y = x + poisson_sample(k_noise, x, max_rate=1.0, frame=frame)
         elif self.kind in ("poisson", "poisson_gaussian"):
             peak = _bcast(_per_image(k_param, self.peak, b, log=True), x)
-            y = poisson_sample(k_noise, x * peak, max_rate=self.peak[1]) / peak
+            y = poisson_sample(k_noise, x * peak, max_rate=self.peak[1], frame=frame) / peak
             if self.kind == "poisson_gaussian":
                 sigma = _bcast(_per_image(k_param2, self.sigma, b, log=False), x)
-                y = y + (sigma / 255.0) * jax.random.normal(k_noise2, x.shape, jnp.float32)
+                y = y + (sigma / 255.0) * _field(jax.random.normal, k_noise2, x.shape, frame)
         elif self.kind == "gaussian":
             sigma = _bcast(_per_image(k_param, self.sigma, b, log=False), x)
-            y = x + (sigma / 255.0) * jax.random.normal(k_noise, x.shape, jnp.float32)
+            y = x + (sigma / 255.0) * _field(jax.random.normal, k_noise, x.shape, frame)
         elif self.kind == "salt_pepper":
             amount = _bcast(_per_image(k_param, self.amount, b, log=False), x)
-            u = jax.random.uniform(k_noise, x.shape, jnp.float32)
+            u = _field(jax.random.uniform, k_noise, x.shape, frame)
             y = jnp.where(u < amount / 2, 0.0, jnp.where(u > 1.0 - amount / 2, 1.0, x))
         elif self.kind == "camera":
             y, shot = camera.camera_noise(k_noise, x, self.iso)

@@ -312,3 +312,31 @@ def test_mixture_twins_share_one_draw_and_keep_their_own_clipping():
     # the unclipped twin's shot noise keeps its variance x / peak (the shared draw is a real draw)
     resid = (unclipped - np.asarray(x)) / np.sqrt(np.maximum(np.asarray(x), 0.05) / 30.0)
     assert 0.85 < resid.std() < 1.15, resid.std()
+
+
+@pytest.mark.parametrize("spec", ["paper", "poisson:5-60:noclip", "gaussian:25", "poisson_gaussian:10-60,2-15",
+                                  "salt_pepper:0.05", "poisson:5-60+gaussian:5-50:noclip", "poisson:300"])
+def test_a_crop_noised_in_its_frame_equals_the_crop_of_its_noisy_whole_image(spec):
+    """``sample(key, crops, frame)``: each crop gets, pixel for pixel, the noise its whole image gets from the
+    same key (the fixed-noise setting's cheap path); only for models whose noise is pixelwise."""
+    model = noise.parse(spec)
+    assert model.pixelwise
+    x = _x((3, 12, 10, 3), seed=4)
+    key = jax.random.key(7)
+    whole, whole_level = model.sample(key, x)
+    origin = jnp.array([[0, 0], [5, 2], [3, 4]], jnp.int32)
+    cut = lambda a: jnp.stack([a[i, y:y + 7, x0:x0 + 6] for i, (y, x0) in enumerate(np.asarray(origin))])
+    crops, level = jax.jit(lambda c, o: model.sample(key, c, (o, (12, 10))))(cut(x), origin)
+    # float rounding (jit fuses the division by the peak differently) is ~1e-7; a different draw would move
+    # a pixel by a whole photon (>= 1/60) or a Gaussian variate
+    np.testing.assert_allclose(np.asarray(crops), np.asarray(cut(whole)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(level), np.asarray(cut(whole_level)), rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(np.asarray(crops[1]), np.asarray(cut(x)[1]))  # it is noise
+
+
+@pytest.mark.parametrize("spec", ["camera:1600", "camera:100-3200,60-100", "gaussian:25+camera:1600"])
+def test_noise_that_mixes_neighbouring_pixels_refuses_a_frame(spec):
+    model = noise.parse(spec)
+    assert not model.pixelwise
+    with pytest.raises(ValueError, match="mixes neighbouring pixels"):
+        model.sample(jax.random.key(0), _x((1, 8, 8, 3)), (jnp.zeros((1, 2), jnp.int32), (16, 16)))

@@ -137,6 +137,18 @@ def test_benchmark_reports_the_documented_keys(tmp_path):
     assert res["train_img_per_s"] > 0 and res["flops_per_img"] > 0 and 0 < res["noise_fraction"]
     assert res["batch_size"] == 8 and res["dtype"] == "float32"
     assert "train step" in benchmark.format_table(res)
+    assert res["noise_setting"] == "renoised"
+
+
+def test_benchmark_times_the_fixed_noise_step_training_runs(tmp_path):
+    """With noise_fixed the benchmark feeds the fixed-noise batches (whole images and their meta) through the
+    loader and the step that training uses, and says so."""
+    cfg = tiny_config(tmp_path / "cache", noise_fixed=True, **{"data.patch": 8, "data.flips": True,
+                                                                "data.rot90": True})
+    res = benchmark.run(cfg, steps_n=2, loader_batches=5)
+    assert res["noise_setting"] == "fixed" and res["image_size"] == 8
+    assert res["train_img_per_s"] > 0 and res["end_to_end_img_per_s"] > 0 and res["flops_per_img"] > 0
+    assert "fixed" in benchmark.format_table(res)
 
 
 def test_device_resident_data_trains_the_same_as_the_grain_loader(tmp_path):
