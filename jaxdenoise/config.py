@@ -31,7 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss = "mse"                  # mse | l1 | charbonnier | psnr (jaxdenoise.losses)
     c.target = "clean"              # clean | noise2noise | neighbor2neighbor (jaxdenoise.targets): what the
                                     # output is compared with; the last two need no clean image
-    c.target_gamma = 2.0            # neighbor2neighbor: regulariser weight, ramped from 0 over the run
+    c.target_gamma = 2.0            # neighbor2neighbor: regulariser weight, ramped from 0 (the paper's 2; 0 trains faster on a CPU budget: docs/quality.md)
     c.noise_fixed = False           # each training image gets its noise once (keyed by its index), the same every
                                     # epoch, as a real noisy dataset; False = fresh noise every step ("re-noised")
     c.schedule = "constant"         # constant | cosine (to 0 at the last step)
