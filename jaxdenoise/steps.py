@@ -281,10 +281,11 @@ def fixed_noisy(noise: NoiseModel, rng: jax.Array, batch: Dict[str, jax.Array], 
     be; a crop is a window of that one noisy image, then turned (``turn``).
 
     A pixelwise noise model (``NoiseModel.pixelwise``) noises the crop alone, with the variates its whole image
-    draws there (``eval_noisy``'s ``frame``): the same noisy pixels at a quarter of the cost for 64x64 crops of
-    128x128 faces (whole-image noise took ~100 of a ~170 ms CPU step before, ~3x slower, as XLA fused the
-    noise into each consumer of the crop). Other models (camera noise, JPEG) noise the whole image, which is
-    then materialised once and cropped.
+    draws there (``eval_noisy``'s ``frame``): the same noisy pixels, the costly part of the noise (shot noise's
+    inversion) on a quarter of the pixels for 64x64 crops of 128x128 faces. Other models (camera noise, JPEG)
+    noise the whole image, which is then cropped. Measured on CPU-2 (16 faces, the faces' Gaussian / shot
+    mixture): ~300 ms for this function when it noised whole images and XLA fused the noise into each
+    consumer, ~37 ms now; the train step 483-497 -> 178-187 ms (docs/benchmarks.md).
 
     batch: ``{"image": uint8 [B, H, W, 3], "meta": int32 [B, 6]}`` (``loader`` with ``fixed=True``).
     second: also a second fixed draw (``fold_in(key, 1)``), noise2noise's target: two noisy shots per image.
