@@ -230,7 +230,7 @@ def format_table(r: Dict) -> str:
         ("compile", f"{r['compile_s']:.2f} s"),
         ("train step (device-resident data)", f"{r['train_img_per_s']:.1f} img/s ({r['step_ms']:.1f} ms/step)"),
         ("noise model share of the step", f"{100 * r['noise_fraction']:.1f} % ({r['noise_ms']:.2f} ms, {r['noise']}, "
-                                          f"{r.get('noise_setting', 'renoised')})"),
+                                          f"{r['noise_setting']})"),
         ("grain loader (prepared store)", f"{r['loader_img_per_s']:.0f} img/s"),
         ("end to end (loader + step)", f"{r['end_to_end_img_per_s']:.1f} img/s ({r['end_to_end_over_step']:.2f}x the step)"),
         ("XLA cost per image", f"{r['flops_per_img'] / 1e9:.2f} GFLOP, {r['bytes_per_img'] / 1e6:.1f} MB"),

@@ -93,6 +93,13 @@ def to_float(batch: jax.Array) -> jax.Array:
     return batch.astype(jnp.float32) * (1.0 / 255.0)
 
 
+def materialise(tree, always: jax.Array):
+    """``tree`` itself, computed once: a conditional on ``always`` (a traced predicate that is always true,
+    which XLA cannot prove) is a fusion boundary on CPU, where ``optimization_barrier`` is not, so XLA cannot
+    fuse the computation of ``tree`` into each of its consumers."""
+    return jax.lax.cond(always, lambda a: a, lambda a: jax.tree.map(jnp.zeros_like, a), tree)
+
+
 def split_pairs(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
     """(clean, what the noise model noises) of a float batch ``[B, H, W, C]``: a batch of real pairs
     (C = 6, a ``data.pairs`` store: clean RGB then the real noisy shot) gives its two halves (with noise
@@ -156,7 +163,7 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
         # it 17 times over, de-vectorised along the 3 channels: poisson:30 then cost ~55 ms of a ~230 ms CPU
         # step instead of ~16 ms. A conditional is a fusion boundary (optimization_barrier is not, on CPU);
         # its predicate is always true, but XLA cannot know that from the step counter.
-        heavy = jax.lax.cond(state.step >= 0, lambda a: a, lambda a: jax.tree.map(jnp.zeros_like, a), heavy)
+        heavy = materialise(heavy, state.step >= 0)
     noisy, level, reference = heavy["noisy"], heavy.get("level", level), heavy.get("reference", reference)
     split = lambda x: x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:])
     noisy_c, level_c, reference_c, clean_c = split(noisy), split(level), split(reference), split(clean)
@@ -267,12 +274,6 @@ def turn(x: jax.Array, meta: jax.Array) -> jax.Array:
     return jax.vmap(one)(x, meta)
 
 
-def place(x: jax.Array, meta: jax.Array, patch: int) -> jax.Array:
-    """Crop and turn each image of ``x`` (``[B, H, W, C]``, any dtype) as its ``meta`` row says (``crop``, then
-    ``turn``), so that a whole-image batch placed here equals the loader's own crops and turns of it."""
-    return turn(crop(x, meta, patch), meta)
-
-
 def fixed_noisy(noise: NoiseModel, rng: jax.Array, batch: Dict[str, jax.Array], patch: int,
                 second: bool = False) -> Dict[str, jax.Array]:
     """The fixed-noise setting (``config.noise_fixed``): each training image's noise is drawn once, over the
@@ -307,9 +308,8 @@ def fixed_noisy(noise: NoiseModel, rng: jax.Array, batch: Dict[str, jax.Array], 
     if second:
         parts["second"] = draw(jax.random.fold_in(key, 1))[0]
     # materialise the noisy images once: left alone XLA fuses the noise model's chain into every consumer,
-    # each of turn's four quarter-turn branches included (a conditional is a fusion boundary on CPU, as in
-    # train_step; an image index is never negative)
-    parts = jax.lax.cond(index[0] >= 0, lambda a: a, lambda a: jax.tree.map(jnp.zeros_like, a), parts)
+    # each of turn's four quarter-turn branches included (an image index is never negative)
+    parts = materialise(parts, index[0] >= 0)
     if patch and not noise.pixelwise:
         parts = {name: crop(v, meta, patch) for name, v in parts.items()}
     return {name: turn(v, meta) for name, v in parts.items()}

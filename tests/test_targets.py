@@ -207,7 +207,7 @@ def test_fixed_noise_gives_each_image_one_noisy_version_across_epochs_crops_and_
                              jnp.arange(12))[0]
     kw = dict(patch=8, flips=True, rot90=True)
     fixed = {p: jax.jit(lambda b, p=p: steps.fixed_noisy(nz, rng, b, p)) for p in (0, 8)}
-    place = jax.jit(steps.place, static_argnums=2)
+    place = jax.jit(lambda x, m, p: steps.turn(steps.crop(x, m, p), m), static_argnums=2)
     batches = _fixed_batches(images, 3, **kw)
     plain = iter(loader.make_loader(images, 4, 0, len(batches), num_threads=1, **kw))
     seen = {}

@@ -14,7 +14,7 @@ Host output is ``uint8 [B_local, H, W, 3]``: normalisation happens on the device
 traffic stays uint8. With ``fixed=True`` (``config.noise_fixed``) a batch is instead a dict: the whole,
 untouched stored images and, per row, where they come from and what to do to them (``META_FIELDS``), so that
 the device can noise each image in its stored frame, keyed by its index, before it crops and turns it
-(``steps.place``): the noisy image then is one and the same every epoch, as in a real noisy dataset. Batches never straddle epochs. The global batch at a step is the same whatever the
+(``steps.fixed_noisy``): the noisy image then is one and the same every epoch, as in a real noisy dataset. Batches never straddle epochs. The global batch at a step is the same whatever the
 number of processes, so scaling out changes no result. ``epoch_permutation`` gives the same order for
 the device-resident path.
 """
@@ -123,7 +123,7 @@ class _BatchReader:
 
     def _fixed(self, k: int, idx: np.ndarray, part: slice, ys: np.ndarray, xs: np.ndarray) -> dict:
         """A fixed-noise batch: whole stored images, and their meta (``META_FIELDS``): crops and turns are left to
-        the device, after the noise (``steps.place``)."""
+        the device, with the noise (``steps.fixed_noisy``)."""
         batch = self._read_whole(idx)
         zero = np.zeros(self.batch_size, np.int64)
         hflip, vflip, rot = self._draws(k) if (self.flips or self.rot90) else (zero, zero, zero)
