@@ -29,9 +29,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.b2 = 0.999                    # adam / adamw: second-moment decay (NAFNet: 0.9)
     c.weight_decay = 0.0            # adamw only: decoupled weight decay, on every parameter (as NAFNet's AdamW)
     c.loss = "mse"                  # mse | l1 | charbonnier | psnr (jaxdenoise.losses)
-    c.target = "clean"              # clean | noise2noise | neighbor2neighbor (jaxdenoise.targets): what the
-                                    # output is compared with; the last two need no clean image
+    c.target = "clean"              # clean | noise2noise | neighbor2neighbor | recorrupted (jaxdenoise.targets):
+                                    # what the output is compared with; the last three need no clean image
     c.target_gamma = 2.0            # neighbor2neighbor: regulariser weight, ramped from 0 (the paper's 2; 0 trains faster on a CPU budget: docs/quality.md)
+    c.target_alpha = 0.2            # recorrupted: the target's share of the split (R2R's a = 0.5); in (0, 1)
     c.noise_fixed = False           # each training image gets its noise once (keyed by its index), the same every
                                     # epoch, as a real noisy dataset; False = fresh noise every step ("re-noised")
     c.schedule = "constant"         # constant | cosine (to 0 at the last step)
@@ -194,6 +195,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.loss in losses.LOSSES, f"loss={c.loss!r} is not one of {', '.join(losses.LOSSES)}")
     need(c.target in targets.TARGETS, f"target={c.target!r} is not one of {', '.join(targets.TARGETS)}")
     need(c.target_gamma >= 0, f"target_gamma must be >= 0, got {c.target_gamma}")
+    need(0 < c.target_alpha < 1, f"target_alpha must be in (0, 1), got {c.target_alpha}")
+    if c.target == "recorrupted":  # it splits the noise it knows: the training noise's own model
+        need(c.noise != "none", "target='recorrupted' splits noise of a known model (noise='gaussian:S:noclip' or "
+                                "'poisson:P:noclip'): real photos of unknown noise need target='neighbor2neighbor'")
+        problem = noise_lib.parse(c.noise).split_problem(c.target_alpha)
+        need(not problem, f"target='recorrupted': {problem}")
     need(c.schedule in ("constant", "cosine"), f"schedule={c.schedule!r} is not 'constant' or 'cosine'")
     need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
     need(0 <= c.momentum < 1, f"momentum must be in [0, 1), got {c.momentum}")

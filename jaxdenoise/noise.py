@@ -202,6 +202,54 @@ def _shifted_steps(carry, lam, u, j0, shifted, first, n: int):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Binomial sampler (the recorrupted target's split of shot-noise counts)
+# ----------------------------------------------------------------------------------------------------------
+_BINOMIAL_LOG_START = 80.0  # -log of the smallest start probability (1 - p)**n allowed: exp(-80) is a normal float32
+
+
+@functools.lru_cache(maxsize=None)
+def max_count(max_rate: float) -> int:
+    """The largest count ``poisson_sample`` gives at rates up to ``max_rate`` (beyond it: below 2**-25)."""
+    from scipy.stats import poisson
+    return int(poisson.isf(_TAIL, max_rate)) + 1
+
+
+@functools.lru_cache(maxsize=None)
+def _binomial_width(n_max: int, p: float) -> int:
+    from scipy.stats import binom
+    return int(binom.isf(_TAIL, n_max, p)) + 2
+
+
+def binomial_sample(key: jax.Array, n: jax.Array, p: float, n_max: int) -> jax.Array:
+    """Binomial(n, p) samples (float32), elementwise, for integer-valued float counts ``0 <= n <= n_max``.
+
+    ``jax.random.binomial`` is a rejection sampler: ~380 ms for 4 x 128 x 128 x 3 counts on CPU-2, more than a
+    training step. As ``poisson_sample``, this inverts the CDF in one fused pass, ``X = #{j : F(j) < u}``, with
+    ``P(0) = (1 - p)**n`` and ``P(j + 1) = P(j) (n - j) / (j + 1) * p / (1 - p)`` (0 from ``j = n`` on) over a
+    window fixed at trace time from ``n_max`` and ``p`` (each tail beyond it below 2**-25). Requires
+    ``n_max * -log(1 - p) <= 80``, so that ``P(0)`` is a normal float32 (``NoiseModel.split_problem``).
+    """
+    if not 0 < p < 1:
+        raise ValueError(f"binomial p must be in (0, 1), got {p}")
+    if n_max * -math.log1p(-p) > _BINOMIAL_LOG_START:
+        raise ValueError(f"binomial counts up to {n_max} at p={p:g}: (1 - p)**n underflows float32")
+    width = _binomial_width(int(n_max), float(p))
+    n = jnp.asarray(n, jnp.float32)
+    shape = n.shape
+    u = jax.random.uniform(key, shape, jnp.float32).reshape(-1)
+    n = n.reshape(-1)  # flat, and behind a barrier: the chain vectorises along pixels (see poisson_sample)
+    prob = jnp.exp(n * math.log1p(-p))
+    u, n, prob = jax.lax.optimization_barrier((u, n, prob))
+    cdf, count, odds = prob, jnp.zeros_like(n), p / (1 - p)
+    for j in range(width):  # unrolled: one fused, vectorised kernel
+        count = count + (cdf < u).astype(jnp.float32)
+        prob = prob * jnp.maximum(n - j, 0.0) * (odds / (j + 1))
+        cdf = cdf + prob
+    # float32 rounding of the CDF's last steps cannot carry it past n; a fusion boundary for its consumers
+    return jax.lax.optimization_barrier(jnp.minimum(count, n)).reshape(shape)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Noise models
 # ----------------------------------------------------------------------------------------------------------
 Range = Tuple[float, float]
@@ -272,12 +320,11 @@ class NoiseModel:
             # component it picked, at half the sampling cost of the blind photo configs' four-way mixture
             # (the shot-noise sampler is the costly part; docs/benchmarks.md). A mixture without such twins
             # draws exactly what it drew before.
-            k_pick, *keys = jax.random.split(key, len(self.parts) + 1)
-            pick = _bcast(jax.random.randint(k_pick, (x.shape[0],), 0, len(self.parts)), x)
+            pick, draws = self._mix_plan(key, x.shape[0])
+            pick = _bcast(pick, x)
             drawn = {}  # the draw's identity -> (unclipped noisy batch, its parameters)
             y = level = None
-            for i, (part, k) in enumerate(zip(self.parts, keys)):
-                identity = part.draw_identity() or i  # a part that cannot share draws alone
+            for i, (identity, part, k) in enumerate(draws):
                 if identity not in drawn:
                     drawn[identity] = part._draw(k, x, frame)
                 yi, li = part._finish(*drawn[identity])
@@ -290,6 +337,87 @@ class NoiseModel:
         y, level = self._finish(*self._draw(key, x, frame))
         return y.astype(x.dtype), level
 
+    def _mix_plan(self, key: jax.Array, batch: int):
+        """A mixture's choices for a batch drawn with ``key``: (the component each image takes ``int32 [B]``,
+        per component (its draw's identity, the component, the key it draws with)); twins share the first
+        twin's key (``sample``). ``sample`` and ``parameters`` read the same plan."""
+        k_pick, *keys = jax.random.split(key, len(self.parts) + 1)
+        pick = jax.random.randint(k_pick, (batch,), 0, len(self.parts))
+        first, plan = {}, []
+        for i, (part, k) in enumerate(zip(self.parts, keys)):
+            identity = part.draw_identity() or i  # a part that cannot share draws alone
+            plan.append((identity, part, first.setdefault(identity, k)))
+        return pick, plan
+
+    def parameters(self, key: jax.Array, batch: int) -> Tuple[jax.Array, jax.Array]:
+        """What ``sample(key, x)`` drew for each image of a ``batch``-image ``x`` (it replays the same keys):
+        (shot noise's peak ``float32 [B]``, 0 for an image without shot noise; Gaussian sigma ``float32 [B]``
+        in [0, 1] intensity units, 0 for an image without Gaussian noise). The recorrupted target splits a
+        noisy image with them (``recorrupt``); they depend on the key alone, not on the pixels."""
+        if self.kind == "mix":
+            pick, plan = self._mix_plan(key, batch)
+            peak = sigma = jnp.zeros((batch,), jnp.float32)
+            for i, (_, part, k) in enumerate(plan):
+                p, s = part.parameters(k, batch)
+                peak, sigma = jnp.where(pick == i, p, peak), jnp.where(pick == i, s, sigma)
+            return peak, sigma
+        drawn = self._parameters(key, batch)
+        zero = jnp.zeros((batch,), jnp.float32)
+        return (zero if drawn["peak"] is None else drawn["peak"],
+                zero if drawn["sigma"] is None else drawn["sigma"] / 255.0)
+
+    def split_problem(self, alpha: float) -> str:
+        """Why ``recorrupt`` cannot split this model's noisy images at ``alpha`` ('' when it can): it needs
+        every component Gaussian or shot noise, unclipped (clipping biases both copies), and shot noise's
+        counts small enough for the binomial split's float32 start, ``(1 - alpha)**n``."""
+        parts = self.parts if self.kind == "mix" else (self,)
+        for part in parts:
+            if part.kind not in ("gaussian", "poisson"):
+                return (f"noise {part.spec!r} cannot be split into two independent noisy copies: the recorrupted "
+                        f"target needs Gaussian or shot (poisson) noise")
+            if part.clip:
+                return (f"noise {part.spec!r} is clipped, which biases both recorrupted copies: append ':noclip' "
+                        f"(as raw photon counts and the published tables are)")
+            if part.kind == "poisson" and max_count(part.peak[1]) * -math.log1p(-alpha) > _BINOMIAL_LOG_START:
+                return (f"noise {part.spec!r}: shot noise of peak {part.peak[1]:g} has counts too large for the "
+                        f"binomial split at target_alpha={alpha:g} (float32 underflow); use a smaller alpha")
+        return ""
+
+    def recorrupt(self, key: jax.Array, y: jax.Array, peak: jax.Array, sigma: jax.Array, alpha: float
+                  ) -> Tuple[jax.Array, jax.Array]:
+        """Two independent noisy copies of the image under noisy ``y`` (``float [B, H, W, C]``, drawn by this
+        model with ``parameters`` ``peak`` and ``sigma``, ``[B]`` each), both unbiased: (input, target).
+
+        Generalised Recorrupted-to-Recorrupted (Pang et al., CVPR 2021; Monroy, Bacca & Tachella 2025), with
+        ``alpha`` in (0, 1) the target's share of the signal:
+        - Gaussian: ``y + sigma sqrt(alpha / (1 - alpha)) w`` and ``y - sigma sqrt((1 - alpha) / alpha) w``,
+          ``w ~ N(0, 1)``: jointly Gaussian with zero covariance, noise variances ``sigma^2 / (1 - alpha)`` and
+          ``sigma^2 / alpha`` (R2R's ``y + a z``, ``y - z / a`` with ``a^2 = alpha / (1 - alpha)``);
+        - shot noise: ``y * peak`` are Poisson counts ``k``; ``z ~ Binomial(k, alpha)`` thins them into two
+          independent Poisson counts ``k - z`` and ``z`` (rates ``(1 - alpha) peak x`` and ``alpha peak x``),
+          rescaled to ``(k - z) / ((1 - alpha) peak)`` and ``z / (alpha peak)``.
+        So ``E|f(input) - target|^2 = E|f(input) - x|^2 + const``: the clean-target loss, for a denoiser of
+        slightly stronger noise (variance ``1 / (1 - alpha)`` times), from one noisy shot. Requires
+        ``split_problem(alpha) == ''``.
+        """
+        k_gauss, k_shot = jax.random.split(key)
+        parts = self.parts if self.kind == "mix" else (self,)
+        y = y.astype(jnp.float32)
+        inp = tgt = y
+        if any(p.kind == "gaussian" for p in parts):
+            w = jax.random.normal(k_gauss, y.shape, jnp.float32) * _bcast(sigma, y)
+            inp, tgt = y + math.sqrt(alpha / (1 - alpha)) * w, y - math.sqrt((1 - alpha) / alpha) * w
+        peaks = [p.peak[1] for p in parts if p.kind == "poisson"]
+        if peaks:
+            n_max = max_count(max(peaks))
+            shot = _bcast(peak > 0, y)
+            scale = _bcast(jnp.where(peak > 0, peak, 1.0), y)
+            counts = jnp.clip(jnp.round(y * scale), 0.0, n_max)
+            z = binomial_sample(k_shot, counts, alpha, n_max)
+            inp = jnp.where(shot, (counts - z) / ((1 - alpha) * scale), inp)
+            tgt = jnp.where(shot, z / (alpha * scale), tgt)
+        return inp, tgt
+
     def draw_identity(self) -> Optional["NoiseModel"]:
         """This model with the clipping left out: mixture components with the same identity can share one
         draw (``sample``). None for models whose draw cannot be shared (a JPEG stage keys its quality)."""
@@ -301,22 +429,19 @@ class NoiseModel:
         """(the unclipped noisy batch ``float32 [B, H, W, C]``, the parameters ``_finish`` needs) for ``x``
         (crops of larger images with a ``frame``: ``sample``)."""
         x = x.astype(jnp.float32)
-        b = x.shape[0]
-        k_param, k_param2, k_noise, k_noise2 = jax.random.split(key, 4)
-        peak = sigma = amount = shot = None
+        drawn = self._parameters(key, x.shape[0])
+        k_param, k_noise, k_noise2 = drawn["k_param"], drawn["k_noise"], drawn["k_noise2"]
+        peak, sigma, amount = (None if drawn[n] is None else _bcast(drawn[n], x) for n in ("peak", "sigma", "amount"))
+        shot = None
         if self.kind == "paper":
             y = x + poisson_sample(k_noise, x, max_rate=1.0, frame=frame)
         elif self.kind in ("poisson", "poisson_gaussian"):
-            peak = _bcast(_per_image(k_param, self.peak, b, log=True), x)
             y = poisson_sample(k_noise, x * peak, max_rate=self.peak[1], frame=frame) / peak
             if self.kind == "poisson_gaussian":
-                sigma = _bcast(_per_image(k_param2, self.sigma, b, log=False), x)
                 y = y + (sigma / 255.0) * _field(jax.random.normal, k_noise2, x.shape, frame)
         elif self.kind == "gaussian":
-            sigma = _bcast(_per_image(k_param, self.sigma, b, log=False), x)
             y = x + (sigma / 255.0) * _field(jax.random.normal, k_noise, x.shape, frame)
         elif self.kind == "salt_pepper":
-            amount = _bcast(_per_image(k_param, self.amount, b, log=False), x)
             u = _field(jax.random.uniform, k_noise, x.shape, frame)
             y = jnp.where(u < amount / 2, 0.0, jnp.where(u > 1.0 - amount / 2, 1.0, x))
         elif self.kind == "camera":
@@ -325,6 +450,20 @@ class NoiseModel:
         else:  # parse() admits no other kind
             raise AssertionError(self.kind)
         return y, dict(k_param=k_param, peak=peak, sigma=sigma, amount=amount, shot=shot)
+
+    def _parameters(self, key: jax.Array, batch: int) -> dict:
+        """The keys and per-image parameters ``[B]`` (None where the kind has none) a draw with ``key`` uses:
+        ``_draw`` and ``parameters`` share them, so a replay gives what the draw drew."""
+        k_param, k_param2, k_noise, k_noise2 = jax.random.split(key, 4)
+        drawn = dict(k_param=k_param, k_noise=k_noise, k_noise2=k_noise2, peak=None, sigma=None, amount=None)
+        if self.kind in ("poisson", "poisson_gaussian"):
+            drawn["peak"] = _per_image(k_param, self.peak, batch, log=True)
+        if self.kind in ("gaussian", "poisson_gaussian"):
+            drawn["sigma"] = _per_image(k_param2 if self.kind == "poisson_gaussian" else k_param, self.sigma, batch,
+                                        log=False)
+        if self.kind == "salt_pepper":
+            drawn["amount"] = _per_image(k_param, self.amount, batch, log=False)
+        return drawn
 
     def _finish(self, y: jax.Array, params: dict) -> Tuple[jax.Array, jax.Array]:
         """The drawn batch clipped (and quantised, JPEG-compressed) as this model stores it, and its level map."""

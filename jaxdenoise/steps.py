@@ -112,7 +112,8 @@ def split_pairs(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
 def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1,
                ema_decay: float = 0.0, loss: str = "mse", target: str = "clean", total_steps: int = 0,
-               gamma: float = targets.N2N_GAMMA, patch: int = 0) -> Tuple[TrainState, Metrics]:
+               gamma: float = targets.N2N_GAMMA, patch: int = 0, alpha: float = targets.R2R_ALPHA
+               ) -> Tuple[TrainState, Metrics]:
     """One optimisation step. batch: ``uint8 [B, H, W, 3]`` (or ``[B, H, W, 6]`` real pairs: ``split_pairs``),
     or a fixed-noise batch (a dict of whole images and their meta: ``fixed_noisy``, cropped to ``patch``);
     rng: the run's key (noise uses fold_in(rng, step), fixed noise fold_in(rng, image index)).
@@ -126,6 +127,7 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     ema_decay: with ``state.ema`` kept, its decay (``ema_update``). loss: a name in ``losses.LOSSES``.
     target: what the output is compared with (``targets.TARGETS``: clean | noise2noise | neighbor2neighbor);
     total_steps and gamma: neighbor2neighbor's regulariser weight, ramped from 0 to gamma over total_steps.
+    alpha: the recorrupted target's share (``targets.recorrupted``).
 
     Returns the new state and scalar metrics: loss (the configured loss, mean over images), psnr (denoised
     vs clean, mean over images), noisy_psnr (input vs clean), grad_norm.
@@ -133,15 +135,19 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     per_image_loss = losses.get(loss)
     key = jax.random.fold_in(rng, state.step)
     if isinstance(batch, dict):  # noise_fixed: each image's noise drawn from its index, then cropped and turned
-        parts = fixed_noisy(noise, rng, batch, patch, second=target == "noise2noise")
+        parts = fixed_noisy(noise, rng, batch, patch, second=target == "noise2noise",
+                            parameters=target == "recorrupted")
         clean, noisy, level = parts["clean"], parts["noisy"], parts["level"]
-        reference = parts.get("second", clean)
+        reference, drawn = parts.get("second", clean), parts.get("parameters")
     else:
         clean, source = split_pairs(to_float(batch))
         noisy, level = noise.sample(key, source)
-        reference = clean
+        reference, drawn = clean, noise.parameters(key, source.shape[0]) if target == "recorrupted" else None
         if target == "noise2noise":  # the second draw (or the other shot) is the target; clean stays the metric's
             noisy, reference = targets.second_draw(jax.random.fold_in(key, 1), noise, clean, source, noisy)
+    if target == "recorrupted":  # a fresh split of the one noisy shot every step; its input is noisier
+        noisy, reference = targets.recorrupted(jax.random.fold_in(key, 1), noise, noisy, drawn, alpha)
+        level = level / jnp.sqrt(1.0 - alpha)  # noise variance / (1 - alpha): Gaussian and shot noise alike
     progress = state.step.astype(jnp.float32) / max(total_steps, 1)
     objective = targets.loss_fn(target, per_image_loss, lambda p, x, lv: model.apply(
         {"params": p}, model_input(model, x, lv)), gamma)
@@ -155,7 +161,7 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     heavy = {"noisy": noisy}
     if model.in_channels != 3:
         heavy["level"] = level
-    if target == "noise2noise":
+    if target in ("noise2noise", "recorrupted"):
         heavy["reference"] = reference
     if chunks > 1:
         # Materialise the noisy batch once. Left alone, XLA fuses the noise model's elementwise chain into
@@ -230,6 +236,11 @@ def multi_train_step(state: TrainState, batches: jax.Array, rng: jax.Array, *, u
     return jax.lax.scan(body, state, batches, unroll=batches.shape[0] if unroll else 1)
 
 
+def image_keys(rng: jax.Array, index: jax.Array) -> jax.Array:
+    """The noise key of each image ``fold_in(rng, index)``: ``[B]`` keys for ``int32 [B]`` indices."""
+    return jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
+
+
 def eval_noisy(noise: NoiseModel, rng: jax.Array, clean: jax.Array, index: jax.Array,
                frame: Optional[noise_lib.Frame] = None) -> Tuple[jax.Array, jax.Array]:
     """(noisy images, noise-level maps ``[B, H, W, 1]``) with noise keyed by each image's index in its split:
@@ -242,7 +253,7 @@ def eval_noisy(noise: NoiseModel, rng: jax.Array, clean: jax.Array, index: jax.A
     ``NoiseModel.sample``).
     """
     clean = split_pairs(clean)[1]
-    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
+    keys = image_keys(rng, index)
     if frame is None:
         noisy, level = jax.vmap(lambda k, x: noise.sample(k, x[None]))(keys, clean)
     else:
@@ -275,7 +286,7 @@ def turn(x: jax.Array, meta: jax.Array) -> jax.Array:
 
 
 def fixed_noisy(noise: NoiseModel, rng: jax.Array, batch: Dict[str, jax.Array], patch: int,
-                second: bool = False) -> Dict[str, jax.Array]:
+                second: bool = False, parameters: bool = False) -> Dict[str, jax.Array]:
     """The fixed-noise setting (``config.noise_fixed``): each training image's noise is drawn once, over the
     whole stored image, keyed by the image's index (``fold_in(fold_in(rng, FIXED_NOISE_SALT), index)``), so
     the same image is the same noisy image in every epoch and after a resume, as a real noisy dataset would
@@ -290,8 +301,11 @@ def fixed_noisy(noise: NoiseModel, rng: jax.Array, batch: Dict[str, jax.Array], 
 
     batch: ``{"image": uint8 [B, H, W, 3], "meta": int32 [B, 6]}`` (``loader`` with ``fixed=True``).
     second: also a second fixed draw (``fold_in(key, 1)``), noise2noise's target: two noisy shots per image.
+    parameters: also what each image's noise drew (``NoiseModel.parameters``: shot peak and Gaussian sigma,
+    ``[B]`` each), the recorrupted target's split.
     Returns float32 ``clean``, ``noisy`` ``[B, p, p, 3]`` in [0, 1] (unclipped specs may leave it), ``level``
-    ``[B, p, p, 1]`` and, with ``second``, ``second`` (p = patch, or H for whole images).
+    ``[B, p, p, 1]``, with ``second`` ``second`` (p = patch, or H for whole images), and with ``parameters``
+    ``parameters``.
     """
     x, meta = to_float(batch["image"]), batch["meta"]
     key = jax.random.fold_in(rng, FIXED_NOISE_SALT)
@@ -312,7 +326,11 @@ def fixed_noisy(noise: NoiseModel, rng: jax.Array, batch: Dict[str, jax.Array], 
     parts = materialise(parts, index[0] >= 0)
     if patch and not noise.pixelwise:
         parts = {name: crop(v, meta, patch) for name, v in parts.items()}
-    return {name: turn(v, meta) for name, v in parts.items()}
+    parts = {name: turn(v, meta) for name, v in parts.items()}
+    if parameters:
+        peak, sigma = jax.vmap(lambda k: noise.parameters(k, 1))(image_keys(key, index))
+        parts["parameters"] = (peak[:, 0], sigma[:, 0])
+    return parts
 
 
 def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, model: nn.Module,

@@ -14,6 +14,14 @@
   with ``f(y)`` held constant (no gradient; their ``torch.no_grad``) and ``gamma_t`` rising linearly from 0 to
   ``gamma`` over the run (their ``Lambda = epoch / n_epoch * increase_ratio``, increase_ratio 2).
 
+- ``recorrupted``: one noisy image and its noise model (Generalised Recorrupted-to-Recorrupted: Pang et al.,
+  CVPR 2021; Monroy, Bacca & Tachella 2025): each step splits the noisy image, with fresh randomness, into two
+  independent unbiased noisy copies (``NoiseModel.recorrupt``: Gaussian noise by adding and subtracting one
+  draw, shot noise by binomial thinning of its counts), the input and the target. Noise2Noise from a single
+  shot, for noise whose model is known (Gaussian of known sigma, photon counts of known gain, unclipped);
+  ``target_alpha`` is the target's share (R2R's alpha 0.5 is 0.2 here). The model learns a denoiser for
+  noise ``1 / (1 - alpha)`` times the variance, and is applied to the noisy image itself.
+
 Each target gives, for a micro-batch, the per-image loss ``[B]`` and the denoised output used for the
 training PSNR metric; the train step (``steps.train_step``) stays one jitted function.
 """
@@ -26,7 +34,8 @@ import jax.numpy as jnp
 
 from jaxdenoise import losses
 
-TARGETS = ("clean", "noise2noise", "neighbor2neighbor")
+TARGETS = ("clean", "noise2noise", "neighbor2neighbor", "recorrupted")
+R2R_ALPHA = 0.2  # the target's share: GR2R's alpha for R2R's a = 0.5 (input noise variance x1.25, target x5)
 N2N_GAMMA = 2.0  # Huang et al.'s increase_ratio (their Gaussian and Poisson settings)
 
 # Neighbour pairs inside a 2x2 cell, cell pixels numbered 0 (0,0), 1 (0,1), 2 (1,0), 3 (1,1): the eight
@@ -71,14 +80,22 @@ def second_draw(key: jax.Array, noise, clean: jax.Array, source: jax.Array, nois
     return noisy, target
 
 
+def recorrupted(key: jax.Array, noise, noisy: jax.Array, parameters: Tuple[jax.Array, jax.Array],
+                alpha: float = R2R_ALPHA) -> Tuple[jax.Array, jax.Array]:
+    """The recorrupted target's (input, target) ``[B, H, W, 3]`` for a noisy batch drawn by ``noise`` with
+    ``parameters`` (``NoiseModel.parameters``: each image's shot-noise peak and Gaussian sigma); ``key``: fresh
+    every step, so each step sees another split of the same noisy shot."""
+    return noise.recorrupt(key, noisy, *parameters, alpha)
+
+
 def loss_fn(name: str, per_image_loss: Callable, forward: Callable, gamma: float = N2N_GAMMA
             ) -> Callable:
     """``f(params, inputs, level, target, key, progress) -> (mean loss, output)`` for one micro-batch.
 
     forward(params, noisy, level) -> denoised, ``[B, h, w, 3]`` at any even size; inputs: the noisy batch;
-    level: its noise-level map ``[B, H, W, 1]``; target: the clean batch (``clean``) or the second draw
-    (``noise2noise``; unused by ``neighbor2neighbor``); key: the sub-sampler's (``neighbor2neighbor``);
-    progress: step / total steps in [0, 1] (``gamma``'s ramp). The output returned is the denoised full
+    level: its noise-level map ``[B, H, W, 1]``; target: the clean batch (``clean``), the second draw
+    (``noise2noise``) or the recorrupted copy (``recorrupted``; unused by ``neighbor2neighbor``); key: the
+    sub-sampler's (``neighbor2neighbor``); progress: step / total steps in [0, 1] (``gamma``'s ramp). The output returned is the denoised full
     input, for the training PSNR metric."""
     check(name)
 

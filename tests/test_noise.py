@@ -340,3 +340,79 @@ def test_noise_that_mixes_neighbouring_pixels_refuses_a_frame(spec):
     assert not model.pixelwise
     with pytest.raises(ValueError, match="mixes neighbouring pixels"):
         model.sample(jax.random.key(0), _x((1, 8, 8, 3)), (jnp.zeros((1, 2), jnp.int32), (16, 16)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the recorrupted target's split: binomial sampler, replayed parameters, two independent copies
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,p", [(40, 0.2), (7, 0.5), (60, 0.05)])
+def test_binomial_sample_matches_the_exact_distribution(n, p):
+    size = 200_000
+    n_max = noise.max_count(30.0)
+    z = np.asarray(jax.jit(noise.binomial_sample, static_argnums=(2, 3))(
+        jax.random.key(n), jnp.full((size,), float(n)), p, n_max))
+    assert np.array_equal(z, np.round(z)) and z.min() >= 0 and z.max() <= n
+    observed = np.bincount(z.astype(int), minlength=n + 1)
+    expected = stats.binom.pmf(np.arange(n + 1), n, p) * size
+    keep = expected > 5  # pool the sparse tails
+    obs = np.append(observed[keep], observed[~keep].sum())
+    exp = np.append(expected[keep], expected[~keep].sum())
+    obs, exp = (obs, exp) if exp[-1] > 0 else (obs[:-1], exp[:-1])
+    assert stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-4
+
+
+def test_binomial_sample_of_mixed_counts_stays_within_them():
+    n = jnp.asarray(np.random.default_rng(0).integers(0, 66, (64, 64)), jnp.float32)
+    z = np.asarray(noise.binomial_sample(jax.random.key(1), n, 0.2, noise.max_count(30.0)))
+    assert np.all(z <= np.asarray(n)) and np.all(z[np.asarray(n) == 0] == 0)
+    with pytest.raises(ValueError, match="underflows"):
+        noise.binomial_sample(jax.random.key(1), n, 0.5, 1000)
+
+
+def test_parameters_replay_what_each_image_drew():
+    """``parameters(key, B)`` gives, per image, the peak and sigma ``sample(key, x)`` drew (the mixture's pick
+    and its ranges included): checked against the level map, which the draw computes from them exactly."""
+    nz = noise.parse("gaussian:5-50:noclip+poisson:5-60:noclip+poisson:5-60")
+    x = _x((32, 8, 8, 3))
+    y, level = nz.sample(jax.random.key(4), x)
+    peak, sigma = map(np.asarray, nz.parameters(jax.random.key(4), 32))
+    shot, gauss = peak > 0, sigma > 0
+    assert np.all(shot ^ gauss) and shot.sum() >= 8 and gauss.sum() >= 4  # one kind per image, both drawn
+    assert len(np.unique(peak[shot])) == shot.sum() and len(np.unique(sigma[gauss])) == gauss.sum()
+    np.testing.assert_allclose(np.asarray(level)[gauss], np.broadcast_to(
+        sigma[gauss, None, None, None], (gauss.sum(), 8, 8, 1)), rtol=1e-6)
+    mean_y = np.maximum(np.asarray(y).mean(-1, keepdims=True), 0)
+    np.testing.assert_allclose(np.asarray(level)[shot], np.sqrt(mean_y[shot] / peak[shot, None, None, None]),
+                               rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("spec,var", [("gaussian:25:noclip", lambda x: (25 / 255) ** 2 + 0 * x),
+                                      ("poisson:30:noclip", lambda x: x / 30)])
+def test_recorrupted_copies_are_unbiased_and_independent(spec, var):
+    """Both copies of a noisy image have the clean image as mean, noise variances var / (1 - alpha) and var /
+    alpha, and noises uncorrelated with each other (GR2R); shot noise's copies are rescaled integer counts."""
+    nz, alpha = noise.parse(spec), 0.2
+    assert nz.split_problem(alpha) == ""
+    x = jnp.broadcast_to(jnp.asarray([0.1, 0.4, 0.8], jnp.float32), (64, 64, 64, 3))
+    key = jax.random.key(2)
+    y, _ = nz.sample(key, x)
+    a, b = jax.jit(lambda k, y, p, s: nz.recorrupt(k, y, p, s, alpha))(jax.random.key(3), y, *nz.parameters(key, 64))
+    for c, v in enumerate((0.1, 0.4, 0.8)):
+        na, nb = np.asarray(a[..., c]).ravel() - v, np.asarray(b[..., c]).ravel() - v
+        n = na.size
+        assert abs(na.mean()) < 5 * np.sqrt(var(v) / (1 - alpha) / n)
+        assert abs(nb.mean()) < 5 * np.sqrt(var(v) / alpha / n)
+        np.testing.assert_allclose(na.var(), var(v) / (1 - alpha), rtol=0.03)
+        np.testing.assert_allclose(nb.var(), var(v) / alpha, rtol=0.03)
+        assert abs(np.corrcoef(na, nb)[0, 1]) < 0.01
+    if nz.kind == "poisson":
+        counts = np.asarray(b) * alpha * 30
+        np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
+
+
+def test_noise_that_cannot_be_split_says_why():
+    assert "clipped" in noise.parse("gaussian:25").split_problem(0.2)
+    assert "Gaussian or shot" in noise.parse("salt_pepper:0.05").split_problem(0.2)
+    assert "Gaussian or shot" in noise.parse("poisson_gaussian:30,5:noclip").split_problem(0.2)
+    assert "too large" in noise.parse("poisson:1000:noclip").split_problem(0.2)
+    assert noise.parse("gaussian:5-50:noclip+poisson:5-60:noclip").split_problem(0.2) == ""
