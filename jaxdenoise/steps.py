@@ -130,7 +130,8 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     alpha: the recorrupted target's share (``targets.recorrupted``).
 
     Returns the new state and scalar metrics: loss (the configured loss, mean over images), psnr (denoised
-    vs clean, mean over images), noisy_psnr (input vs clean), grad_norm.
+    vs clean, mean over images; neighbor2neighbor at gamma 0: of its half-size sub-images, ``targets.loss_fn``),
+    noisy_psnr (input vs clean), grad_norm.
     """
     per_image_loss = losses.get(loss)
     key = jax.random.fold_in(rng, state.step)
@@ -152,8 +153,8 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     objective = targets.loss_fn(target, per_image_loss, lambda p, x, lv: model.apply(
         {"params": p}, model_input(model, x, lv)), gamma)
 
-    def loss_fn(params, noisy, level, reference, k):
-        value, out = objective(params, noisy, level, reference, k, progress)
+    def loss_fn(params, noisy, level, reference, k, clean):
+        value, out = objective(params, noisy, level, reference, k, progress, clean)
         return value / chunks, out
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -176,11 +177,11 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     loss, grads, psnr = 0.0, None, 0.0
     # A Python loop, not lax.scan: XLA's CPU backend runs convolutions inside a while loop ~8x slower.
     for c in range(chunks):
-        (l, out), g = grad_fn(state.params, noisy_c[:, c], level_c[:, c], reference_c[:, c],
-                              jax.random.fold_in(jax.random.fold_in(key, 2), c))
+        (l, (out, view)), g = grad_fn(state.params, noisy_c[:, c], level_c[:, c], reference_c[:, c],
+                                      jax.random.fold_in(jax.random.fold_in(key, 2), c), clean_c[:, c])
         loss = loss + l
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-        psnr = psnr + jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), clean_c[:, c])) / chunks
+        psnr = psnr + jnp.mean(M.psnr_per_image(jax.lax.stop_gradient(out), view)) / chunks
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {

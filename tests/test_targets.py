@@ -44,7 +44,7 @@ def test_neighbor2neighbor_loss_is_the_papers_formula():
     forward = lambda p, x, lv: p * x + 0.1 * x ** 2  # a stand-in network
     f = targets.loss_fn("neighbor2neighbor", losses.mse, forward, gamma=2.0)
     key = jax.random.key(3)
-    value, out = f(jnp.float32(0.7), y, level, None, key, jnp.float32(0.25))
+    value, (out, view) = f(jnp.float32(0.7), y, level, None, key, jnp.float32(0.25), y)
     p1, p2 = targets.neighbour_positions(key, 2, 8, 8)
     g1, g2 = targets.subsample(y, p1), targets.subsample(y, p2)
     full = forward(0.7, y, level)
@@ -53,16 +53,28 @@ def test_neighbor2neighbor_loss_is_the_papers_formula():
                                                                   - targets.subsample(full, p2))) ** 2)
     assert float(value) == pytest.approx(float(expect), rel=1e-5)
     np.testing.assert_allclose(out, full, rtol=1e-6)
+    assert view is y
     # f(y) is held constant: the gradient is that of the reconstruction term plus the regulariser's through
     # f(g1(y)) only
-    grad = jax.grad(lambda p: f(p, y, level, None, key, jnp.float32(0.25))[0])(jnp.float32(0.7))
+    grad = jax.grad(lambda p: f(p, y, level, None, key, jnp.float32(0.25), y)[0])(jnp.float32(0.7))
     held = lambda p: (jnp.mean(jnp.square(forward(p, g1, None) - g2))
                       + 0.5 * jnp.mean(jnp.square(forward(p, g1, None) - g2 - jax.lax.stop_gradient(
                           targets.subsample(full, p1) - targets.subsample(full, p2)))))
     assert float(grad) == pytest.approx(float(jax.grad(held)(jnp.float32(0.7))), rel=1e-4)
     # at the start of the run the regulariser weighs nothing
-    v0, _ = f(jnp.float32(0.7), y, level, None, key, jnp.float32(0.0))
+    v0, _ = f(jnp.float32(0.7), y, level, None, key, jnp.float32(0.0), y)
     assert float(v0) == pytest.approx(float(np.mean(diff ** 2)), rel=1e-5)
+    # gamma 0: the reconstruction term alone, and the full-size input never enters the model: the output is
+    # the denoised sub-image, beside the clean image's same sub-image
+    calls = []
+    counted = lambda p, x, lv: (calls.append(x.shape), forward(p, x, lv))[1]
+    clean = y * 0.5
+    v, (out, view) = targets.loss_fn("neighbor2neighbor", losses.mse, counted, gamma=0.0)(
+        jnp.float32(0.7), y, level, None, key, jnp.float32(0.9), clean)
+    assert float(v) == pytest.approx(float(np.mean(diff ** 2)), rel=1e-5)
+    assert calls == [(2, 4, 4, 3)]
+    np.testing.assert_allclose(out, forward(0.7, g1, None), rtol=1e-6)
+    np.testing.assert_array_equal(view, targets.subsample(clean, p1))
 
 
 def test_noise2noise_target_is_an_independent_draw_and_pairs_swap_shots():
