@@ -125,7 +125,8 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     spread evenly over the devices (no data movement) when ``chunks`` divides the per-device batch.
 
     ema_decay: with ``state.ema`` kept, its decay (``ema_update``). loss: a name in ``losses.LOSSES``.
-    target: what the output is compared with (``targets.TARGETS``: clean | noise2noise | neighbor2neighbor);
+    target: what the output is compared with (``targets.TARGETS``: clean | noise2noise | neighbor2neighbor |
+    recorrupted);
     total_steps and gamma: neighbor2neighbor's regulariser weight, ramped from 0 to gamma over total_steps.
     alpha: the recorrupted target's share (``targets.recorrupted``).
 
