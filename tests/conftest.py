@@ -14,6 +14,20 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _JCC, ignore_errors=True)
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_JCC, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+# Tests compile hundreds of tiny programs and run each a few steps: on the CPU, XLA's backend optimisation and
+# LLVM's expensive passes cost more compile time than they save in run time (test_first_steps.py +
+# test_targets.py: 273 -> 160 s; see docs/benchmarks.md). Speed is measured by scripts/benchmark.py, never
+# here. Left as they are where XLA_FLAGS already sets them, and where a CUDA plugin is installed (the GPU check
+# runs this suite on the GPU, whose kernels the level also shapes). XLA_FLAGS=--xla_backend_optimization_level=3
+# runs the suite at XLA's defaults.
+def _cuda_plugin() -> bool:
+    import importlib.util
+    return any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
+
+
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "") and not _cuda_plugin():
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
 
 import dataclasses
 import io

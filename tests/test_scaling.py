@@ -24,6 +24,9 @@ from jaxdenoise import checkpointing, config as config_lib, run_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240
+# to the first logged steps of a 2-process run: most of it is start-up and compiling, which slows the most when
+# the other test worker's processes share the cores (a CI run once saw no step within 240 s)
+START_TIMEOUT = 420
 # 3 epochs x 6 steps of 8 images (2 per device on 4 devices); a log row per step, a checkpoint per epoch
 TINY = {"data.size": 16, "data.builtin_train_crops": 8, "data.builtin_val_crops": 2, "model.widths": (8, 4),
         "batch_size": 8, "steps_per_epoch": 6, "num_epochs": 3, "log_every_steps": 1,
@@ -37,8 +40,8 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONFAULTHANDLER="1")
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     return env
 
 
@@ -226,14 +229,23 @@ def run_io_key():
     return train.PROCESS_COUNT_KEY
 
 
-def _wait_for_rows(wd, procs, n, timeout=TIMEOUT):
+def _wait_for_rows(wd, procs, n, timeout=START_TIMEOUT):
     metrics = os.path.join(wd, "metrics.jsonl")
     deadline = time.time() + timeout
     while time.time() < deadline and all(p.poll() is None for p in procs):
         if os.path.isfile(metrics) and sum(1 for _ in open(metrics)) >= n:
             return
         time.sleep(0.02)
-    raise AssertionError("the run did not get under way")
+    rows = sum(1 for _ in open(metrics)) if os.path.isfile(metrics) else 0
+    alive = [p.poll() is None for p in procs]
+    for p in procs:  # SIGABRT: faulthandler (PYTHONFAULTHANDLER, _env) prints where every thread was
+        if p.poll() is None:
+            p.send_signal(signal.SIGABRT)
+    outs = _finish(procs, timeout=60)
+    tails = [re.sub(r"\nExtension modules:.*", "", e)[-3000:] for _, _, e in outs]  # faulthandler's module list
+    raise AssertionError(f"the run did not get under way: {rows} of {n} rows in {timeout} s, processes alive "
+                         f"{alive}; " + " | ".join(f"process {i} (rc {rc}): ...{t}"
+                                                  for i, ((rc, _, _), t) in enumerate(zip(outs, tails))))
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(tmp_path, cache, two_processes, capsys):
