@@ -31,7 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss = "mse"                  # mse | l1 | charbonnier | psnr (jaxdenoise.losses)
     c.target = "clean"              # clean | noise2noise | neighbor2neighbor | recorrupted (jaxdenoise.targets):
                                     # what the output is compared with; the last three need no clean image
-    c.target_gamma = 2.0            # neighbor2neighbor: regulariser weight, ramped from 0 (the paper's 2; 0 trains faster on a CPU budget: docs/quality.md)
+    c.target_gamma = targets.N2N_GAMMA  # neighbor2neighbor: regulariser weight, ramped from 0 (the paper's 2; 0 trains faster on a CPU budget: docs/quality.md)
     c.target_alpha = targets.R2R_ALPHA  # recorrupted: the target's share of the split, in (0, 1) (0.1: targets.py)
     c.noise_fixed = False           # each training image gets its noise once (keyed by its index), the same every
                                     # epoch, as a real noisy dataset; False = fresh noise every step ("re-noised")

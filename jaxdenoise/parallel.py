@@ -262,7 +262,7 @@ def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int, total_
     batch_sharding = rows(mesh, leading=0 if k == 1 else 1)
     kw = dict(model=model, tx=tx, noise=noise, chunks=chunks, ema_decay=float(config.ema_decay),
               loss=config.get("loss", "mse"), target=config.get("target", "clean"), total_steps=total_steps,
-              gamma=float(config.get("target_gamma", 2.0)), patch=config.data.patch,
+              gamma=float(config.get("target_gamma", steps.targets.N2N_GAMMA)), patch=config.data.patch,
               alpha=float(config.get("target_alpha", steps.targets.R2R_ALPHA)))
     if k > 1:
         fn = steps.bind(steps.multi_train_step, unroll=platform == "cpu", **kw)
