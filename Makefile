@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 
 setup: $(STAMP)
 	@$(PY) -c "import wand.image" 2>/dev/null || sh scripts/install_imagemagick.sh
+	@$(PY) -m jaxdenoise.native.onednn   # oneDNN's CPU convolutions, built once (XLA's are used where it cannot be)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -16,13 +16,14 @@ Reports (``run`` returns them as a dict, ``format_table`` prints them):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxdenoise import config as config_lib, errors, hostmem, models, noise as noise_lib, parallel, steps
 from jaxdenoise.data import feed
 from jaxdenoise.data import loader, store
+from jaxdenoise.native import onednn
 
 # (peak dense FLOP/s for float32, for bfloat16, memory bandwidth B/s); datasheet values, SXM parts
 PEAKS = {
@@ -133,9 +135,16 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     noise_fn = jax.jit(lambda key, x: noise(key, x))
     noise_s = _time(lambda: noise_fn(rng, x), max(60, 3 * steps_n))  # ~3-20 ms a call: many, or VM hiccups dominate
 
-    # cost analysis of a single step (the timed executable itself unless it runs k steps per call)
-    if k == 1:
+    # cost analysis of a single step (the timed executable itself unless it runs k steps per call or calls
+    # oneDNN, whose convolutions XLA cannot count: then the same step with XLA's convolutions, not compiled)
+    if k == 1 and not onednn.enabled(config.dtype):
         cost = compiled.cost_analysis()
+    elif k == 1:  # FLOPs of the same step with XLA's convolutions; bytes of the compiled step (XLA's part only)
+        with onednn.xla_only():
+            xla_step, _, _ = parallel.jit_train_step(config, model, tx, noise, mesh, size)
+            cost = dict(xla_step.lower(holder["state"], pool[0], rng).cost_analysis())
+        measured = compiled.cost_analysis()
+        cost["bytes accessed"] = (measured[0] if isinstance(measured, (list, tuple)) else measured)["bytes accessed"]
     else:
         single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks,
                                     ema_decay=float(config.ema_decay), loss=config.get("loss", "mse")))
@@ -186,37 +195,131 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
         "peak_source": peak_src, "roofline_fraction": round(roofline, 4),
         "flop_fraction": round(flop_frac, 4), "bytes_fraction": round(byte_frac, 4),
         "peak_mem_bytes": int(peak_mem), "peak_mem_source": "device" if stats else "process RSS",
+        "convolutions": "oneDNN" if onednn.enabled(config.dtype) else "XLA",
     }
 
 
-def compare_torch(peer: str, batch: int, size: int, steps_n: int, device: str = "cpu",
-                  extra=()) -> Dict:
-    """Run the PyTorch reference in subprocesses, NCHW and channels_last (on CPU each also with the glibc
-    malloc settings our scripts use, ``hostmem.GLIBC_ENV``, so that neither side has an allocator edge);
-    returns the best run, the best per layout and every run (``torch_runs``)."""
-    if not os.path.isfile(peer):
-        raise FileNotFoundError(f"PyTorch reference not found at {peer} (use --torch-peer)")
-    envs = {"": None}
-    if device == "cpu":
-        envs["+malloc"] = {**os.environ, **hostmem.GLIBC_ENV}
-    runs = {}
-    for layout, flags in (("nchw", []), ("channels_last", ["--channels-last"])):
-        for suffix, env in envs.items():
-            cmd = [sys.executable, peer, "--device", device, "--batch", str(batch), "--size", str(size),
-                   "--steps", str(steps_n)] + flags + list(extra)
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode != 0:
-                raise errors.RunError(f"torch reference failed: "
-                                   f"{out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
-            runs[layout + suffix] = json.loads(out.stdout.strip().splitlines()[-1])
-    best = max(runs, key=lambda n: runs[n]["img_per_s"])
-    per_layout = {layout: max(v["img_per_s"] for n, v in runs.items() if n.split("+")[0] == layout)
-                  for layout in ("nchw", "channels_last")}
-    return {"torch_best_layout": best, "torch_img_per_s": runs[best]["img_per_s"],
-            "torch_nchw_img_per_s": per_layout["nchw"],
-            "torch_channels_last_img_per_s": per_layout["channels_last"],
-            "torch_runs": {n: v["img_per_s"] for n, v in runs.items()},
-            "torch_version": runs[best]["torch"]}
+# The PyTorch peers (shared/peers): the same layer table as our model of that name, trained as the peer's
+# docstring says: its loss, and shot noise torch.poisson(peak * x) / peak with peak 30, unclipped.
+PEERS = {"paper": ("torch_paper_ae.py", "mse"), "unet": ("torch_unet.py", "l1")}
+PEER_NOISE = "poisson:30:noclip"
+
+
+def peer_path(model_name: str, peers_dir: str) -> str:
+    """The PyTorch peer of ``model_name`` in ``peers_dir``; ValueError when there is none."""
+    if model_name not in PEERS:
+        raise ValueError(f"--compare-torch: no PyTorch peer for model {model_name!r} (peers: {', '.join(PEERS)})")
+    return os.path.join(peers_dir, PEERS[model_name][0])
+
+
+def like_for_like(config):
+    """``config`` as the peer trains: its loss and noise, no EMA, clean targets, re-noised batches (the row
+    beside the as-shipped one: a config's own noise mixture and EMA cost time the peer does not spend)."""
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        c.noise, c.ema_decay, c.loss = PEER_NOISE, 0.0, PEERS[config.model.name][1]
+        if "target" in c:
+            c.target = "clean"
+        if "noise_fixed" in c:
+            c.noise_fixed = False
+    return c
+
+
+def step_timer(config) -> Callable[[int], float]:
+    """A function ``n -> seconds per step`` timing ``config``'s compiled train step on device-resident random
+    batches (``_time``: the median of 3 windows), compiled once here; for alternating with other programs."""
+    mesh = parallel.make_mesh()
+    size = config.data.patch or config.data.size
+    model = models.create(config.model, config.dtype)
+    tx = steps.make_optimizer(config, total_steps=10**6)
+    jitted, batch_sharding, _ = parallel.jit_train_step(config, model, tx, noise_lib.parse(config.noise), mesh, size)
+    state = jax.jit(lambda r: steps.init_state(model, tx, r, (size, size, 3), ema=config.ema_decay > 0),
+                    out_shardings=NamedSharding(mesh, P()))(jax.random.PRNGKey(0))
+    rng = jax.random.PRNGKey(1)
+    pool = [jax.device_put(h, batch_sharding) for h in _host_batches(config, 4)]
+    compiled = jitted.lower(state, pool[0], rng).compile()
+    holder = {"state": state, "i": 0}
+
+    def one():
+        holder["state"], m = compiled(holder["state"], pool[holder["i"] % 4], rng)
+        holder["i"] += 1
+        return m
+    k = config.steps_per_call
+    return lambda n: _time(one, max(1, n // k)) / k
+
+
+# The peer's configuration the comparison is against: the fastest on CPU (channels_last with the same malloc
+# settings as ours); the other layouts run once for the record.
+TORCH_BEST = "channels_last+malloc"
+
+
+def _torch_run(peer: str, args: List[str], device: str, layout: str) -> Dict:
+    """One run of the peer: ``layout`` is nchw or channels_last, ``+malloc`` adding (on CPU) the glibc malloc
+    settings our scripts use (``hostmem.GLIBC_ENV``), so that neither side has an allocator edge."""
+    env = {**os.environ, **hostmem.GLIBC_ENV} if layout.endswith("+malloc") and device == "cpu" else None
+    flags = ["--channels-last"] if layout.startswith("channels_last") else []
+    out = subprocess.run([sys.executable, peer, "--device", device] + args + flags, capture_output=True, text=True,
+                         env=env)
+    if out.returncode != 0:
+        raise errors.RunError(f"torch reference failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _torch_layouts(device: str) -> List[str]:
+    return [TORCH_BEST, "channels_last", "nchw+malloc", "nchw"] if device == "cpu" else ["channels_last", "nchw"]
+
+
+def compare_torch(config, peer: str, steps_n: int, passes: int = 3, device: str = "cpu") -> Dict:
+    """Our train step beside the PyTorch peer's, alternated: ``passes`` rounds of (our step as configured,
+    our step like-for-like, one run of the peer's best configuration, ``TORCH_BEST`` on CPU), each side's
+    figure the median over the rounds; then one run of each other layout of the peer, for the record. A
+    bfloat16 config is compared with the peer's bf16 autocast (``--amp``)."""
+    ours = {"shipped": step_timer(config), "like_for_like": step_timer(like_for_like(config))}
+    b, size = config.batch_size, config.data.patch or config.data.size
+    args = ["--batch", str(b), "--size", str(size), "--steps", str(max(steps_n, 10))]
+    args += ["--amp"] if config.dtype == "bfloat16" else []  # bfloat16 against the peer's bf16 autocast
+    layouts = _torch_layouts(device)
+    rounds = []
+    for _ in range(passes):
+        r = {name: round(b / timer(steps_n), 2) for name, timer in ours.items()}
+        run = _torch_run(peer, args, device, layouts[0])
+        r["torch"], version = run["img_per_s"], run["torch"]
+        rounds.append(r)
+    once = {layout: _torch_run(peer, args, device, layout)["img_per_s"] for layout in layouts[1:]}
+    med = {k: float(np.median([r[k] for r in rounds])) for k in ("shipped", "like_for_like", "torch")}
+    return {"torch_peer": os.path.basename(peer), "torch_passes": passes, "torch_rounds": rounds,
+            "torch_layout": layouts[0], "torch_img_per_s": med["torch"], "torch_other_layouts": once,
+            "torch_version": version, "alternated_img_per_s": med["shipped"],
+            "like_for_like_img_per_s": med["like_for_like"], "like_for_like_noise": PEER_NOISE,
+            "ratio_vs_torch": round(med["shipped"] / med["torch"], 3),
+            "ratio_like_for_like_vs_torch": round(med["like_for_like"] / med["torch"], 3)}
+
+
+def compare_torch_inference(config, peer: str, passes: int = 2, repeats: int = 3) -> List[Dict]:
+    """Whole-image inference of ``config``'s model (fresh weights, the ``INFERENCE_SHAPE`` photo, best of
+    ``repeats`` after a warm-up) beside the peer's (``--inference HxW``, ``TORCH_BEST``), alternated over
+    ``passes`` rounds: one row per side and round, then the medians' ratio."""
+    from jaxdenoise import denoise as engine, denoiser
+    h, w = INFERENCE_SHAPE
+    img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
+    model = models.create(config.model, config.dtype)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, model.in_channels)))["params"]
+    den = denoiser.Denoiser(engine.make_apply(model, params), stride=model.stride, in_channels=model.in_channels,
+                            receptive_field=model.receptive_field)
+    den.run(img)  # compile
+    mp, name, rows = h * w / 1e6, config.model.name, []
+    for i in range(passes):
+        ours = min(_wall(lambda: den.run(img)) for _ in range(repeats)) / mp
+        # (the peer's --inference runs float32 whatever --amp says)
+        theirs = _torch_run(peer, ["--inference", f"{h}x{w}", "--steps", "30"], "cpu", TORCH_BEST)["s_per_mp"]
+        for case, spm in ((f"ours, round {i + 1}", ours), (f"torch {TORCH_BEST}, round {i + 1}", theirs)):
+            rows.append({"model": name, "case": case, "s_per_mp": spm, "mp_per_s": 1.0 / spm, "image": f"{w}x{h}",
+                         "device": jax.devices()[0].device_kind})
+    ours = float(np.median([r["s_per_mp"] for r in rows if r["case"].startswith("ours")]))
+    theirs = float(np.median([r["s_per_mp"] for r in rows if r["case"].startswith("torch")]))
+    rows.append({"model": name, "case": "ours / torch", "s_per_mp": ours, "mp_per_s": 1.0 / ours, "image": f"{w}x{h}",
+                 "device": jax.devices()[0].device_kind, "speed_vs_torch": round(theirs / ours, 3)})
+    return rows
 
 
 # XLA's "bytes accessed" counts every operand read and write; above the memory bandwidth they are cache hits.
@@ -225,8 +328,8 @@ _CACHE_NOTE = ": above 100 % XLA's byte count is mostly served from cache"
 
 def format_table(r: Dict) -> str:
     rows = [
-        ("device", r["device"]), ("batch / steps_per_call / micro-batches / dtype",
-         f"{r['batch_size']} / {r['steps_per_call']} / {r['micro_batches']} / {r['dtype']}"),
+        ("device", r["device"]), ("batch / steps_per_call / micro-batches / dtype / convolutions",
+         f"{r['batch_size']} / {r['steps_per_call']} / {r['micro_batches']} / {r['dtype']} / {r['convolutions']}"),
         ("compile", f"{r['compile_s']:.2f} s"),
         ("train step (device-resident data)", f"{r['train_img_per_s']:.1f} img/s ({r['step_ms']:.1f} ms/step)"),
         ("noise model share of the step", f"{100 * r['noise_fraction']:.1f} % ({r['noise_ms']:.2f} ms, {r['noise']}, "
@@ -241,11 +344,16 @@ def format_table(r: Dict) -> str:
         ("peak memory", f"{r['peak_mem_bytes'] / 2**20:.0f} MiB ({r['peak_mem_source']})"),
     ]
     if "torch_img_per_s" in r:
-        runs = ", ".join(f"{n} {v:.1f}" for n, v in r.get("torch_runs", {}).items())
-        rows.append(("PyTorch reference (best run)", f"{r['torch_img_per_s']:.1f} img/s ({r['torch_best_layout']}; "
-                     f"{runs})"))
-        rows.append(("jaxdenoise / PyTorch", f"{r['train_img_per_s'] / r['torch_img_per_s']:.2f}x step, "
-                     f"{r['end_to_end_img_per_s'] / r['torch_img_per_s']:.2f}x end to end"))
+        for i, t in enumerate(r["torch_rounds"]):
+            rows.append((f"round {i + 1}: ours / like-for-like / PyTorch",
+                         f"{t['shipped']:.1f} / {t['like_for_like']:.1f} / {t['torch']:.1f} img/s"))
+        others = ", ".join(f"{n} {v:.1f}" for n, v in r["torch_other_layouts"].items())
+        rows.append((f"PyTorch peer ({r['torch_peer']}, median of {r['torch_passes']})",
+                     f"{r['torch_img_per_s']:.1f} img/s ({r['torch_layout']}, torch {r['torch_version']}; once each: "
+                     f"{others})"))
+        rows.append(("jaxdenoise / PyTorch, alternated", f"{r['ratio_vs_torch']:.2f}x as configured "
+                     f"({r['alternated_img_per_s']:.1f} img/s), {r['ratio_like_for_like_vs_torch']:.2f}x like-for-like "
+                     f"({r['like_for_like_img_per_s']:.1f} img/s: {r['like_for_like_noise']}, no EMA, the peer's loss)"))
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"{a.ljust(w)}  {b}" for a, b in rows)
 
@@ -314,10 +422,15 @@ def run_inference(config, names: List[str], repeats: int = 3) -> List[Dict]:
                 best = min(_wall(lambda: d.run(img, tile=tile)) for _ in range(repeats))
                 out.append({"model": name, "case": label, "s_per_mp": best / mp, "mp_per_s": mp / best,
                             "image": f"{w}x{h}", "device": jax.devices()[0].device_kind})
-    base = {r["model"]: r["s_per_mp"] for r in out if r["case"] == "whole"}
-    for r in out:
+    return relative_to_whole(out)
+
+
+def relative_to_whole(rows: List[Dict]) -> List[Dict]:
+    """Set each row's ``vs_whole``: its s/MP over its model's ``whole`` row (in place; returns ``rows``)."""
+    base = {r["model"]: r["s_per_mp"] for r in rows if r["case"] == "whole"}
+    for r in rows:
         r["vs_whole"] = r["s_per_mp"] / base[r["model"]]
-    return out
+    return rows
 
 
 def _wall(fn) -> float:
@@ -327,7 +440,110 @@ def _wall(fn) -> float:
 
 
 def format_inference_table(rows: List[Dict]) -> str:
-    lines = [f"{'model':<8} {'case':<16} {'s/MP':>8} {'MP/s':>8} {'vs whole':>9}"]
-    lines += [f"{r['model']:<8} {r['case']:<16} {r['s_per_mp']:>8.3f} {r['mp_per_s']:>8.3f} {r['vs_whole']:>8.2f}x"
-              for r in rows]
+    lines = [f"{'model':<8} {'case':<30} {'s/MP':>8} {'MP/s':>8} {'vs whole':>9}"]
+    for r in rows:
+        rel = (f"{r['vs_whole']:>8.2f}x" if "vs_whole" in r else
+               f"  {r['speed_vs_torch']:.2f}x the peer's speed (medians)" if "speed_vs_torch" in r else "")
+        lines.append(f"{r['model']:<8} {r['case']:<30} {r['s_per_mp']:>8.3f} {r['mp_per_s']:>8.3f} {rel}")
     return "\n".join(lines) + f"\n({rows[0]['device']}, one {rows[0]['image']} image, best of 3 after a warm-up)"
+
+
+def unet_conv_layers(widths=(32, 64, 128), side: int = 64) -> List[tuple]:
+    """The U-Net's convolutions (``models.unet``): (name, kind, input side, Cin, Cout), kind ``conv`` (3x3,
+    stride 1) or ``up`` (the 3x3 stride-2 transposed conv, input side given)."""
+    out, s = [], side
+    for i, w in enumerate(widths):
+        cin = 3 if i == 0 else widths[i - 1]
+        out += [(f"enc{i}_a", "conv", s, cin, w), (f"enc{i}_b", "conv", s, w, w)]
+        s //= 2 if i < len(widths) - 1 else 1
+    for i in reversed(range(len(widths) - 1)):
+        w = widths[i]
+        out += [(f"up{i}", "up", side >> (i + 1), widths[i + 1], w), (f"dec{i}_a", "conv", side >> i, 2 * w, w),
+                (f"dec{i}_b", "conv", side >> i, w, w)]
+    return out + [("out", "conv", side, widths[0], 3)]
+
+
+# The peer side of ``layer_times``: PyTorch's Conv2d / ConvTranspose2d (channels_last, as the peer's fastest
+# configuration) timed alone per product; run in a subprocess (torch is not a dependency of the package).
+_TORCH_LAYERS = r"""
+import json, sys, time, torch
+batch, reps, kind, s, cin, cout = json.loads(sys.argv[1])
+cl = torch.channels_last
+if kind == "conv":
+    m = torch.nn.Conv2d(cin, cout, 3, padding=1)
+else:
+    m = torch.nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+m = m.to(memory_format=cl)
+x = torch.randn(batch, cin, s, s).to(memory_format=cl).requires_grad_(True)
+y = m(x)
+g = torch.randn_like(y)
+def best(f):
+    f(); f()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
+    return 1e3 * sorted(ts)[len(ts) // 2]
+with torch.no_grad():
+    fwd = best(lambda: m(x))
+dx = best(lambda: torch.autograd.grad(y, x, g, retain_graph=True))
+dk = best(lambda: torch.autograd.grad(y, m.weight, g, retain_graph=True))
+print(json.dumps({"fwd": fwd, "dx": dx, "dk": dk}))
+"""
+
+
+def layer_times(batch: int = 8, side: int = 64, reps: int = 20, torch_too: bool = True) -> List[Dict]:
+    """Each U-Net convolution's forward, input gradient and kernel gradient timed alone (ms, the median of
+    ``reps`` calls), with XLA's convolutions, with oneDNN's (when loaded) and in PyTorch (channels_last, with
+    our malloc settings), one layer after another so that the three share the machine's state."""
+    rows = []
+    for name, kind, s, cin, cout in unet_conv_layers(side=side):
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.standard_normal((batch, s, s, cin)), jnp.float32)
+        k = jnp.asarray(0.1 * rng.standard_normal((3, 3, cin, cout)), jnp.float32)
+        from jaxdenoise.models import layers
+        op = layers.conv3x3 if kind == "conv" else layers.conv_transpose_2x
+        row = {"layer": name, "kind": kind, "side": s, "cin": cin, "cout": cout,
+               "gflop": 2 * batch * s * s * 9 * cin * cout / 1e9}
+        impls = [("xla", onednn.xla_only)] + ([("onednn", contextlib.nullcontext)] if onednn.enabled(jnp.float32) else [])
+        for impl, ctx in impls:
+            with ctx():
+                y = jax.eval_shape(op, x, k)
+                g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+                fwd = jax.jit(lambda x, k: op(x, k))  # a new function: jit's cache holds the other path's trace
+                dx = jax.jit(lambda x, k, g: jax.vjp(lambda x: op(x, k), x)[1](g)[0])
+                dk = jax.jit(lambda x, k, g: jax.vjp(lambda k: op(x, k), k)[1](g)[0])
+                for prod, fn, args in (("fwd", fwd, (x, k)), ("dx", dx, (x, k, g)), ("dk", dk, (x, k, g))):
+                    row[f"{impl}_{prod}"] = _median_ms(lambda: fn(*args), reps)
+        if torch_too:
+            out = subprocess.run([sys.executable, "-c", _TORCH_LAYERS, json.dumps([batch, reps, kind, s, cin, cout])],
+                                 capture_output=True, text=True, env={**os.environ, **hostmem.GLIBC_ENV})
+            if out.returncode != 0:
+                raise errors.RunError(f"torch layer timing failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+            row.update({f"torch_{p}": v for p, v in json.loads(out.stdout.strip().splitlines()[-1]).items()})
+        rows.append(row)
+    return rows
+
+
+def _median_ms(fn, reps: int) -> float:
+    jax.block_until_ready(fn())
+    jax.block_until_ready(fn())
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(ts))
+
+
+def format_layer_table(rows: List[Dict]) -> str:
+    """One line per layer: ms per product (fwd / dx / dk) for each implementation measured, and totals."""
+    impls = [i for i in ("xla", "onednn", "torch") if f"{i}_fwd" in rows[0]]
+    head = f"{'layer':<8} {'shape':<16} " + " ".join(f"{i + ' fwd/dx/dk ms':>26}" for i in impls)
+    lines = [head]
+    for r in rows:
+        shape = f"{r['side']}px {r['cin']}->{r['cout']}"
+        lines.append(f"{r['layer']:<8} {shape:<16} " + " ".join(
+            f"{r[i + '_fwd']:8.2f} {r[i + '_dx']:8.2f} {r[i + '_dk']:8.2f}" for i in impls))
+    tot = {i: [sum(r[f"{i}_{p}"] for r in rows) for p in ("fwd", "dx", "dk")] for i in impls}
+    lines.append(f"{'total':<8} {'':<16} " + " ".join(f"{t[0]:8.2f} {t[1]:8.2f} {t[2]:8.2f}" for t in tot.values()))
+    return "\n".join(lines)

@@ -45,10 +45,13 @@ def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequenc
     import jax.numpy as jnp
     from jax import export
 
+    from jaxdenoise.native import onednn
+
     s, c = model.stride, model.in_channels
     fn = jax.jit(lambda x: jnp.clip(model.apply({"params": params}, x), 0.0, 1.0))
     spec = jax.ShapeDtypeStruct(export.symbolic_shape(f"b, {s}*h, {s}*w, {c}"), jnp.float32)
-    exported = export.export(fn, platforms=tuple(platforms))(spec)
+    with onednn.xla_only():  # the file must run in any process: no handler of this one in it
+        exported = export.export(fn, platforms=tuple(platforms))(spec)
     header = dict(info, format=FORMAT, platforms=list(exported.platforms), jax_version=jax.__version__,
                   input=f"float32 [B, {s}*h, {s}*w, {c}] in [0, 1]", output=f"float32 [B, {s}*h, {s}*w, 3] in [0, 1]")
     buf = io.BytesIO()

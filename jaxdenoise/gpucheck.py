@@ -14,7 +14,10 @@ Steps (each a subprocess with its own time limit; a failure is recorded and the 
    datasheet peaks; every registered model at batch 16 and 256.
 5. ``torch``: the PyTorch reference (the paper's model) on the same GPU: eager and ``torch.compile``,
    channels_last, float32 and AMP (bf16 autocast), batch 16 and 256; ratios against step 4.
-6. ``epoch``: one real training epoch of ``configs/paper.py`` on the step-3 store, device-resident: wall
+6. ``unet``: the U-Net (the model the zoo ships) beside its PyTorch peer ``torch_unet.py``, float32 and
+   bfloat16 (the peer's AMP): training at batch 16 of 128x128 images and whole-image inference of one
+   768x512 photo (s/MP).
+7. ``epoch``: one real training epoch of ``configs/paper.py`` on the step-3 store, device-resident: wall
    time, the projection to the paper's 25 epochs, the validation PSNR row.
 
 Then ``summary.json`` (every field present; ``null`` where a step failed or was skipped, with the reason in
@@ -22,8 +25,8 @@ Then ``summary.json`` (every field present; ``null`` where a step failed or was 
 minutes), so that the script cannot rot: ``tests/test_gpu_check.py`` runs it in ``make test``.
 
 What the GPU machine lacks travels in ``.gpu_check/`` (git-ignored), filled here by
-``scripts/gpu_check.sh --prepare``: the wheels of ``../shared/wheels/py312``, the PyTorch reference
-``../shared/peers/torch_paper_ae.py``, and the built-in photos as ``seed_photos.npz``.
+``scripts/gpu_check.sh --prepare``: the wheels of ``../shared/wheels/py312``, the PyTorch peers
+``../shared/peers/torch_paper_ae.py`` and ``torch_unet.py``, and the built-in photos as ``seed_photos.npz``.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ FIELDS = {
     "store": ["images", "size", "seconds", "path"],
     "benchmark": ["runs", "models"],
     "torch": ["runs", "eager_b16_img_per_s", "ratio_jax_spc_vs_torch_eager_b16"],
+    "unet": ["runs"],
     "epoch": ["images", "steps", "wall_s", "train_img_per_s", "projected_25_epochs_s", "val_psnr", "val_noisy_psnr"],
 }
 
@@ -226,12 +230,13 @@ def _crop(photo, size: int, rng):
     return np.clip(crop + 0.5, 0, 255).astype(np.uint8)
 
 
-def _bench(c: Check, tag: str, overrides: Dict[str, object], models: bool = False) -> Optional[dict]:
+def _bench(c: Check, tag: str, overrides: Dict[str, object], models: bool = False, config: str = "paper.py",
+           extra: Optional[List[str]] = None) -> Optional[dict]:
     js = os.path.join(c.out, f"bench_{tag}.json")
     steps = "2" if c.dry else "30"
     cmd = [sys.executable, os.path.join(REPO, "scripts", "benchmark.py"), "--config",
-           os.path.join(REPO, "configs", "paper.py"), "--json", js, "--steps", steps, "--store", _store_dir(c)]
-    cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+           os.path.join(REPO, "configs", config), "--json", js, "--steps", steps, "--store", _store_dir(c)]
+    cmd += [f"--config.{k}={v}" for k, v in overrides.items()] + list(extra or [])
     if models:
         cmd += ["--models", "paper" if c.dry else "all"]
     rc, _ = c.sh(cmd, 150, "benchmark.log")
@@ -312,6 +317,43 @@ def step_torch(c: Check) -> Optional[str]:
     return None
 
 
+def step_unet(c: Check) -> Optional[str]:
+    """The U-Net pair: ours (benchmark.py, configs/unet_faces.py on whole store images) and the peer's, for
+    float32 and bfloat16 (AMP), training at batch 16 and whole-image inference."""
+    size = c.summary["store"]["size"] or (32 if c.dry else 128)
+    batch = 4 if c.dry else 16
+    peer = os.path.join(CARRY, "peers", "torch_unet.py")
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True, env=c.env)
+    has_torch = os.path.isfile(peer) and probe.returncode == 0
+    device = "cuda" if has_torch and probe.stdout.strip() == "True" and not c.dry else "cpu"
+    runs, failed = [], []
+    for dtype in ("float32",) if c.dry else ("float32", "bfloat16"):
+        over = {"batch_size": batch, "data.size": size, "data.patch": 0, "dtype": dtype, "steps_per_epoch": 0}
+        r = _bench(c, f"unet_{dtype}", over, config="unet_faces.py")
+        inf = _bench(c, f"unet_{dtype}_inference", {"dtype": dtype}, config="unet_faces.py",
+                     extra=["--inference", "config"])
+        whole = next((row["s_per_mp"] for row in inf or [] if row["case"] == "whole"), None)
+        row = {"dtype": dtype, "batch": batch, "size": size, "jax_img_per_s": r and r.get("train_img_per_s"),
+               "jax_s_per_mp": whole, "torch_img_per_s": None, "torch_s_per_mp": None}
+        if r is None or inf is None:
+            failed.append(f"ours {dtype}")
+        if has_torch:
+            amp = ["--amp"] if dtype == "bfloat16" else []
+            base = [sys.executable, peer, "--device", device, "--channels-last"] + amp
+            rc, out = c.sh(base + ["--batch", str(batch), "--size", str(size), "--steps", "3" if c.dry else "30"],
+                           240, "torch_unet.log")
+            row["torch_img_per_s"] = json.loads(out.strip().splitlines()[-1])["img_per_s"] if rc == 0 else None
+            rc, out = c.sh(base + ["--inference", "64x96" if c.dry else "512x768", "--steps", "10"], 240,
+                           "torch_unet.log")
+            row["torch_s_per_mp"] = json.loads(out.strip().splitlines()[-1])["s_per_mp"] if rc == 0 else None
+        runs.append(row)
+    c.summary["unet"]["runs"] = runs
+    if failed:
+        raise RuntimeError(f"{', '.join(failed)}; see benchmark.log")
+    return None if has_torch else "ours only: no PyTorch peer in .gpu_check/peers or no torch here"
+
+
 def step_epoch(c: Check) -> Optional[str]:
     e = c.summary["epoch"]
     wd = os.path.join(c.scratch, "epoch")
@@ -341,7 +383,7 @@ def step_epoch(c: Check) -> Optional[str]:
 
 
 STEPS = [("env", step_env), ("tests", step_tests), ("store", step_store), ("benchmark", step_benchmark),
-         ("torch", step_torch), ("epoch", step_epoch)]
+         ("torch", step_torch), ("unet", step_unet), ("epoch", step_epoch)]
 
 
 def markdown(s: Dict) -> str:
@@ -374,6 +416,11 @@ def markdown(s: Dict) -> str:
         lines += [f"| {r['variant']} | {r['batch']} | {_f(r['img_per_s'])} |" for r in s["torch"]["runs"]]
         lines.append(f"\nJAX (steps_per_call) / PyTorch eager at batch 16: "
                      f"{s['torch']['ratio_jax_spc_vs_torch_eager_b16']}")
+    if s["unet"]["runs"]:
+        lines += ["", "| U-Net (unet_faces) | batch x side | ours img/s | PyTorch img/s | ours s/MP | PyTorch s/MP |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['dtype']} | {r['batch']} x {r['size']} | {_f(r['jax_img_per_s'])} | {_f(r['torch_img_per_s'])} | "
+                  f"{_f(r['jax_s_per_mp'], 3)} | {_f(r['torch_s_per_mp'], 3)} |" for r in s["unet"]["runs"]]
     ep = s["epoch"]
     lines += ["", f"One epoch of configs/paper.py on {ep['images']} images (device-resident): {ep['wall_s']} s wall, "
               f"{ep['train_img_per_s']} img/s in training; 25 epochs projected: {ep['projected_25_epochs_s']} s; "
@@ -402,11 +449,12 @@ def prepare(shared: Optional[str], carry: str = CARRY) -> List[str]:
             if name.endswith(".whl"):
                 shutil.copy2(os.path.join(shared, "wheels", "py312", name), dst)
                 done.append(f"wheels/{name}")
-    peer = os.path.join(shared or "", "peers", "torch_paper_ae.py")
-    if shared and os.path.isfile(peer):
-        os.makedirs(os.path.join(carry, "peers"), exist_ok=True)
-        shutil.copy2(peer, os.path.join(carry, "peers"))
-        done.append("peers/torch_paper_ae.py")
+    for name in ("torch_paper_ae.py", "torch_unet.py"):
+        peer = os.path.join(shared or "", "peers", name)
+        if shared and os.path.isfile(peer):
+            os.makedirs(os.path.join(carry, "peers"), exist_ok=True)
+            shutil.copy2(peer, os.path.join(carry, "peers"))
+            done.append(f"peers/{name}")
     photos = {name: builtin.load_photo(builtin.photo_path(package, name))
               for package, name in builtin.TRAIN_PHOTOS + builtin.VAL_PHOTOS}
     np.savez(os.path.join(carry, "seed_photos.npz"), **photos)

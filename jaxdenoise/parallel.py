@@ -254,10 +254,12 @@ def jit_train_step(config, model, tx, noise, mesh: Mesh, image_side: int, total_
     micro-batches per step (``steps.micro_batch_chunks``).
     """
     from jaxdenoise import steps
+    from jaxdenoise.native import onednn
     k = config.steps_per_call
     platform = mesh.devices.flat[0].platform
+    whole = platform == "cpu" and getattr(model, "conv_bound", False) and onednn.enabled(config.dtype)
     chunks = steps.micro_batch_chunks(config.micro_batch, config.batch_size // mesh.devices.size, image_side,
-                                      platform)
+                                      platform, whole_batch=whole)
     repl = replicated(mesh)
     batch_sharding = rows(mesh, leading=0 if k == 1 else 1)
     kw = dict(model=model, tx=tx, noise=noise, chunks=chunks, ema_decay=float(config.ema_decay),

@@ -205,16 +205,21 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
 CPU_MICRO_BATCH_PIXELS = 64 * 64
 
 
-def micro_batch_chunks(micro_batch: int, per_device_batch: int, image_side: int, platform: str) -> int:
+def micro_batch_chunks(micro_batch: int, per_device_batch: int, image_side: int, platform: str,
+                       whole_batch: bool = False) -> int:
     """The ``chunks`` argument of ``train_step`` for config ``micro_batch`` (images per device per chunk).
 
-    ``micro_batch = 0`` picks: on CPU the largest divisor of the per-device batch whose chunk holds at most
-    ``CPU_MICRO_BATCH_PIXELS``; on GPU/TPU the whole batch (their caches are not what limits them).
+    ``micro_batch = 0`` picks: on GPU/TPU, and on CPU with ``whole_batch`` (a conv-bound model whose
+    convolutions run through oneDNN, ``parallel.jit_train_step``), the whole batch; otherwise on CPU the
+    largest divisor of the per-device batch whose chunk holds at most ``CPU_MICRO_BATCH_PIXELS``. oneDNN's
+    convolutions use every core within one call and reach their best rate on the whole batch (the U-Net at
+    batch 8 of 64x64: 1.28x the img/s of one-patch chunks, docs/benchmarks.md); XLA's run one chunk per core
+    and need the chunk to stay in the core's cache.
     Raises ValueError when an explicit ``micro_batch`` does not divide the per-device batch
     (``config.validate`` has already rejected negative values).
     """
     if micro_batch == 0:
-        if platform != "cpu":
+        if platform != "cpu" or whole_batch:
             return 1
         fits = [m for m in range(1, per_device_batch + 1)
                 if per_device_batch % m == 0 and m * image_side * image_side <= CPU_MICRO_BATCH_PIXELS]

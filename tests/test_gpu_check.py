@@ -34,8 +34,10 @@ def test_gpu_check_dry_run_fills_every_field(tmp_path):
     assert len(s["benchmark"]["runs"]) == 1 and all(r["img_per_s"] > 0 for r in s["benchmark"]["runs"])
     assert [r["model"] for r in s["benchmark"]["models"]] == ["paper"]  # every model on a GPU
     assert s["epoch"]["projected_25_epochs_s"] > 0 and s["epoch"]["val_psnr"] > 0
+    unet = s["unet"]["runs"]  # the U-Net pair: ours measured (the peer is not carried in this test)
+    assert len(unet) == 1 and unet[0]["jax_img_per_s"] > 0 and unet[0]["jax_s_per_mp"] > 0
     md = (out / "summary.md").read_text()
-    assert "| paper model |" in md and "One epoch of configs/paper.py" in md
+    assert "| paper model |" in md and "| U-Net (unet_faces) |" in md and "One epoch of configs/paper.py" in md
 
 
 def gpucheck_photos():

@@ -59,6 +59,8 @@ def test_micro_batch_config_picks_chunks():
     assert steps.micro_batch_chunks(0, 12, 32, "cpu") == 3
     assert steps.micro_batch_chunks(0, 8, 512, "cpu") == 8  # one image is already over: one per chunk
     assert steps.micro_batch_chunks(0, 16, 128, "gpu") == 1  # accelerators: the whole batch
+    assert steps.micro_batch_chunks(0, 16, 64, "cpu", whole_batch=True) == 1  # oneDNN convs: the whole batch
+    assert steps.micro_batch_chunks(4, 16, 64, "cpu", whole_batch=True) == 4  # an explicit choice stands
     assert steps.micro_batch_chunks(4, 16, 128, "gpu") == 4
     with pytest.raises(ValueError, match="micro_batch=5 must divide the per-device batch"):
         steps.micro_batch_chunks(5, 16, 128, "cpu")
@@ -160,3 +162,14 @@ def test_device_resident_data_trains_the_same_as_the_grain_loader(tmp_path):
     _, pb, _ = checkpointing.load_params(str(b), "latest")
     for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_benchmark_layer_list_is_the_unets_own():
+    """benchmark.py --layers times the U-Net's convolutions: the same names and kernel shapes as the model's."""
+    import jax
+    import jax.numpy as jnp
+    from jaxdenoise import benchmark, models
+    model = models.create(models.default_config("unet"))
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))["params"]
+    listed = {name: (3, 3, cin, cout) for name, _, _, cin, cout in benchmark.unet_conv_layers()}
+    assert listed == {name: p["kernel"].shape for name, p in params.items()}

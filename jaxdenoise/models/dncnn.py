@@ -42,6 +42,9 @@ class DnCNN(nn.Module):
     width: int = 64
     noise_level: bool = False  # FFDNet-style: a noise-level map as a 4th input channel
     dtype: Any = jnp.float32
+    # the step's time is in Conv3x3 / ConvTranspose2x layers: with oneDNN's convolutions the CPU step runs the
+    # whole batch at once (steps.micro_batch_chunks), not in cache-sized micro-batches
+    conv_bound = True
     stride = 1  # no down-sampling; not a field
 
     @property

@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdenoise.native import onednn
+
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -50,12 +52,32 @@ def _conv_thin_out_bwd(res, g):
 _conv_thin_out.defvjp(_conv_thin_out_fwd, _conv_thin_out_bwd)
 
 
+@jax.custom_vjp
+def _conv_onednn(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return onednn.conv(x, kernel)
+
+
+def _conv_onednn_fwd(x, kernel):
+    return onednn.conv(x, kernel), (x, kernel)
+
+
+def _conv_onednn_bwd(res, g):
+    x, kernel = res
+    return onednn.conv_backward_data(g, kernel, x.shape), onednn.conv_backward_weights(x, g, kernel.shape)
+
+
+_conv_onednn.defvjp(_conv_onednn_fwd, _conv_onednn_bwd)
+
+
 def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """3x3, stride-1, 'SAME' conv: ``[B, H, W, Cin]``, ``[3, 3, Cin, Cout]`` -> ``[B, H, W, Cout]``.
 
+    On a CPU with oneDNN loaded (``native.onednn.enabled``): oneDNN's forward and both gradients. Otherwise
     ``lax.conv_general_dilated`` forward; when the 9 taps of the output are narrower than the input
     (``9 Cout <= Cin``: the paper model's 64 -> 3 output layer) the kernel gradient is computed as a matmul.
     """
+    if onednn.enabled(x.dtype):
+        return _conv_onednn(x, kernel.astype(x.dtype))
     if 9 * kernel.shape[3] <= kernel.shape[2]:
         return _conv_thin_out(x, kernel)
     return _conv(x, kernel)
@@ -108,8 +130,11 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     Along one axis ``y[2i] = k[0] x[i-1] + k[2] x[i]`` and ``y[2i+1] = k[1] x[i]``; so phase (a, b) is a
     (2 or 1) x (2 or 1) conv, 9 taps in all: no multiplications by inserted zeros, unlike the input-dilated
-    conv XLA would otherwise run (5-10x slower on CPU, forward and backward).
+    conv XLA would otherwise run (5-10x slower on CPU, forward and backward). On a CPU with oneDNN loaded
+    (``native.onednn.enabled``): ``_conv_transpose_onednn`` instead.
     """
+    if onednn.enabled(x.dtype):
+        return _conv_transpose_onednn(x, kernel.astype(x.dtype))
     h, w = x.shape[1], x.shape[2]
     xp = jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)))
     phases = {}
@@ -121,6 +146,40 @@ def conv_transpose_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
     rows = [jnp.stack([phases[a, 0], phases[a, 1]], axis=3) for a in (0, 1)]  # [B, H, W, 2, C]
     y = jnp.stack(rows, axis=2)  # [B, H, 2, W, 2, C]
     return y.reshape(x.shape[0], 2 * h, 2 * w, kernel.shape[-1])
+
+
+# The transposed conv as oneDNN convolution products. Along one axis it is the input gradient of a stride-2
+# conv with padding (0, 1) whose kernel is this one flipped (y[2i] = k[0] x[i-1] + k[2] x[i], y[2i+1] =
+# k[1] x[i], the docstring above) and whose input and output channels swap places: HWIO [3, 3, Cout, Cin].
+_UP = dict(stride=2, lo=0, hi=1)
+
+
+def _as_conv_kernel(kernel):
+    return kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+
+
+def _up_shape(x, kernel):
+    return (x.shape[0], 2 * x.shape[1], 2 * x.shape[2], kernel.shape[3])
+
+
+@jax.custom_vjp
+def _conv_transpose_onednn(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return onednn.conv_backward_data(x, _as_conv_kernel(kernel), _up_shape(x, kernel), **_UP)
+
+
+def _conv_transpose_onednn_fwd(x, kernel):
+    return _conv_transpose_onednn(x, kernel), (x, kernel)
+
+
+def _conv_transpose_onednn_bwd(res, g):
+    x, kernel = res
+    k = _as_conv_kernel(kernel)
+    dx = onednn.conv(g, k, **_UP)
+    dk = onednn.conv_backward_weights(g, x, k.shape, **_UP)
+    return dx, _as_conv_kernel(dk)
+
+
+_conv_transpose_onednn.defvjp(_conv_transpose_onednn_fwd, _conv_transpose_onednn_bwd)
 
 
 # Initialisers the models choose from (each model's docstring says which it uses and after which reference):

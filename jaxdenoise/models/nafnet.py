@@ -77,6 +77,8 @@ class NAFNet(nn.Module):
     dec_blocks: Sequence[int] = (1, 1, 1)
     noise_level: bool = False  # FFDNet-style: a noise-level map as a 4th input channel
     dtype: Any = jnp.float32
+    # most of the step is XLA's (depthwise convs, norms, gates): micro-batches stay the CPU default
+    conv_bound = False
 
     @property
     def stride(self) -> int:

@@ -40,6 +40,9 @@ class PaperAutoencoder(nn.Module):
     widths: Sequence[int] = (64, 32)
     latent: int = 3
     dtype: Any = jnp.float32
+    # the step's time is in Conv3x3 / ConvTranspose2x layers: with oneDNN's convolutions the CPU step runs the
+    # whole batch at once (steps.micro_batch_chunks), not in cache-sized micro-batches
+    conv_bound = True
     stride = 4  # input sides must be multiples of this (two 2x2 pools); not a field
     in_channels = 3  # blind: the image only
     receptive_field = 40  # E1..E5 and D1..D4: 3x3 convs at scales 1, 2, 4, 4, then the up-convs and D4

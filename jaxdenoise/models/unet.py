@@ -39,6 +39,9 @@ class UNet(nn.Module):
     residual: bool = True
     noise_level: bool = False  # FFDNet-style: a noise-level map as a 4th input channel
     dtype: Any = jnp.float32
+    # the step's time is in Conv3x3 / ConvTranspose2x layers: with oneDNN's convolutions the CPU step runs the
+    # whole batch at once (steps.micro_batch_chunks), not in cache-sized micro-batches
+    conv_bound = True
 
     @property
     def stride(self) -> int:

@@ -1,0 +1,1 @@
+"""Native code the models call on the CPU (``onednn``: oneDNN convolutions through ``jax.ffi``)."""
