@@ -77,7 +77,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.builtin_train_crops = 256  # built-in data: crops per training photo
     c.data.builtin_val_crops = 16     # built-in data: crops per held-out photo (plus the whole photo)
 
-    c.init_from = ""                # start a new run from another run's checkpoint: "WORKDIR[:STEP|best|latest]"
+    c.init_from = ""                # start from another run's checkpoint "WORKDIR[:STEP|best|latest]" (whole state),
+    #                                 or a model's weights: "zoo:NAME" or an exported "FILE.jaxdn" (weights only)
     return c
 
 

@@ -1,12 +1,14 @@
 """Export a trained denoiser as a file that runs with ``jax`` and ``numpy`` alone (``scripts/export.py``).
 
-The file (``.jaxdn``) is a zip archive of two members, and of the run's model card when it has one:
+The file (``.jaxdn``) is a zip archive of three members, and of the run's model card when it has one:
 
 - ``info.json``: ``format`` (``FORMAT``), the model's facts (``denoiser.model_info``: model, parameters,
   stride, input channels, training noise, ...), the platforms it was lowered for and its validation scores;
 - ``function.bin``: the denoiser serialised by ``jax.export``, its weights inside as constants:
   ``float32 [B, H, W, C] -> float32 [B, H, W, 3]`` in [0, 1] with B, H and W symbolic (H and W multiples of
   the stride; C = 3, or 4 for a non-blind model whose last channel is the noise-level map);
+- ``params.msgpack``: the same weights as flax's msgpack (``flax.serialization``), the nested dict of the
+  model's ``params``: what ``--config.init_from=FILE.jaxdn`` (or ``zoo:NAME``) starts a training run from;
 - ``MODEL_CARD.md`` and ``model_card.json`` (``model_card``): the run's data, noise, steps, hardware and
   evaluation tables, so that the card travels with the model.
 
@@ -34,6 +36,7 @@ import numpy as np
 
 FORMAT = "jaxdenoise-export-1"
 INFO, FUNCTION, CARD_MD, CARD_JSON = "info.json", "function.bin", "MODEL_CARD.md", "model_card.json"
+PARAMS = "params.msgpack"
 PLATFORMS = ("cpu", "cuda")  # lowered for both: the same file runs on a CPU machine and on an NVIDIA GPU
 
 
@@ -58,6 +61,7 @@ def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequenc
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(INFO, json.dumps(header, indent=1, default=str))
         z.writestr(FUNCTION, bytes(exported.serialize()))
+        z.writestr(PARAMS, params_bytes(params))
         if card:
             from jaxdenoise import model_card
             z.writestr(CARD_JSON, json.dumps(card, indent=1, default=str))
@@ -101,6 +105,30 @@ def read(path: str):
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown export format {header.get('format')!r} (this version reads {FORMAT})")
     return header, export.deserialize(bytearray(blob))
+
+
+def params_bytes(params) -> bytes:
+    """``params`` (a nested dict of arrays) as flax msgpack bytes (the ``PARAMS`` member)."""
+    from flax import serialization
+    import jax
+    return serialization.msgpack_serialize(jax.tree.map(np.asarray, dict(params)))
+
+
+def read_params(path: str) -> Dict[str, Any]:
+    """The weights a ``.jaxdn`` file carries (the ``PARAMS`` member: a nested dict of numpy arrays); one-line
+    ValueError when the file is not one, or carries none (an export written before weights were kept)."""
+    from flax import serialization
+    try:
+        with zipfile.ZipFile(path) as z:
+            if PARAMS not in z.namelist():
+                raise ValueError(f"{path} carries no weights ({PARAMS}): export it again with this version")
+            return serialization.msgpack_restore(z.read(PARAMS))
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path} is not an exported jaxdenoise model ({type(e).__name__}: {e})") from None
+    except Exception as e:  # msgpack's own errors for damaged bytes
+        if isinstance(e, ValueError) and str(e).startswith(path):
+            raise
+        raise ValueError(f"{path}: its weights ({PARAMS}) cannot be read ({type(e).__name__})") from None
 
 
 def read_card(path: str) -> Optional[Dict[str, Any]]:

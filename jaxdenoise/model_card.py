@@ -53,10 +53,25 @@ def hardware() -> str:
     return f"{len(d)} x {d[0].platform} ({kind}){procs}"
 
 
+def stage(card: Dict[str, Any]) -> Dict[str, Any]:
+    """One line of a lineage: how the run a card describes was trained (what it started from, its data, noise,
+    recipe, steps, wall time, hardware) and its last validation."""
+    d, n, t = card["data"], card["noise"], card["training"]
+    last = (card.get("validation") or [{}])[-1]
+    return {"init": card.get("init_from") or "scratch", "data": d.get("folders"), "noise": n.get("train"),
+            "loss": n.get("loss"), "optimizer": t.get("optimizer"), "batch": t.get("batch"), "patch": d.get("patch"),
+            "steps": t.get("steps"), "wall_minutes": t.get("wall_minutes"), "hardware": t.get("hardware"),
+            "eval_noise": n.get("eval"), "val_step": last.get("step"), "val_psnr": last.get("psnr"),
+            "date": card.get("date")}
+
+
 def facts(workdir: str, config, n_params: int, model, n_train: Optional[int] = None, n_val: Optional[int] = None,
-          stores: Sequence[str] = (), step: Optional[int] = None, trained_here: bool = True) -> Dict[str, Any]:
+          stores: Sequence[str] = (), step: Optional[int] = None, trained_here: bool = True,
+          parent: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The card's facts from a run's config, its model and metrics.jsonl. trained_here: this process ran the
-    training (its hardware is the run's); False for a card made later, which then says so."""
+    training (its hardware is the run's); False for a card made later, which then says so. parent: the card
+    of the model ``config.init_from`` started from (an exported file's): its lineage, then this run, make
+    this card's ``lineage`` (every stage of the weights, first to last)."""
     from jaxdenoise import run_io
     try:
         rows = run_io.read_rows(workdir)
@@ -64,9 +79,11 @@ def facts(workdir: str, config, n_params: int, model, n_train: Optional[int] = N
         rows = []
     evals = [r for r in rows if r.get("kind") == "eval"]
     d = config.data
-    return {
+    card = {
         "written_by": WRITER,
         "workdir": os.path.abspath(workdir),
+        "init_from": config.get("init_from", ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "model": {"name": config.model.name, "fields": config.model.to_dict(), "parameters": n_params,
                   "dtype": config.dtype, "stride": model.stride, "receptive_field": model.receptive_field,
                   "blind": model.in_channels == 3},
@@ -87,6 +104,9 @@ def facts(workdir: str, config, n_params: int, model, n_train: Optional[int] = N
                        for r in evals[-5:]],
         "evaluations": [],
     }
+    before = (parent.get("lineage") or [stage(parent)]) if parent else []
+    card["lineage"] = before + [stage(card)]
+    return card
 
 
 def _jax_version() -> str:
@@ -177,6 +197,15 @@ def markdown(card: Dict[str, Any]) -> str:
               f"| training | {t['steps']} steps ({t['epochs']} epochs), batch {t['batch']}, {t['optimizer']}, "
               f"EMA {t['ema_decay']:g} |",
               f"| time, hardware | {t['wall_minutes']} min wall on {t['hardware']}, jax {t['jax']} |", ""]
+    if len(card.get("lineage") or []) > 1:
+        lines += ["## Lineage: every stage of these weights", "",
+                  "| stage | started from | data | noise, loss | optimizer, batch x patch | steps | wall min | hardware | "
+                  "validation PSNR |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {i + 1} | {g.get('init')} | {g.get('data')} | `{g.get('noise')}`, {g.get('loss')} | "
+                  f"{g.get('optimizer')}, {g.get('batch')} x {g.get('patch') or 'whole'} | {g.get('steps')} | "
+                  f"{g.get('wall_minutes')} | {g.get('hardware')} | {_f(g.get('val_psnr'))} at `{g.get('eval_noise')}` |"
+                  for i, g in enumerate(card["lineage"])]
+        lines.append("")
     if card.get("validation"):
         lines += [f"## Validation (`{n['eval']}`)", "", "| step | epoch | PSNR | SSIM | noisy PSNR | noisy SSIM |",
                   "|---|---|---|---|---|---|"]

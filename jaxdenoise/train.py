@@ -21,6 +21,7 @@ process stops all of them at the same step (JAX's preemption sync point), with o
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -29,10 +30,12 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdenoise import checkpointing, config as config_lib, errors, fsutil, layout, metrics as metrics_lib, models
+from jaxdenoise import checkpointing, config as config_lib, errors, export, fsutil, layout, metrics as metrics_lib
+from jaxdenoise import models
 from jaxdenoise import model_card, noise as noise_lib, parallel, plots, run_io, steps, validation
 from jaxdenoise.data import feed, loader, store
 
@@ -134,7 +137,7 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
             train_images, config.batch_size, config.seed, total_steps,
             shard=parallel.process_shard(), flips=config.data.flips, rot90=config.data.rot90, patch=config.data.patch,
             num_threads=config.data.num_threads, prefetch=config.data.prefetch, fixed=config.get("noise_fixed", False)))
-    ckpt = None
+    ckpt, init_weights, parent_card = None, None, None
     if resuming:  # restored before config.json is rewritten: a run that cannot resume changes nothing
         ckpt = checkpointing.Checkpointer(ckpt_dir)
         try:
@@ -143,10 +146,17 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
             ckpt.close()
             raise
         origin = f"resumed from {ckpt.directory}/{step}"
+    elif config.init_from and _weights_file(config):  # weights only: optimiser, EMA, step and data start fresh
+        weights_path = _weights_file(config)
+        tree, data_state = None, None
+        init_weights, parent_card = export.read_params(weights_path), export.read_card(weights_path)
+        origin = f"started from the weights of {config.init_from} ({weights_path}; optimiser, EMA and step fresh)"
     elif config.init_from:
         tree, data_state, origin = _restore_init_from(config, abstract)
     else:
         tree, data_state, origin = None, None, None
+    if resuming and config.init_from and _weights_file(config):  # the card's lineage starts with that file's
+        parent_card = export.read_card(_weights_file(config))
 
     wd.accept_config(config)  # process 0 writes it: from here on the workdir is a run
     ckpt = ckpt or checkpointing.Checkpointer(ckpt_dir)
@@ -154,6 +164,8 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     try:
         if tree is None:
             tree = jax.jit(init, out_shardings=repl)(init_rng)
+            if init_weights is not None:
+                tree = dict(tree, train_state=_with_weights(tree["train_state"], init_weights, repl))
         state, rng = tree["train_state"], tree["rng"]
         if data_state is not None:
             data_iter.set_state(_data_position(data_state, int(state.step)))
@@ -189,7 +201,8 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     if parallel.is_main():  # what the model is and how good it is, for a person (and as JSON)
         try:
             model_card.write_after_training(wd.path, model_card.facts(
-                wd.path, config, n_params, model, train_images.shape[0], val_images.shape[0], store_paths))
+                wd.path, config, n_params, model, train_images.shape[0], val_images.shape[0], store_paths,
+                parent=parent_card))
         except OSError as e:
             log(f"warning: model card not written: {fsutil.describe(e)}")
     if disk.full:  # a background writer (TensorBoard) failed after the loop's last check
@@ -237,11 +250,43 @@ def _check_validation(config, val_images) -> None:
 OPTIMISER_FIELDS = ("optimizer", "momentum", "schedule", "warmup_steps", "grad_clip", "ema_decay")
 
 
+def _weights_file(config) -> Optional[str]:
+    """The exported file whose weights ``config.init_from`` starts from (``zoo:NAME``, or a ``.jaxdn`` path),
+    or None when it names a training workdir (whose whole state, optimiser and data position too, carries over)."""
+    spec = config.init_from
+    if spec.startswith("zoo:"):
+        from jaxdenoise import zoo
+        try:
+            return zoo.path(spec[len("zoo:"):])
+        except ValueError as e:
+            raise ValueError(f"init_from={spec!r}: {e}") from None
+    return spec if spec.endswith(".jaxdn") else None
+
+
+def _check_init_weights(config, path: str, head: str) -> None:
+    """Refuse an exported file that cannot start this run: missing, not one, without weights, another model."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{head}: {path} " + ("is a folder" if os.path.isdir(path) else "does not exist"))
+    header, _ = export.read(path)
+    export.read_params(path)
+    norm = lambda d: json.loads(json.dumps(dict(d), default=list))
+    theirs, mine = norm(header.get("model_config", {})), norm(config.model.to_dict())
+    diff = [f"model.{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(theirs) | set(mine))
+            if theirs.get(k) != mine.get(k)]
+    if diff:
+        raise ValueError(f"{head}: that model differs from this config's ({'; '.join(diff)}): set the same model "
+                         f"fields to start from its weights")
+
+
 def _check_init_from(config) -> None:
     """Refuse an init_from that cannot start this run, in one line naming the field, before anything is written:
-    a missing or non-run folder, no checkpoint, a step that is not there, another model, another optimiser."""
+    a missing or non-run folder, no checkpoint, a step that is not there, another model, another optimiser;
+    for an exported file (``zoo:NAME``, ``.jaxdn``), one without weights or of another model."""
     src, which = checkpointing.parse_source(config.init_from)
     head = f"init_from={config.init_from!r}"
+    weights = _weights_file(config)
+    if weights is not None:
+        return _check_init_weights(config, weights, head)
     if not os.path.isdir(src):
         raise ValueError(f"{head}: {src} " + ("is a file" if os.path.exists(src) else "does not exist") +
                          " (give a training workdir, optionally with :STEP, :best or :latest)")
@@ -274,6 +319,16 @@ def _check_init_from(config) -> None:
 
 def _short(v) -> str:
     return repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _with_weights(state, weights, sharding):
+    """``state`` with its parameters (and its EMA, when kept) set to ``weights`` (a nested dict of arrays of the
+    same tree and shapes, ``export.read_params``), placed as ``sharding``."""
+    from flax import serialization
+    params = serialization.from_state_dict(state.params, weights)
+    params = jax.tree.map(lambda w, p: jax.device_put(jnp.asarray(w, p.dtype), sharding), params, state.params)
+    ema = None if state.ema is None else jax.tree.map(jnp.copy, params)
+    return state.replace(params=params, ema=ema)
 
 
 def _restore_init_from(config, abstract):

@@ -190,3 +190,44 @@ def test_self_ensemble_undoes_each_flip_and_turn_on_the_output(n):
     offset = {1: np.arange(w, dtype=np.float32)[None, None, :, None], 2: (w - 1) / 2, 4: (w - 1) / 2,
               8: ((w - 1) / 2 + (h - 1) / 2) / 2}[n]
     np.testing.assert_allclose(out, x + offset, atol=1e-5)
+
+
+def test_init_from_an_exported_file_starts_from_its_weights_keeps_the_lineage_and_refuses_another_model(run, tmp_path):
+    from jaxdenoise import checkpointing, model_card, train
+    from tests.test_train import tiny_config
+    out = tmp_path / "m.jaxdn"
+    export.export_workdir(str(run), str(out))
+    src_config, src_params, _ = checkpointing.load_params(str(run))
+    weights = export.read_params(str(out))
+    for a, b in zip(jax.tree.leaves(weights), jax.tree.leaves(src_params), strict=True):
+        np.testing.assert_array_equal(a, b)  # the file carries the weights it runs
+    # a fresh run from the file: its step 0 holds those weights (optimiser, EMA and step start fresh)
+    cfg = tiny_config(tmp_path / "cache", num_epochs=1, steps_per_epoch=1, learning_rate=1e-12, warmup_steps=0,
+                      init_from=str(out))
+    cfg.model = src_config.model
+    train.train_and_evaluate(cfg, str(tmp_path / "next"))
+    _, params, step = checkpointing.load_params(str(tmp_path / "next"), "latest")
+    assert step == 1
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(weights), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    card = model_card.read(str(tmp_path / "next"))
+    assert [g["init"] for g in card["lineage"]] == ["scratch", str(out)] and card["lineage"][1]["steps"] == 1
+    assert "Lineage" in (tmp_path / "next" / "MODEL_CARD.md").read_text()
+    # another model, a file without weights: one line each, nothing written
+    bad = tiny_config(tmp_path / "cache", init_from=str(out))
+    bad.model.widths = (4, 4)
+    with pytest.raises(ValueError, match=r"init_from=.*model differs.*model.widths"):
+        train.train_and_evaluate(bad, str(tmp_path / "other"))
+    assert not (tmp_path / "other" / "config.json").exists()
+    import zipfile
+    bare = tmp_path / "bare.jaxdn"
+    with zipfile.ZipFile(out) as zin, zipfile.ZipFile(bare, "w") as zout:
+        for name in zin.namelist():
+            if name != export.PARAMS:
+                zout.writestr(name, zin.read(name))
+    cfg.init_from = str(bare)
+    with pytest.raises(ValueError, match="carries no weights"):
+        train.train_and_evaluate(cfg, str(tmp_path / "third"))
+    with pytest.raises(ValueError, match="no zoo model"):
+        cfg.init_from = "zoo:nosuch"
+        train.train_and_evaluate(cfg, str(tmp_path / "fourth"))

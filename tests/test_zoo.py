@@ -32,6 +32,7 @@ def test_each_zoo_model_ships_small_with_its_card_and_beats_its_noisy_input(name
     card = zoo.card(name)
     assert zoo.MODELS[name].terms in card and f"jaxdenoise.load({name!r})" in card
     assert export.read_card(path)["zoo"]["name"] == name  # the card travels inside the file too
+    assert sum(a.size for a in jax.tree.leaves(export.read_params(path))) == export.read(path)[0]["parameters"]
     den = jaxdenoise.load(name)  # a name, not a path: offline, from the package
     assert den.blind and den.info["zoo"] == name and den.info["parameters"] > 0
     spec = den.info["eval_noise"]
