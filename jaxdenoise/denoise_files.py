@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from jaxdenoise import fsutil
+from jaxdenoise import fsutil, marks
 from jaxdenoise.denoise import check_tiling
 
 # --keep-format: sniffed format -> (the extension appended when the name does not say it, the extensions
@@ -28,6 +28,7 @@ _EXTENSIONS = {
 }
 _CODER = {"pnm": "ppm"}  # ImageMagick coder for writing, where it differs from the sniffed name
 EXISTS = "exists (use --overwrite to replace it)"
+FOREIGN = "exists and jaxdenoise did not write it: never replaced"  # appeared after the names were chosen
 
 
 def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, which: str | int = "best",
@@ -49,7 +50,9 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     case-insensitive file systems, and depend only on this run's inputs (and their formats), not on what the
     output folder holds: a rerun asks for the same names.
 
-    Writes: atomic (temporary file, then rename). An existing output is skipped with the reason ``EXISTS``
+    An output name never takes the place of a file jaxdenoise did not write (``marks.ours``): with ``--output``
+    the input's own folder, ``photo.jpg``'s output is ``photo_jpg.png`` when a ``photo.png`` of the user's is
+    there. Writes: atomic (temporary file, then rename). An existing output is skipped with the reason ``EXISTS``
     unless ``overwrite``; an input of this run is never written over. When ``output_dir`` lies inside the
     input folder, files under it are not inputs (a rerun does not denoise its own outputs); when it is the
     input folder itself, every file there is an input, earlier outputs included.
@@ -112,8 +115,8 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
             noise_level = None
         for rel in tqdm(files, desc="denoising", unit="img", disable=not progress or len(files) < 2, file=sys.stderr):
             dst = os.path.join(out_root, names[rel])
-            if not overwrite and os.path.lexists(dst):  # checked first only to save the work; the write re-checks
-                skipped.append({"path": rel, "output": dst, "reason": EXISTS})
+            if os.path.lexists(dst) and not (overwrite and marks.ours(dst)):  # only to save the work: the write re-checks
+                skipped.append({"path": rel, "output": dst, "reason": EXISTS if marks.ours(dst) else FOREIGN})
                 continue
             try:
                 image = imageio.load_rgb(os.path.join(root, rel))
@@ -132,7 +135,7 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
                 skipped.append({"path": rel, "output": dst, "reason": EXISTS})
     finally:
         fsutil.remove_empty(created)  # a failed or empty run leaves no folder it made
-    unreadable = [s for s in skipped if s["reason"] != EXISTS]
+    unreadable = [s for s in skipped if s["reason"] not in (EXISTS, FOREIGN)]
     if not written and len(unreadable) == len(files):  # nothing could be read: a wrong --input
         first = unreadable[0]
         raise ValueError(f"--input {input_path}: no readable image among its {len(files)} file(s) (the first, "
@@ -181,6 +184,11 @@ def _output_names(root: str, files: List[str], out_root: str, formats: Dict[str,
 
     inputs = {os.path.realpath(os.path.join(root, rel)).casefold() for rel in files}
     first = {rel: wanted(rel) for rel in files}
+    # a file already there that jaxdenoise did not write (a user's own beach.png beside beach.jpg) is never an
+    # output's name: that output takes the next name, as for a clash with an input
+    foreign = {key(n) for n in first.values()
+               if os.path.lexists(os.path.join(out_root, n)) and not marks.ours(os.path.join(out_root, n))}
+    inputs |= foreign
     askers = Counter(key(n) for n in first.values())
     names = {rel: n for rel, n in first.items() if askers[key(n)] == 1 and key(n) not in inputs}
     taken = inputs | {key(n) for n in names.values()}
@@ -212,8 +220,9 @@ def _encode(image: np.ndarray, fmt: str) -> bytes:
     if fmt == "png":
         from PIL import Image
         buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="PNG")
+        Image.fromarray(image).save(buf, format="PNG", pnginfo=marks.png_info())
         return buf.getvalue()
     from wand.image import Image  # imageio.load_rgb imported it (and set its resource limits) already
     with Image(blob=image.tobytes(), format="rgb", width=image.shape[1], height=image.shape[0], depth=8) as img:
+        img.metadata["comment"] = marks.COMMENT  # JPEG, TIFF, GIF carry it (marks.ours); BMP, PPM, WebP cannot
         return img.make_blob(_CODER.get(fmt, fmt))

@@ -1,7 +1,6 @@
 """Evaluate a trained run from its workdir alone: checkpoint -> metrics at one or more noise specs."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -326,14 +325,15 @@ def _grid_columns(clean, outputs, count) -> List[np.ndarray]:
 
 
 def write_json(rows: Sequence[Dict], target) -> str:
-    """The rows as a JSON list, atomically; ``target`` is an ``outputs.Target`` or a path (claimed here, so an
+    """The rows as marked JSON (``{"written_by": "jaxdenoise", "rows": [...]}``, ``marks.json_text``), atomically; ``target`` is an ``outputs.Target`` or a path (claimed here, so an
     existing file is refused). Non-finite numbers become ``null`` (JSON has no NaN)."""
     from jaxdenoise import outputs
     if not isinstance(target, outputs.Target):
         target = outputs.claim(target, "--json")
     keep = ("noise", "method", "psnr", "ssim", "min_gain", "sec_per_mp", "images")
     clean = [{k: _finite(r[k]) for k in keep if k in r} for r in rows]
-    return target.write(json.dumps(clean, indent=1, allow_nan=False) + "\n")
+    from jaxdenoise import marks
+    return target.write(marks.json_text(clean))
 
 
 def _finite(v):

@@ -243,7 +243,8 @@ def _bench(c: Check, tag: str, overrides: Dict[str, object], models: bool = Fals
     if rc != 0 or not os.path.isfile(js):
         return None
     with open(js) as f:
-        return json.load(f)
+        doc = json.load(f)
+    return doc["rows"] if "rows" in doc else doc  # a list of rows is written inside {"written_by", "rows"}
 
 
 def step_benchmark(c: Check) -> Optional[str]:

@@ -10,8 +10,11 @@ when it is
    TensorBoard events, checkpoints and data cache, any orbax checkpoint folder, a prepared store; never
    allowed, except the files the command itself writes into its own workdir by default (``own``: paths, e.g.
    evaluate's ``WORKDIR/eval_grid.png`` of its ``--workdir``), which it may replace;
-3. an existing file, unless the caller passes ``overwrite`` (``--overwrite``), which then replaces it
-   atomically (rules 1 and 2 still hold).
+3. inside the installed jaxdenoise package (its zoo files and cards): never allowed (``scripts/build_zoo.py``
+   writes there itself, not through this module);
+4. an existing file, unless the caller passes ``overwrite`` (``--overwrite``) and the file carries
+   jaxdenoise's mark (``marks.ours``: a file this project wrote), which is then replaced atomically. A file
+   without the mark (a user's own photo, JSON or notes) is never replaced, with or without ``--overwrite``.
 
 The write itself (``Target.write``) is atomic, and a file that did not exist when the path was claimed is
 created with ``os.link`` semantics, so one that appears meanwhile is not replaced either.
@@ -22,8 +25,10 @@ import dataclasses
 import os
 from typing import Iterable, List, Optional, Sequence
 
-from jaxdenoise import fsutil, layout
+from jaxdenoise import fsutil, layout, marks
 
+# the installed package (its zoo models and cards): no command writes there
+PACKAGE = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
 # a folder holding one of these is (part of) an orbax checkpoint: nothing is written inside it
 _CHECKPOINT_MARKERS = ("_CHECKPOINT_METADATA", "INTEGRITY", "_METADATA", "manifest.ocdbt")
 
@@ -62,6 +67,8 @@ def protected(path: str | os.PathLike, own: Iterable[str] = ()) -> Optional[str]
     """
     from jaxdenoise.data import store
     p = _real(path)
+    if fsutil.is_within(p, PACKAGE):
+        return f"lies inside the installed jaxdenoise package ({PACKAGE})"
     is_own = p in {_real(o) for o in own}
     folder = p
     while True:
@@ -118,9 +125,12 @@ def claim(path: str | os.PathLike, flag: str, *, inputs: Sequence[tuple] = (), o
         raise ValueError(f"{flag} {text}: {why}")
     is_own = p in {_real(o) for o in own}
     exists = os.path.lexists(p)
-    if exists and not (overwrite or is_own):
-        raise ValueError(f"{flag} {text} exists and jaxdenoise did not write it here: use --overwrite to "
-                         f"replace it, or name a new file")
+    if exists and not is_own and not overwrite:
+        raise ValueError(f"{flag} {text} exists: use --overwrite to replace it (only a file jaxdenoise wrote), "
+                         f"or name a new file")
+    if exists and not is_own and not marks.ours(p):
+        raise ValueError(f"{flag} {text} exists and jaxdenoise did not write it (no jaxdenoise mark inside): "
+                         f"never replaced, even with --overwrite; name a new file")
     return Target(p, flag, replace=exists)
 
 

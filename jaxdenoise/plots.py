@@ -8,7 +8,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from jaxdenoise import fsutil, layout, run_io
+from jaxdenoise import fsutil, layout, marks, run_io
 
 
 def read_eval_rows(workdir: str) -> List[Dict]:
@@ -86,7 +86,7 @@ def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | N
             ax.legend(fontsize=8)
         fig.tight_layout()
         try:
-            paths.append(target.write(lambda tmp: fig.savefig(tmp, format="png")))
+            paths.append(target.write(lambda tmp: fig.savefig(tmp, format="png", metadata=marks.PNG_METADATA)))
         finally:
             plt.close(fig)
     return paths
@@ -111,7 +111,7 @@ def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
 def png_writer(image: np.ndarray):
     """A callable that writes ``uint8 [H, W, 3]`` as a PNG at the path it is given (``fsutil.atomic_write``)."""
     from PIL import Image
-    return lambda tmp: Image.fromarray(image).save(tmp, format="PNG")
+    return lambda tmp: Image.fromarray(image).save(tmp, format="PNG", pnginfo=marks.png_info())
 
 
 def save_png(image: np.ndarray, path: str) -> str:

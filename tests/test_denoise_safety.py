@@ -67,19 +67,21 @@ def test_output_equal_to_input_folder_never_changes_an_input(run_dir, tmp_path):
     assert (tmp_path / "single" / "odd.png").read_bytes() == single
 
 
-def test_existing_output_is_kept_unless_overwrite(run_dir, tmp_path):
+def test_an_output_is_kept_unless_overwrite_and_a_users_file_is_never_an_outputs_name(run_dir, tmp_path):
     _save(str(tmp_path / "in" / "a.png"), "PNG")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "a.png").write_bytes(b"keep me")
-    res = denoise_files.denoise_paths(run_dir, str(tmp_path / "in"), str(out), **SMALL)
-    assert res["written"] == [] and res["skipped"] == [
-        {"path": "a.png", "output": str(out / "a.png"), "reason": "exists (use --overwrite to replace it)"}]
-    assert (out / "a.png").read_bytes() == b"keep me"
+    (out / "a.png").write_bytes(b"keep me")  # the user's own file, where a.png's output would go
     res = denoise_files.denoise_paths(run_dir, str(tmp_path / "in"), str(out), overwrite=True, **SMALL)
-    assert res["written"] == [str(out / "a.png")] and res["skipped"] == []
-    assert np.asarray(Image.open(out / "a.png")).shape == (24, 20, 3)
-    assert [n for n in os.listdir(out)] == ["a.png"]  # no temporary file left behind
+    assert res["written"] == [str(out / "a_png.png")] and res["skipped"] == []  # the next name, even with overwrite
+    assert (out / "a.png").read_bytes() == b"keep me"
+    res = denoise_files.denoise_paths(run_dir, str(tmp_path / "in"), str(out), **SMALL)  # its own output: kept
+    assert res["written"] == [] and res["skipped"] == [
+        {"path": "a.png", "output": str(out / "a_png.png"), "reason": "exists (use --overwrite to replace it)"}]
+    res = denoise_files.denoise_paths(run_dir, str(tmp_path / "in"), str(out), overwrite=True, **SMALL)
+    assert res["written"] == [str(out / "a_png.png")] and res["skipped"] == []  # its own output: replaced
+    assert np.asarray(Image.open(out / "a_png.png")).shape == (24, 20, 3)
+    assert sorted(os.listdir(out)) == ["a.png", "a_png.png"]  # no temporary file left behind
 
 
 def test_keep_format_writes_the_real_format_with_its_extension(run_dir, tmp_path):
@@ -129,11 +131,13 @@ def test_script_report_counts_writes_and_prints_each_reason_once(run_dir, tmp_pa
     (out / "kept.png").write_bytes(b"keep me")
     r = _script("--workdir", run_dir, "--input", str(src), "--output", str(out), "--tile", "48", "--overlap", "8")
     assert r.returncode == 0, r.stderr
-    assert f"wrote 2 image(s) to {out}; skipped 2" in r.stdout
-    both = r.stdout + r.stderr
-    assert both.count("broken.png") == 1 and both.count("exists (use --overwrite to replace it)") == 1
-    assert sorted(os.listdir(out)) == ["kept.png", "photo_jpg.png", "photo_png.png"]
+    assert f"wrote 3 image(s) to {out}; skipped 1" in r.stdout  # kept.png (the user's) is not an output's name
+    assert sorted(os.listdir(out)) == ["kept.png", "kept_png.png", "photo_jpg.png", "photo_png.png"]
     assert (out / "kept.png").read_bytes() == b"keep me"
+    r = _script("--workdir", run_dir, "--input", str(src), "--output", str(out), "--tile", "48", "--overlap", "8")
+    both = r.stdout + r.stderr
+    assert f"wrote 0 image(s) to {out}; skipped 4" in r.stdout, r.stdout
+    assert both.count("broken.png") == 1 and both.count("exists (use --overwrite to replace it)") == 3  # one each
 
 
 def test_script_errors_are_one_line(run_dir, tmp_path):

@@ -46,10 +46,10 @@ def test_evaluate_writes_rows_and_is_deterministic(run_dir, photo_dir, tmp_path)
     # classical NLM must beat the noisy input on smooth images
     assert rows[2]["psnr"] > rows[0]["psnr"]
     evaluate.write_json(rows, str(tmp_path / "out.json"))
-    back = json.loads((tmp_path / "out.json").read_text())
+    back = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert set(back[0]) == {"noise", "method", "psnr", "ssim", "sec_per_mp", "images"}
     assert (tmp_path / "grid.png").is_file()
-    with pytest.raises(ValueError, match=r"--grid .*grid.png exists and jaxdenoise did not write it here"):
+    with pytest.raises(ValueError, match=r"--grid .*grid.png exists: use --overwrite"):
         evaluate.run(run_dir, "best", **kw)  # a rerun names a file that now exists: refused before any work
     again = evaluate.run(run_dir, "best", overwrite=True, **kw)
     assert [(r["psnr"], r["ssim"]) for r in again] == [(r["psnr"], r["ssim"]) for r in rows]

@@ -3,6 +3,7 @@ an output path that is one of its inputs, a file a training run owns, or an exis
 (unless --overwrite, which still never touches the first two); a refused run leaves no workdir or folder."""
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import checkpointing, denoise_files, denoiser, evaluate, fsutil, gpucheck, layout, outputs, plots, train
+from jaxdenoise import checkpointing, denoise_files, denoiser, evaluate, fsutil, gpucheck, layout, marks, outputs, plots
+from jaxdenoise import train
 from tests.test_train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +52,14 @@ def _same(root, before):
 # ---------------------------------------------------------------------------------------------------------
 # the rules (outputs.claim)
 # ---------------------------------------------------------------------------------------------------------
+def _png_bytes(info) -> bytes:
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
 def test_claim_refuses_inputs_run_files_and_existing_files(run, user):
     photos = user / "photos"
     for path, inputs, overwrite, needle in [
@@ -61,6 +71,9 @@ def test_claim_refuses_inputs_run_files_and_existing_files(run, user):
         (run / "tb" / "x.json", [], True, "part of the training workdir"),
         (run / "checkpoints" / "3" / "INTEGRITY", [], True, "lies in the checkpoint"),
         (user / "notes.json", [], False, "use --overwrite"),
+        (user / "notes.json", [], True, "did not write it .*never replaced, even with --overwrite"),
+        (pathlib.Path(outputs.PACKAGE) / "zoo" / "photos.jaxdn", [], True, "inside the installed jaxdenoise package"),
+        (pathlib.Path(outputs.PACKAGE) / "zoo" / "real.md", [], True, "inside the installed jaxdenoise package"),
         (user, [], True, "is a folder"),
     ]:
         with pytest.raises(ValueError, match=needle) as e:
@@ -70,9 +83,15 @@ def test_claim_refuses_inputs_run_files_and_existing_files(run, user):
     os.symlink(run / "config.json", user / "link.json")
     with pytest.raises(ValueError, match="training workdir"):
         outputs.claim(str(user / "link.json"), "--json", overwrite=True)
-    # what may be written: a new file, a user's file with overwrite, a run's own output name
+    # what may be written: a new file, a file jaxdenoise wrote (its mark inside) with overwrite, a run's own output
     assert not outputs.claim(str(user / "new.json"), "--json").replace
-    assert outputs.claim(str(user / "notes.json"), "--json", overwrite=True).replace
+    for name, data in [("ours.json", marks.json_text([{"psnr": 30.0}]).encode()),
+                       ("ours.png", _png_bytes(marks.png_info())), ("notes2.png", _png_bytes(None))]:
+        (user / name).write_bytes(data)
+    assert outputs.claim(str(user / "ours.json"), "--json", overwrite=True).replace
+    assert outputs.claim(str(user / "ours.png"), "--grid", overwrite=True).replace
+    with pytest.raises(ValueError, match="did not write it"):  # a PNG without the mark: someone else's
+        outputs.claim(str(user / "notes2.png"), "--grid", overwrite=True)
     (run / layout.EVAL_GRID_FILE).write_bytes(b"earlier grid")
     assert outputs.claim(str(run / layout.EVAL_GRID_FILE), "--grid", own=[str(run / layout.EVAL_GRID_FILE)]).replace
     with pytest.raises(ValueError, match="part of the training workdir"):  # not another command's own file
@@ -115,22 +134,33 @@ def test_evaluate_refuses_before_any_work_and_overwrites_only_when_asked(run, us
     _same(user, before)
     _same(run, run_before)
     monkeypatch.undo()
-    rows = evaluate.run(str(run), "best", data=str(photos), json_path=str(user / "notes.json"), overwrite=True,
+    with pytest.raises(ValueError, match="did not write it .*never replaced, even with --overwrite"):
+        evaluate.run(str(run), "best", data=str(photos), json_path=str(user / "notes.json"), overwrite=True)
+    _same(user, before)  # a user's own file: never replaced, whatever the flags
+    rows = evaluate.run(str(run), "best", data=str(photos), json_path=str(user / "rows.json"),
                         grid_path=str(run / layout.EVAL_GRID_FILE))
-    assert json.loads((user / "notes.json").read_text())[0]["method"] == rows[0]["method"] == "noisy input"
+    rows = evaluate.run(str(run), "best", data=str(photos), json_path=str(user / "rows.json"), overwrite=True,
+                        grid_path=str(run / layout.EVAL_GRID_FILE))  # ours (marked): replaced when asked
+    assert json.loads((user / "rows.json").read_text())["rows"][0]["method"] == rows[0]["method"] == "noisy input"
     evaluate.run(str(run), "best", data=str(photos), grid_path=str(run / layout.EVAL_GRID_FILE))  # its own: again
     assert checkpointing.load_params(str(run), "best")[2] == 3  # the run still restores
 
 
-def test_plots_keep_a_users_figures_unless_overwrite(run, user):
+def test_plots_keep_a_users_figures_and_replace_their_own_only_when_asked(run, user, tmp_path):
     before = fsutil.tree_digests(user)
     with pytest.raises(ValueError, match="psnr_per_epoch.png exists"):
         plots.plot_curves([str(run)], str(user))
+    with pytest.raises(ValueError, match="psnr_per_epoch.png exists and jaxdenoise did not write it"):
+        plots.plot_curves([str(run)], str(user), overwrite=True)  # the user's figure: never replaced
     _same(user, before)
     with pytest.raises(ValueError, match="training workdir"):
         plots.plot_curves([str(run)], str(run / "checkpoints"))
-    assert len(plots.plot_curves([str(run)], str(user), overwrite=True)) == 2
-    assert (user / "psnr_per_epoch.png").read_bytes()[:4] == b"\x89PNG"
+    figs = tmp_path / "figs"
+    assert len(plots.plot_curves([str(run)], str(figs))) == 2
+    with pytest.raises(ValueError, match="exists: use --overwrite"):
+        plots.plot_curves([str(run)], str(figs))
+    assert len(plots.plot_curves([str(run)], str(figs), overwrite=True)) == 2  # its own figures (marked)
+    assert (figs / "psnr_per_epoch.png").read_bytes()[:4] == b"\x89PNG"
     plots.plot_curves([str(run)], str(run))  # the run's own figures: replaced without asking
     plots.plot_curves([str(run)], str(run))
     other = user.parent / "other"

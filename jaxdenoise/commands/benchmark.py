@@ -16,13 +16,12 @@ ratios; the peer's other layouts once each, for the record. With --inference con
 """
 from jaxdenoise import hostmem  # first: glibc's malloc settings must precede the threads jax starts
 hostmem.retain_freed_memory()
-import json
 import os
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from jaxdenoise import benchmark, cli, outputs, parallel
+from jaxdenoise import benchmark, cli, marks, outputs, parallel
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 _PEERS = os.path.join(_REPO, "..", "shared", "peers")
@@ -77,7 +76,7 @@ def main(argv):
                                      torch_too=FLAGS["compare-torch"].value)
         print(benchmark.format_layer_table(rows))
         if target:
-            target.write(json.dumps(rows, indent=1) + "\n")
+            target.write(marks.json_text(rows))
         return
     if FLAGS.inference:
         from jaxdenoise import models
@@ -92,7 +91,7 @@ def main(argv):
             rows += benchmark.compare_torch_inference(config, peer, FLAGS.passes)
         print(benchmark.format_inference_table(rows))
         if target:
-            target.write(json.dumps(rows, indent=1) + "\n")
+            target.write(marks.json_text(rows))
         return
     if FLAGS.models:
         from jaxdenoise import models
@@ -105,7 +104,7 @@ def main(argv):
             return
         print(benchmark.format_models_table(results))
         if target:
-            target.write(json.dumps(results, indent=1) + "\n")
+            target.write(marks.json_text(results))
         return
     res = benchmark.run(config, FLAGS.steps, FLAGS.store)
     if not parallel.is_main():  # the measurements ran on every process; process 0 reports them
@@ -114,7 +113,7 @@ def main(argv):
         res.update(benchmark.compare_torch(config, peer, FLAGS.steps, FLAGS.passes, FLAGS["torch-device"].value))
     print(benchmark.format_table(res))
     if target:
-        target.write(json.dumps(res, indent=1) + "\n")
+        target.write(marks.json_text(res))
 
 
 def run() -> None:
