@@ -93,18 +93,46 @@ def export_workdir(workdir: str, out: str, checkpoint: str | int = "best", platf
     return json.loads(zipfile.ZipFile(io.BytesIO(data)).read(INFO))
 
 
+# header fields a reader relies on: name -> (type, smallest value)
+_REQUIRED = {"stride": (int, 1), "in_channels": (int, 3), "receptive_field": (int, 1)}
+
+
+def _check_header(path: str, header) -> Dict[str, Any]:
+    """The header, or a one-line ValueError naming the first field that is missing or out of range."""
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: {INFO} is not a JSON object (damaged file)")
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path}: unknown export format {header.get('format')!r} (this version reads {FORMAT})")
+    for name, (kind, least) in _REQUIRED.items():
+        v = header.get(name)
+        if not isinstance(v, kind) or isinstance(v, bool) or v < least:
+            raise ValueError(f"{path}: {INFO} field {name!r} is {v!r}, not an integer >= {least} (damaged file)")
+    if header["in_channels"] not in (3, 4):
+        raise ValueError(f"{path}: {INFO} field 'in_channels' is {header['in_channels']}, not 3 or 4 (damaged file)")
+    return header
+
+
 def read(path: str):
-    """(header dict, ``jax.export.Exported``) of a ``.jaxdn`` file; one-line ValueError when it is not one."""
+    """(header dict, ``jax.export.Exported``) of a ``.jaxdn`` file; one-line ValueError when it is not one, or
+    is damaged (a header field missing or out of range, a function that does not deserialise or does not
+    take ``[B, H, W, in_channels]``)."""
     from jax import export
     try:
         with zipfile.ZipFile(path) as z:
             header = json.loads(z.read(INFO))
             blob = z.read(FUNCTION)
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise ValueError(f"{path} is not an exported jaxdenoise model ({type(e).__name__}: {e})") from None
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown export format {header.get('format')!r} (this version reads {FORMAT})")
-    return header, export.deserialize(bytearray(blob))
+    header = _check_header(path, header)
+    try:
+        fn = export.deserialize(bytearray(blob))
+        shape = fn.in_avals[0].shape
+        fn.mlir_module()  # the StableHLO itself: damaged bytes fail here, not at the first call
+    except Exception as e:  # flatbuffers / XLA errors of every kind for damaged bytes
+        raise ValueError(f"{path}: {FUNCTION} cannot be read ({type(e).__name__}; damaged file)") from None
+    if len(fn.in_avals) != 1 or len(shape) != 4 or shape[-1] != header["in_channels"]:
+        raise ValueError(f"{path}: {FUNCTION} does not take [B, H, W, {header['in_channels']}] images (damaged file)")
+    return header, fn
 
 
 def params_bytes(params) -> bytes:

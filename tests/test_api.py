@@ -231,3 +231,44 @@ def test_init_from_an_exported_file_starts_from_its_weights_keeps_the_lineage_an
     with pytest.raises(ValueError, match="no zoo model"):
         cfg.init_from = "zoo:nosuch"
         train.train_and_evaluate(cfg, str(tmp_path / "fourth"))
+
+
+@pytest.fixture(scope="module")
+def exported_bytes(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exported") / "m.jaxdn"
+    export.export_workdir(run_dir, str(out))
+    import zipfile
+    with zipfile.ZipFile(out) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _damaged(members, case):
+    import random
+    info, fn = json.loads(members[export.INFO]), members[export.FUNCTION]
+    rnd = random.Random(0)
+    return {
+        "random function": {export.FUNCTION: bytes(rnd.randrange(256) for _ in range(4000))},
+        "truncated function": {export.FUNCTION: fn[:len(fn) // 2]},
+        "flipped bytes": {export.FUNCTION: fn[:len(fn) // 2] + bytes([fn[len(fn) // 2] ^ 0xFF]) + fn[len(fn) // 2 + 1:]},
+        "no function": {export.FUNCTION: None},
+        "no stride": {export.INFO: json.dumps({k: v for k, v in info.items() if k != "stride"})},
+        "stride 0": {export.INFO: json.dumps(dict(info, stride=0))},
+        "stride a string": {export.INFO: json.dumps(dict(info, stride="4"))},
+        "a list": {export.INFO: "[1, 2]"},
+        "truncated info": {export.INFO: members[export.INFO][:40]},
+        "5 channels": {export.INFO: json.dumps(dict(info, in_channels=5))},
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["random function", "truncated function", "flipped bytes", "no function", "no stride",
+                                  "stride 0", "stride a string", "a list", "truncated info", "5 channels"])
+def test_a_damaged_export_is_a_one_line_value_error(exported_bytes, tmp_path, case):
+    import zipfile
+    path = tmp_path / "damaged.jaxdn"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in {**exported_bytes, **_damaged(exported_bytes, case)}.items():
+            if data is not None:
+                z.writestr(name, data)
+    with pytest.raises(ValueError) as e:
+        jaxdenoise.load(str(path))(_photo())
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
