@@ -162,8 +162,7 @@ def _sniff(path: str) -> Optional[str]:
     """The format named by a file's magic bytes, or None (unreadable: reading it later gives the reason)."""
     from jaxdenoise.data import imageio
     try:
-        with open(path, "rb") as f:
-            return imageio.sniff_format(f.read(16))
+        return imageio.sniff_format(fsutil.read_regular(path, 16))
     except OSError:
         return None
 

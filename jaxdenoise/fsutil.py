@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from typing import Callable, Dict, Tuple, Union
 
@@ -23,6 +24,34 @@ def first_line(e: BaseException, limit: int = 240) -> str:
         if line.strip():
             return line.strip()[:limit]
     return type(e).__name__
+
+
+class NotRegularFile(OSError):
+    """A path that is a FIFO, socket or device: reading it could block forever, so it is never opened."""
+
+
+def _kind(mode: int) -> str:
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a folder" if stat.S_ISDIR(mode) else
+            "not a regular file")
+
+
+def read_regular(path: str | os.PathLike, limit: int = -1) -> bytes:
+    """The bytes of a regular file (the first ``limit`` when given). A FIFO, socket or device is refused
+    (``NotRegularFile``) without blocking: it is opened non-blocking and checked before any read."""
+    mode = os.stat(path).st_mode  # a socket cannot even be opened: say what it is
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(errno.EINVAL, f"{_kind(mode)}, not a regular file", os.fspath(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # and if it changed since: still no blocking open
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(errno.EINVAL, f"{_kind(mode)}, not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
 
 
 def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:

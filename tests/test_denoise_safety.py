@@ -149,3 +149,24 @@ def test_script_errors_are_one_line(run_dir, tmp_path):
         last = r.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and words in last, r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_a_fifo_socket_or_device_in_an_input_folder_is_skipped_not_waited_on(run_dir, tmp_path):
+    import socket
+    from jaxdenoise.data import imageio
+    src = tmp_path / "in"
+    _save(str(src / "a.png"), "PNG")
+    os.mkfifo(src / "pipe.png")  # no writer: a plain open() would block forever
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "sock.png"))
+    try:
+        with pytest.raises(imageio.ImageReadError, match="a FIFO, not a regular file"):
+            imageio.load_rgb(src / "pipe.png")
+        with pytest.raises(imageio.ImageReadError, match="not a regular file"):
+            imageio.load_rgb("/dev/zero")
+        res = denoise_files.denoise_paths(run_dir, str(src), str(tmp_path / "out"), **SMALL)
+        assert res["written"] == [str(tmp_path / "out" / "a.png")]
+        assert sorted((s["path"], "not a regular file" in s["reason"]) for s in res["skipped"]) == [
+            ("pipe.png", True), ("sock.png", True)]
+    finally:
+        sock.close()

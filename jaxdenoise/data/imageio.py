@@ -101,9 +101,9 @@ def has_imagemagick() -> bool:
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
+    from jaxdenoise import fsutil
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = fsutil.read_regular(path)  # a FIFO or device in a folder is skipped, never waited on
     except OSError as e:
         raise ImageReadError(f"cannot open: {e.strerror}") from e
     if not data:
