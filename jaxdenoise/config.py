@@ -6,6 +6,7 @@ command line) makes a mistyped field an error, and ``validate`` rejects bad valu
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 
 import ml_collections
@@ -138,6 +139,11 @@ def data_dirs(dirs: str) -> list:
     return [p.strip() for p in str(dirs).split(",")] if dirs else []
 
 
+def _inside(path: str, root: str) -> bool:
+    """``path`` strictly inside ``root`` (both resolved)."""
+    return path != root and path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _same(field: str, a, b) -> bool:
     if field == "data.dir" and a and b:  # the same folders, named relatively or absolutely
         real = lambda v: [os.path.realpath(p) for p in data_dirs(v)]
@@ -236,6 +242,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(all(dirs), f"data.dir={c.data.dir!r} has an empty folder name between its commas")
     real = [os.path.realpath(p) for p in dirs]
     need(len(set(real)) == len(real), f"data.dir={c.data.dir!r} names the same folder twice")
+    for (a, ra), (b, rb) in itertools.permutations(zip(dirs, real), 2):  # each folder splits on its own
+        need(not _inside(ra, rb), f"data.dir={c.data.dir!r}: {a} lies inside {b}: its images would be stored twice, "
+                                  f"with independent splits (validation images trained on); name each folder once")
     need(8 <= c.data.size <= MAX_SIZE and c.data.size % 4 == 0,
          f"data.size must be a multiple of 4 in [8, {MAX_SIZE}], got {c.data.size}")
     need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")
@@ -280,8 +289,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
          "which real shots do not carry: use a blind model")
     if val_dir:
         need(c.data.source == "dir", "data.val_dir needs data.source='dir'")
-        need(os.path.realpath(val_dir) not in real, f"data.val_dir={val_dir!r} is also in data.dir: validation "
-                                                    f"images must not be trained on")
+        rv = os.path.realpath(val_dir)
+        for d, rd in zip(dirs, real):
+            need(rv != rd, f"data.val_dir={val_dir!r} is also in data.dir: validation images must not be trained on")
+            need(not _inside(rv, rd), f"data.val_dir={val_dir!r} lies inside data.dir folder {d}: its images would "
+                                      f"be trained on")
+            need(not _inside(rd, rv), f"data.val_dir={val_dir!r} holds data.dir folder {d}: its images would be "
+                                      f"validated on and trained on")
     if c.noise_fixed:
         need(c.noise != "none" and not pairs, "noise_fixed=True fixes synthetic noise: with noise='none' (real "
                                               "noisy photos) the noise is already fixed")

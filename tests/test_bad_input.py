@@ -221,3 +221,23 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_one_line_and_nothing_else(
     p = _script("evaluate.py", "--workdir", str(wd))
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1, p.stderr[-3000:]
     assert "cannot be restored onto this model/config (Requested shape" in p.stderr
+
+
+def test_overlapping_data_folders_are_refused_by_their_real_paths(tmp_path):
+    from jaxdenoise import config as config_lib
+    (tmp_path / "tr" / "faces").mkdir(parents=True)
+    (tmp_path / "va").mkdir()
+    os.symlink(tmp_path / "tr", tmp_path / "link")
+    tr, faces, va = str(tmp_path / "tr"), str(tmp_path / "tr" / "faces"), str(tmp_path / "va")
+    for d, val, needle in [(f"{tr},{faces}", "", "lies inside"),
+                           (f"{faces},{tmp_path / 'link'}", "", "lies inside"),  # a link: judged by its target
+                           (tr, faces, "data.val_dir=.* lies inside data.dir folder"),
+                           (faces, tr, "data.val_dir=.* holds data.dir folder"),
+                           (tr, str(tmp_path / "link"), "is also in data.dir")]:
+        c = config_lib.base_config()
+        c.data.source, c.data.dir, c.data.val_dir = "dir", d, val
+        with pytest.raises(ValueError, match=needle):
+            config_lib.validate(c)
+    c = config_lib.base_config()
+    c.data.source, c.data.dir, c.data.val_dir = "dir", f"{faces},{va}", ""  # siblings: fine
+    config_lib.validate(c)
