@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from absl import app, flags
 
@@ -169,11 +169,23 @@ def settings() -> dict:
     return {k: v for k, v in out.items() if k not in HOST_LOCAL}
 
 
+def _own_flags_in_help(module: Optional[str]) -> None:
+    """absl's ``--help`` / ``--helpshort`` list the key flags of the main module (``sys.argv[0]``, a thin
+    script or the console command), which defines none: make the command module's flags, and the shared ones
+    it uses (``define_distributed_flags``, config files), key flags of the main module."""
+    fv = flags.FLAGS
+    own = fv.get_key_flags_for_module(module) if module else []
+    shared = fv.get_key_flags_for_module(__name__) if _distributed_flags else []
+    for flag in own + shared:
+        fv.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(main: Callable[[List[str]], None]) -> None:
     """``app.run(main)`` with one-line errors for bad flags and for every user-facing error ``main`` raises;
     joins a multi-process run first when the script defined the distributed flags."""
     global _command_module
     _command_module = getattr(main, "__module__", None)  # the module that defined the command's flags
+    _own_flags_in_help(_command_module)
     def wrapped(argv):
         try:
             if _distributed_flags:

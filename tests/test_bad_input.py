@@ -241,3 +241,15 @@ def test_overlapping_data_folders_are_refused_by_their_real_paths(tmp_path):
     c = config_lib.base_config()
     c.data.source, c.data.dir, c.data.val_dir = "dir", f"{faces},{va}", ""  # siblings: fine
     config_lib.validate(c)
+
+
+@pytest.mark.parametrize("script,flag", [("train", "--workdir"), ("denoise", "--input"), ("evaluate", "--data"),
+                                         ("export", "--out"), ("prepare_data", "--src"), ("benchmark", "--steps"),
+                                         ("plot", "--out")])
+def test_every_commands_help_lists_its_own_flags(script, flag):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for how in ("--helpshort", "--help"):
+        r = subprocess.run([sys.executable, os.path.join(repo, "scripts", f"{script}.py"), how], capture_output=True,
+                           text=True, timeout=120)
+        listed = [line.split(":")[0].strip() for line in r.stdout.splitlines() if line.startswith("  --")]
+        assert any(f.replace("[no]", "") == flag for f in listed), (how, r.stdout[-1500:])
