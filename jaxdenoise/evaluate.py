@@ -132,6 +132,9 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
         raise ValueError(f"--resize must be in [{imageio.MIN_SIDE}, {imageio.MAX_SIZE}] px, got {resize}")
     if noisy and not data:
         raise ValueError("--noisy needs --data: the folder of clean references, matched by file name")
+    if noisy and noise_specs:
+        raise ValueError(f"--noise {' '.join(noise_specs)} has no effect with --noisy: the real noisy shots are scored "
+                         f"as they are; drop --noise, or drop --noisy to add synthetic noise to --data")
     if noisy and os.path.exists(noisy) and os.path.exists(data) and os.path.samefile(noisy, data):
         raise ValueError(f"--noisy {noisy} and --data {data} are the same folder: --noisy holds the noisy shots, "
                          f"--data their clean references")
@@ -271,7 +274,9 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
 
 
 def _pairs(clean_dir: str, noisy_dir: str, resize: int | None):
-    """(clean [(name, uint8 image)], noisy [uint8 image]) matched by relative path without extension."""
+    """(clean [(name, uint8 image)], noisy [uint8 image]) matched by relative path without extension; a pair
+    whose sizes differ, or that pairs a grey image with a colour one, is skipped with its reason."""
+    from jaxdenoise.data import imageio
     clean, skipped_c = load_folder(clean_dir, resize, "--data")
     noisy, skipped_n = load_folder(noisy_dir, resize, "--noisy")
     for s in skipped_c + skipped_n:
@@ -295,9 +300,10 @@ def _pairs(clean_dir: str, noisy_dir: str, resize: int | None):
             print(f"no noisy shot for clean {rel}")
             continue
         nrel, nimg = match[0]
-        if nimg.shape != img.shape:
-            raise ValueError(f"noisy {nrel} is {nimg.shape[1]}x{nimg.shape[0]} but its clean reference {rel} is "
-                             f"{img.shape[1]}x{img.shape[0]}")
+        why = imageio.pair_mismatch(img, nimg)
+        if why:  # one bad pair is skipped with its reason; the others are scored
+            print(f"skipped {rel} / {nrel}: {why}")
+            continue
         if np.array_equal(nimg, img):
             print(f"warning: noisy {nrel} is identical to its clean reference {rel} (it scores 100 dB)",
                   file=sys.stderr)

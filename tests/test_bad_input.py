@@ -76,6 +76,7 @@ def test_evaluate_refuses_what_it_used_to_score_wrongly(run_dir, tmp_path):
         (dict(noise_specs=["gaussian:-5"]), "sigma must be >= 0"),
         (dict(tile=8), "--tile 8 is too small"),
         (dict(data=clean, noisy=str(tmp_path / "missing")), r"--noisy \S+missing does not exist"),
+        (dict(data=clean, noisy=noisy, noise_specs=["gaussian:25"]), "--noise gaussian:25 has no effect with --noisy"),
     ]:
         with pytest.raises(ValueError, match=needle) as e:
             evaluate.run(run_dir, "best", **kw)
@@ -96,6 +97,15 @@ def test_duplicate_names_on_either_side_of_a_pair_are_refused(run_dir, tmp_path,
     err = capsys.readouterr().err
     assert "noisy a.png is identical to its clean reference a.png" in err
     assert "--noise-level poisson:30 is not used: the models are blind" in err
+    # a pair of another size, or grey against colour: skipped with its reason, the other pairs scored
+    clean, noisy = _pair_folders(tmp_path / "mixed", ["a.png", "b.png", "c.png"], ["a.png"])
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(os.path.join(noisy, "b.png"))
+    Image.fromarray(np.asarray(Image.open(os.path.join(clean, "c.png")).convert("L"))).save(os.path.join(noisy, "c.png"))
+    rows = evaluate.run(run_dir, "best", data=clean, noisy=noisy)
+    out = capsys.readouterr().out
+    assert "skipped b.png / b.png: the noisy shot is 16x16, the clean reference 24x24" in out
+    assert "skipped c.png / c.png: the noisy shot is greyscale, the clean reference colour" in out
+    assert {r["images"] for r in rows} == {1}
 
 
 def test_model_fields_and_noise_levels_name_the_field_and_value():

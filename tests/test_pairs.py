@@ -39,6 +39,8 @@ def write_pairs(root, n=10, side=48, seed=0):
     Image.fromarray(crops[1]).save(root / "noisy" / "orphan.png")
     Image.fromarray(crops[0]).save(root / "clean" / "mismatch.png")
     Image.fromarray(crops[0][:40, :40]).save(root / "noisy" / "mismatch.png")
+    Image.fromarray(crops[2]).save(root / "clean" / "grey.png")
+    Image.fromarray(crops[2]).convert("L").save(root / "noisy" / "grey.png")  # a grey shot of a colour scene
     return crops
 
 
@@ -72,6 +74,7 @@ def test_pairs_store_keeps_both_halves_aligned_and_skips_bad_pairs_with_their_re
     why = {s["path"]: s["reason"] for s in m["skipped"]}
     assert "no noisy shot" in why["clean/lonely.png"] and "no clean reference" in why["noisy/orphan.png"]
     assert "aligned" in why["mismatch.png"] and "40x40" in why["mismatch.png"]
+    assert "the noisy shot is greyscale, the clean reference colour" in why["grey.png"]
     train_split = store.open_split(tmp_path / "store", "train")
     img = train_split[0]
     assert img.shape[-1] == 6

@@ -100,6 +100,24 @@ def has_imagemagick() -> bool:
     return True
 
 
+def is_grey(image: np.ndarray) -> bool:
+    """Whether ``uint8 [H, W, 3]`` holds a greyscale picture (every pixel's three channels equal): what a grey
+    file becomes when read as RGB."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def pair_mismatch(clean: np.ndarray, noisy: np.ndarray) -> Optional[str]:
+    """Why a clean image and its noisy shot cannot be a pair (sizes, or grey against colour), or None."""
+    if clean.shape != noisy.shape:
+        return (f"the noisy shot is {noisy.shape[1]}x{noisy.shape[0]}, the clean reference "
+                f"{clean.shape[1]}x{clean.shape[0]}: a pair must be aligned")
+    grey_c, grey_n = is_grey(clean), is_grey(noisy)
+    if grey_c != grey_n:
+        return (f"the {'noisy shot' if grey_n else 'clean reference'} is greyscale, the "
+                f"{'clean reference' if grey_n else 'noisy shot'} colour: a pair must be the same kind of picture")
+    return None
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
     from jaxdenoise import fsutil
     try:

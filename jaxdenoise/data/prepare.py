@@ -80,9 +80,9 @@ def _work_pair(args: Tuple[str, str, str, int, str, int]):
         except Exception as e:
             return rel, None, None, f"{folder}/{r}: {type(e).__name__}: {fsutil.first_line(e)}"
     clean, noisy = halves
-    if clean.shape != noisy.shape:
-        return rel, None, None, (f"its noisy shot noisy/{nrel} is {noisy.shape[1]}x{noisy.shape[0]}, the clean "
-                                 f"reference {clean.shape[1]}x{clean.shape[0]}: a pair must be aligned")
+    why = imageio.pair_mismatch(clean, noisy)
+    if why:
+        return rel, None, None, f"with noisy/{nrel}: {why}"
     h, w = clean.shape[:2]
     if max_side and max(h, w) > max_side:  # both shrunk alike (which also averages the noise down: see README)
         scale = max_side / max(h, w)
