@@ -36,7 +36,7 @@ ENSEMBLES = (1, 2, 4, 8)
 
 def check_ensemble(n: int, what: str = "ensemble") -> int:
     """``n`` if it is an ensemble size (``ENSEMBLES``); a one-line ValueError naming ``what`` otherwise."""
-    if n not in ENSEMBLES:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n not in ENSEMBLES:
         raise ValueError(f"{what} must be one of {', '.join(map(str, ENSEMBLES))} (flips and rotations of the "
                          f"input to average over; 1: off), got {n}")
     return n

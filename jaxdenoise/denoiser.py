@@ -40,6 +40,8 @@ class Denoiser:
     def __init__(self, forward: Callable[[np.ndarray], Any], *, stride: int, in_channels: int, receptive_field: int,
                  info: Optional[Dict[str, Any]] = None, max_pixels: int = MAX_PIXELS, tile: int = TILE,
                  overlap: int = 32):
+        if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
+            raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}")
         self.forward, self.stride, self.in_channels = forward, int(stride), int(in_channels)
         self.receptive_field, self.max_pixels, self.tile, self.overlap = int(receptive_field), max_pixels, tile, overlap
         self.info = dict(info or {})
@@ -60,13 +62,20 @@ class Denoiser:
         noise_level: for a non-blind model, the photo's noise as a fixed spec (``poisson:30``, ``gaussian:25``);
         None estimates a Gaussian level from the image. Blind models take none.
         tile: tile side for this call (0: whole image always; default: whole up to ``max_pixels``, else
-        ``self.tile``); overlap: at least half the receptive field is used whatever is asked.
+        ``self.tile``); overlap: at least half the receptive field is used whatever is asked (a negative one
+        is an error).
         ensemble: average over this many flips and rotations of the image (1, 2, 4 or 8:
         ``denoise.self_ensemble``; 8 costs 8x the time, and gained 0.18-0.19 dB on CBSD68: docs/quality.md).
-        Raises ValueError (one line) for a wrong shape, a non-finite value, values outside [0, 1], a
-        noise level given to a blind model, or another ensemble size.
+        Raises ValueError (one line) for a wrong shape, a non-finite value, float values outside [0, 1] (beyond
+        rounding), a noise level given to a blind model, a negative tile or overlap, or another ensemble size
+        (1, 2, 4 or 8; a bool is not one).
         """
         x, kind = _as_float(image)
+        for name, v, least in (("overlap", overlap, 0), ("tile", tile, 0), ("batch", batch, 1)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least):
+                raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+        from jaxdenoise import denoise as engine
+        engine.check_ensemble(ensemble)
         if noise_level is not None and self.blind:
             raise ValueError(f"noise_level={noise_level!r} is for non-blind models; this one is blind (it takes "
                              f"the noisy image alone)")
@@ -101,6 +110,9 @@ class Denoiser:
         return [self(img, noise_level, **kw) for img in images]
 
 
+FLOAT_SLACK = 1e-6  # float pixels a rounding step outside [0, 1] are accepted
+
+
 def _as_float(image) -> tuple:
     """(``float32 [H, W, 3]`` in [0, 1], the input's dtype) of an image, or a one-line ValueError."""
     a = np.asarray(image)
@@ -116,9 +128,10 @@ def _as_float(image) -> tuple:
     if not np.all(np.isfinite(a)):
         raise ValueError("the image holds NaN or infinite values")
     lo, hi = float(a.min()), float(a.max())
-    if lo < -0.5 or hi > 1.5:  # noisy floats may leave [0, 1] a little; 0..255 floats are a unit mistake
-        raise ValueError(f"float pixels must be in [0, 1], got values in [{lo:g}, {hi:g}] (divide 0..255 images "
-                         f"by 255, or pass uint8)")
+    if lo < -FLOAT_SLACK or hi > 1.0 + FLOAT_SLACK:
+        hint = ("divide 0..255 images by 255, or pass uint8" if hi > 2.0 else
+                "clip them with np.clip(x, 0, 1); Denoiser.run takes unclipped noisy floats as they are")
+        raise ValueError(f"float pixels must be in [0, 1], got values in [{lo:g}, {hi:g}] ({hint})")
     return a.astype(np.float32), a.dtype
 
 
@@ -136,10 +149,15 @@ def load(source: str | os.PathLike, checkpoint: str | int = "best", **kw) -> Den
     ValueError (one line; a ``checkpointing.CheckpointError`` for workdirs) when there is no such workdir,
     checkpoint, file or zoo model."""
     path = os.fspath(source)
+    from jaxdenoise import zoo
+    if path.startswith("zoo:"):  # a zoo name, whatever lies in the working folder
+        return zoo.load(path[len("zoo:"):], **kw)
     if os.path.isfile(path):
         from jaxdenoise import export
         return export.load_exported(path, **kw)
-    from jaxdenoise import zoo
+    if path in zoo.MODELS and os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"a folder named {path} (not a training workdir) is in the way of the zoo model {path!r}: "
+                         f"use 'zoo:{path}'")
     if not os.path.lexists(path):
         if path in zoo.MODELS:
             return zoo.load(path, **kw)

@@ -62,7 +62,9 @@ def test_large_images_are_tiled_and_match_whole_image_inference(run):
     (np.zeros((8, 8), np.uint8), "H x W x 3"),
     (np.zeros((8, 8, 4), np.uint8), "alpha"),
     (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
-    (np.full((8, 8, 3), 200.0, np.float32), "must be in \\[0, 1\\]"),
+    (np.full((8, 8, 3), 200.0, np.float32), "must be in \\[0, 1\\].*divide 0..255"),
+    (np.linspace(-0.5, 1.5, 192, dtype=np.float32).reshape(8, 8, 3), "must be in \\[0, 1\\].*np.clip"),
+    (np.full((8, 8, 3), 1.001, np.float32), "must be in \\[0, 1\\]"),
     (np.zeros((8, 8, 3), np.int32), "uint8"),
 ])
 def test_bad_images_are_one_line_value_errors(run, image, needle):
@@ -72,6 +74,23 @@ def test_bad_images_are_one_line_value_errors(run, image, needle):
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="blind"):
         den(_photo(), noise_level="poisson:30")
+
+
+def test_bad_arguments_are_one_line_value_errors_and_a_shadowed_zoo_name_says_so(run, tmp_path, monkeypatch):
+    den = jaxdenoise.load(str(run))
+    for kw, needle in [(dict(overlap=-5), "overlap must be an integer >= 0"), (dict(tile=-1), "tile must be"),
+                       (dict(ensemble=True), "ensemble must be one of"), (dict(ensemble=3), "ensemble must be one of"),
+                       (dict(batch=0), "batch must be")]:
+        with pytest.raises(ValueError, match=needle):
+            den(_photo(), **kw)
+    with pytest.raises(ValueError, match="overlap must be"):
+        jaxdenoise.load(str(run), overlap=-5)
+    assert den(np.full((8, 8, 3), 1.0 + 1e-7, np.float32)).shape == (8, 8, 3)  # a rounding step over: accepted
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ValueError, match="a folder named photos .* is in the way .* use 'zoo:photos'"):
+        jaxdenoise.load("photos")
+    assert jaxdenoise.load("zoo:photos").info["zoo"] == "photos"
 
 
 def test_load_refuses_what_is_not_a_model(tmp_path):
