@@ -2,7 +2,9 @@
 
     python scripts/build_zoo.py --name photos --workdir runs/unet_photos [--checkpoint best]
 
-Run evaluate.py on the run first: its tables go into the card. The file must stay under 4 MiB.
+Run evaluate.py on the run first: its tables go into the card. The file must stay under 4 MiB. The new model
+is scored first on the run's validation split, beside the entry it replaces: one that does not beat its noisy
+input, or scores below the shipped entry, is refused unless --force.
 """
 from absl import flags
 
@@ -11,6 +13,7 @@ from jaxdenoise import cli, zoo
 flags.DEFINE_enum("name", None, zoo.names(), "the zoo entry to write", required=True)
 flags.DEFINE_string("workdir", None, "the trained run", required=True)
 flags.DEFINE_string("checkpoint", "best", "best | latest | a step number")
+flags.DEFINE_bool("force", False, "ship it even when it scores below its noisy input or the shipped entry")
 cli.paths("workdir")
 FLAGS = flags.FLAGS
 
@@ -18,9 +21,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     which = int(FLAGS.checkpoint) if FLAGS.checkpoint.isdigit() else FLAGS.checkpoint
-    h = zoo.build(FLAGS.name, FLAGS.workdir, which)
+    h = zoo.build(FLAGS.name, FLAGS.workdir, which, force=FLAGS.force)
+    s = h["scores"]
     print(f"wrote {zoo.folder()}/{FLAGS.name}.jaxdn ({h['bytes'] / 2**20:.2f} MiB: {h['model']}, "
-          f"{h['parameters']:,} parameters, step {h['step']}) and {FLAGS.name}.md")
+          f"{h['parameters']:,} parameters, step {h['step']}) and {FLAGS.name}.md; validation at {s['noise']}: "
+          f"{s['model']:.2f} dB (noisy {s['noisy']:.2f}" + (f", replaced {s['shipped']:.2f})" if s.get("shipped")
+                                                           is not None else ")"))
 
 
 if __name__ == "__main__":

@@ -52,19 +52,33 @@ def test_unknown_names_and_paths_are_one_line_errors(tmp_path, monkeypatch):
         jaxdenoise.load("photos")
 
 
-def test_build_writes_an_entry_from_a_run_and_keeps_the_old_one_when_too_big(run_dir, tmp_path, monkeypatch):
+def test_build_ships_only_a_better_model_with_a_card_from_the_run_and_cleans_what_a_kill_left(run_dir, tmp_path,
+                                                                                                monkeypatch):
     monkeypatch.setattr(zoo, "folder", lambda: str(tmp_path))
-    h = zoo.build("photos", run_dir, "latest")
+    (tmp_path / "photos.jaxdn.new").write_bytes(b"half")  # what a killed build left
+    (tmp_path / ".photos.md.abc123.tmp").write_text("x")
+    (tmp_path / "notes.txt").write_text("mine")
+    scored = []
+    score = lambda w, shipped: scored.append(shipped) or {"noisy": 20.0, "model": 25.0, "shipped": None}
+    h = zoo.build("photos", run_dir, "latest", score=score)
+    assert scored == [""] and sorted(os.listdir(tmp_path)) == ["notes.txt", "photos.jaxdn", "photos.md"]
     assert h["bytes"] == os.path.getsize(tmp_path / "photos.jaxdn")
     den, ref = zoo.load("photos"), jaxdenoise.load(run_dir, "latest")
     img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
     np.testing.assert_allclose(den(img.astype(np.float32) / 255), ref(img.astype(np.float32) / 255), atol=1e-5)
     card = (tmp_path / "photos.md").read_text()
+    assert card == zoo.card("photos")  # the copy beside is the card inside
     assert zoo.MODELS["photos"].terms in card and "jaxdenoise.load('photos')" in card and "| data |" in card
+    assert zoo.MODELS["photos"].command not in card and "paper" in card  # the run's recipe, not the entry's
     before = (tmp_path / "photos.jaxdn").read_bytes()
+    for worse, needle in [({"noisy": 20.0, "model": 19.0, "shipped": None}, "not above its noisy input"),
+                          ({"noisy": 20.0, "model": 25.0, "shipped": 26.0}, "below the shipped 'photos'")]:
+        with pytest.raises(ValueError, match=needle):
+            zoo.build("photos", run_dir, "latest", score=lambda w, s, r=worse: r)
+        assert (tmp_path / "photos.jaxdn").read_bytes() == before
     monkeypatch.setattr(zoo, "MAX_BYTES", 1000)
     with pytest.raises(ValueError, match="over the zoo's"):
-        zoo.build("photos", run_dir, "latest")
+        zoo.build("photos", run_dir, "latest", score=score)
     assert (tmp_path / "photos.jaxdn").read_bytes() == before and not (tmp_path / "photos.jaxdn.new").exists()
     with pytest.raises(ValueError, match="the zoo has"):
         zoo.build("nope", run_dir)
