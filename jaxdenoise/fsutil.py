@@ -137,6 +137,34 @@ def is_disk_full(e: BaseException) -> bool:
     return "no space left on device" in text or "disk quota exceeded" in text
 
 
+STALE_TEMP_SECONDS = 120  # an atomic_write's temporary file older than this belongs to a writer that was killed
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list:
+    """Remove the temporary files ``atomic_write`` left beside ``path`` when a writer was killed (its exact
+    name pattern, ``.NAME.XXXXXXXX.tmp``, older than ``STALE_TEMP_SECONDS``: a live write takes seconds);
+    returns what was removed."""
+    import re
+    import time
+    path = os.fspath(path)
+    folder, name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    pattern = re.compile(rf"^\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    removed = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        full = os.path.join(folder, entry)
+        try:
+            if pattern.match(entry) and os.path.isfile(full) and time.time() - os.lstat(full).st_mtime > STALE_TEMP_SECONDS:
+                os.unlink(full)
+                removed.append(full)
+        except OSError:
+            pass
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, data: Data | Callable[[str], None], *, overwrite: bool = True,
                  fsync: bool = True) -> bool:
     """Write ``path`` all at once: to a hidden temporary file beside it, then rename (or link) into place.

@@ -124,6 +124,7 @@ def claim(path: str | os.PathLike, flag: str, *, inputs: Sequence[tuple] = (), o
     if why:
         raise ValueError(f"{flag} {text}: {why}")
     is_own = p in {_real(o) for o in own}
+    fsutil.remove_stale_temps(p)  # a killed earlier run of this command left its temporary file here
     exists = os.path.lexists(p)
     if exists and not is_own and not overwrite:
         raise ValueError(f"{flag} {text} exists: use --overwrite to replace it (only a file jaxdenoise wrote), "

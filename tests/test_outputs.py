@@ -348,3 +348,15 @@ def test_prepare_refuses_caches_stores_inside_others_and_empty_results(run, user
             prepare.prepare_folder(photos, out, progress=False, **{"size": 8, **kw})
         assert not os.path.exists(tmp_path / "s1") and not os.path.exists(tmp_path / "s2")
     _same(cached, before)
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_claim_and_a_live_ones_is_not(tmp_path):
+    old, live, other = (tmp_path / ".m.jaxdn.ab12_xyz.tmp", tmp_path / ".m.jaxdn.cd34_xyz.tmp",
+                        tmp_path / ".m.jaxdn.notours.tmp")
+    for f in (old, live, other):
+        f.write_bytes(b"partial")
+    past = os.path.getmtime(old) - 10 * fsutil.STALE_TEMP_SECONDS
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    outputs.claim(str(tmp_path / "m.jaxdn"), "--out")
+    assert not old.exists() and live.exists() and other.exists()  # only its own pattern, and only when stale
