@@ -263,3 +263,16 @@ def test_every_commands_help_lists_its_own_flags(script, flag):
                            text=True, timeout=120)
         listed = [line.split(":")[0].strip() for line in r.stdout.splitlines() if line.startswith("  --")]
         assert any(f.replace("[no]", "") == flag for f in listed), (how, r.stdout[-1500:])
+
+
+@pytest.mark.imagemagick
+def test_training_errors_name_the_config_field_the_user_wrote(tmp_path):
+    from jaxdenoise import train
+    from tests.test_train import tiny_config
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.png").write_text("not an image")
+    c = tiny_config(tmp_path / "cache")
+    c.data.source, c.data.dir, c.data.cache_dir = "dir", str(tmp_path / "photos"), ""
+    with pytest.raises(ValueError, match=r"^--config.data.dir \S+photos: none of its 1 files could be kept") as e:
+        train.train_and_evaluate(c, str(tmp_path / "run"))
+    assert "--src" not in str(e.value)

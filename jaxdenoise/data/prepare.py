@@ -94,13 +94,13 @@ def _work_pair(args: Tuple[str, str, str, int, str, int]):
     return rel, arr, store.png_bytes(clean), None
 
 
-def match_pairs(src: str) -> Tuple[List[Tuple[str, str]], List[Dict]]:
+def match_pairs(src: str, src_flag: str = "--src") -> Tuple[List[Tuple[str, str]], List[Dict]]:
     """([(clean relpath, noisy relpath)], skipped) for a pairs folder ``src`` (``clean/`` and ``noisy/``),
     matched by relative path without the extension; a name with no partner, or one that two files of a side
     share, is skipped with its reason. Raises ValueError (one line) when either folder is missing."""
     for folder in PAIR_DIRS:
         if not os.path.isdir(os.path.join(src, folder)):
-            raise ValueError(f"--src {src}: a folder of real pairs holds clean/ and noisy/ (matched by file name); "
+            raise ValueError(f"{src_flag} {src}: a folder of real pairs holds clean/ and noisy/ (matched by file name); "
                              f"it has no {folder}/")
     stem = lambda rel: os.path.splitext(rel)[0]
     sides, skipped = {}, []
@@ -128,7 +128,7 @@ def match_pairs(src: str) -> Tuple[List[Tuple[str, str]], List[Dict]]:
 
 def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.2, seed: int = 0,
                    mode: str = "resize", workers: Optional[int] = None, progress: bool = True,
-                   max_side: int = 0, cache: bool = False, pairs: bool = False) -> Dict:
+                   max_side: int = 0, cache: bool = False, pairs: bool = False, src_flag: str = "--src") -> Dict:
     """Read every image under ``src`` through Wand, resize to ``size``, split, and write a store to ``out``.
 
     mode "full" keeps each image at its own size (a full-size store, for patch training): images whose
@@ -141,7 +141,8 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
     unless ``cache`` (``ensure_prepared`` rebuilding it); bad files are skipped, not raised.
 
     ``pairs``: ``src`` holds real pairs (module docstring): a full-size store of 6-channel images (``mode``
-    must be "full"); the split hashes the clean file's path.
+    must be "full"); the split hashes the clean file's path. ``src_flag``: how the user named ``src`` in
+    error messages (training: ``--config.data.dir``).
     """
     from jaxdenoise import outputs
     if not 0.0 <= val_fraction < 1.0:
@@ -158,17 +159,17 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1 (0 on the command line: every core), got {workers}")
     if not str(src).strip() or not str(out).strip():
-        raise ValueError("--src and --out need a path, got an empty value")
+        raise ValueError(f"{src_flag} and --out need a path, got an empty value")
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     if not os.path.isdir(src_abs):
-        raise ValueError(f"--src {src} " + ("is a file, not a folder" if os.path.exists(src_abs) else "does not exist"))
+        raise ValueError(f"{src_flag} {src} " + ("is a file, not a folder" if os.path.exists(src_abs) else "does not exist"))
     inside = outputs.protected(os.path.dirname(out_abs))
     if inside:  # e.g. --out RUN/checkpoints/store, or a store inside a store
         raise ValueError(f"--out {out}: its folder {inside}: choose a folder outside it")
     if fsutil.is_within(out_abs, src_abs):
-        raise ValueError(f"--out {out} lies inside --src {src}: choose a folder outside the source")
+        raise ValueError(f"--out {out} lies inside {src_flag} {src}: choose a folder outside the source")
     if fsutil.is_within(src_abs, out_abs):
-        raise ValueError(f"--out {out} contains --src {src}: choose a folder outside the source")
+        raise ValueError(f"--out {out} contains {src_flag} {src}: choose a folder outside the source")
     store.check_replaceable(out_abs)  # now, not after listing a large source (the writer checks again)
     if store.is_store(out_abs) and not cache:
         m = store.read_manifest(out_abs)
@@ -177,11 +178,11 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
                              f"choose another folder")
     skipped = []
     if pairs:
-        matched, skipped = match_pairs(src_abs)
+        matched, skipped = match_pairs(src_abs, src_flag)
         files = [c for c, _ in matched]
         tasks = [(src_abs, c, n, size, mode, max_side) for c, n in matched]
         if not files:
-            raise ValueError(f"--src {src}: no file in noisy/ has a clean reference of the same name in clean/")
+            raise ValueError(f"{src_flag} {src}: no file in noisy/ has a clean reference of the same name in clean/")
     else:
         files = list_files(src_abs)
         tasks = [(src_abs, f, size, mode, max_side) for f in files]
@@ -205,7 +206,7 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
         bar.close()
         if len(skipped) - unpaired == len(files):  # an empty store would only fail later, in training
             first = skipped[unpaired]
-            raise ValueError(f"--src {src}: none of its {len(files)} files could be kept (the first, {first['path']}: "
+            raise ValueError(f"{src_flag} {src}: none of its {len(files)} files could be kept (the first, {first['path']}: "
                              f"{first['reason']})")
         extra = {"max_side": max_side} if mode == "full" else {}
         extra.update({"cache": True} if cache else {})
@@ -254,6 +255,6 @@ def ensure_prepared(src: str, cache: str, size: int, val_fraction: float, seed: 
         if all(m.get(k) == v for k, v in want.items()):
             return cache
     prepare_folder(src, cache, size=size, val_fraction=val_fraction, seed=seed, mode=mode, max_side=max_side,
-                   cache=True, pairs=pairs)
+                   cache=True, pairs=pairs, src_flag="--config.data.dir")
     return cache
 
