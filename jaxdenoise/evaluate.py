@@ -217,7 +217,7 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
     else:
         groups = [(spec, noise_lib.parse(spec), None) for spec in noise_specs or [config.eval_noise or config.noise]]
     scorer = _Scorer()
-    rows, grid_cols = [], []
+    rows, grid_cols, grid_labels = [], [], None
     first_of_each_shape = sorted({_bucket_shape(c.shape): i for i, c in reversed(list(enumerate(clean)))}.values())
     for label, model_noise, noisy_images in groups:
         levels = [None] * len(clean)  # noise-level maps for non-blind models; None: from noise_level/estimate
@@ -253,11 +253,11 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
                 row["min_gain"] = float(np.min(psnr - noisy_psnr))
             rows.append(row)
         if grid_path and not grid_cols and parallel.is_main():
-            grid_cols = _grid_columns(clean, outputs, grid_count)
+            grid_cols, grid_labels = _grid_columns(clean, outputs, grid_count), ["clean"] + list(outputs)
     if targets["grid"] and grid_cols:
         from jaxdenoise import plots
         try:  # the numbers matter more than the figure: a grid that cannot be written is a warning
-            targets["grid"].write(plots.png_writer(plots.image_grid(grid_cols)))
+            targets["grid"].write(plots.png_writer(plots.image_grid(grid_cols, labels=grid_labels)))
         except (OSError, ValueError) as e:
             why = fsutil.describe(e, grid_path) if isinstance(e, OSError) else str(e)
             print(f"warning: comparison grid not written: {why}", file=sys.stderr)

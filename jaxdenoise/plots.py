@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -92,19 +92,37 @@ def plot_curves(workdirs: Sequence[str], out_dir: str, labels: Sequence[str] | N
     return paths
 
 
-def image_grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
+LABEL_HEIGHT = 14  # px of the band above the columns that names them (PIL's built-in bitmap font)
+
+
+def image_grid(columns: Sequence[np.ndarray], pad: int = 2, labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Rows of images side by side: columns is a list of ``[N, H, W, 3]`` arrays (float in [0, 1] or uint8).
 
-    Returns ``uint8 [N*(H+pad)+pad, C*(W+pad)+pad, 3]`` with white gutters (e.g. clean | noisy | denoised).
+    Returns ``uint8 [N*(H+pad)+pad, C*(W+pad)+pad, 3]`` with white gutters (e.g. clean | noisy | denoised);
+    with ``labels`` (one per column) a band of ``LABEL_HEIGHT`` px above names each column, cut to its width.
     """
     cols = [np.asarray(c) for c in columns]
     cols = [c if c.dtype == np.uint8 else (np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8) for c in cols]
     n, h, w, _ = cols[0].shape
-    grid = np.full((n * (h + pad) + pad, len(cols) * (w + pad) + pad, 3), 255, np.uint8)
+    top = LABEL_HEIGHT if labels else 0
+    grid = np.full((top + n * (h + pad) + pad, len(cols) * (w + pad) + pad, 3), 255, np.uint8)
     for j, c in enumerate(cols):
         for i in range(n):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            y, x = top + pad + i * (h + pad), pad + j * (w + pad)
             grid[y:y + h, x:x + w] = c[i]
+    if labels:
+        if len(labels) != len(cols):
+            raise ValueError(f"image_grid: {len(labels)} labels for {len(cols)} columns")
+        from PIL import Image, ImageDraw, ImageFont
+        img = Image.fromarray(grid)
+        draw, font = ImageDraw.Draw(img), ImageFont.load_default()
+        for j, text in enumerate(labels):
+            text = str(text)
+            while text and draw.textlength(text, font=font) > w:  # cut to the column's width
+                text = text[:-1]
+            x = pad + j * (w + pad) + (w - draw.textlength(text, font=font)) / 2
+            draw.text((x, 1), text, fill=(0, 0, 0), font=font)
+        grid = np.asarray(img)
     return grid
 
 

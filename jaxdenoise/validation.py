@@ -65,7 +65,7 @@ class Evaluator:
         """``uint8`` grid: rows of clean | noisy | denoised validation images."""
         clean = jax.make_array_from_process_local_data(self.repl, self.grid_source)
         noisy, out = jax.device_get(self.grid_fn(params, clean))
-        return plots.image_grid([self.grid_clean, noisy, out])
+        return plots.image_grid([self.grid_clean, noisy, out], labels=["clean", "noisy", "denoised"])
 
 
 def eval_params(state: steps.TrainState):

@@ -137,3 +137,16 @@ def test_timing_excludes_compilation_for_every_image_shape(run_dir, tmp_path, mo
     assert {evaluate._bucket_shape(img.shape) for _, img in evaluate.load_folder(str(tmp_path))[0]} == {
         (64, 64), (64, 128), (128, 64)}  # three bucket shapes
     assert rows[1]["sec_per_mp"] > 0 and clock["compiles_while_timing"] == 0
+
+
+def test_grids_name_their_columns_on_the_image():
+    from jaxdenoise import plots
+    cols = [np.full((2, 40, 40, 3), v, np.float32) for v in (1.0, 1.0, 1.0)]
+    plain, named = plots.image_grid(cols), plots.image_grid(cols, labels=["clean", "noisy input", "unet"])
+    assert named.shape[0] == plain.shape[0] + plots.LABEL_HEIGHT and named.shape[1] == plain.shape[1]
+    band = named[:plots.LABEL_HEIGHT]
+    for j in range(3):  # dark text above every column, white images below
+        assert (band[:, 2 + j * 42:2 + j * 42 + 40] < 128).any()
+    np.testing.assert_array_equal(named[plots.LABEL_HEIGHT:], plain)  # the images themselves untouched
+    with pytest.raises(ValueError, match="2 labels for 3 columns"):
+        plots.image_grid(cols, labels=["a", "b"])
