@@ -229,21 +229,32 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
                 y, lvl = jax.device_get(add_noise(jax.random.fold_in(key, offset + i), _pad(c, hb, wb)))
                 noisy_images.append(y[:c.shape[0], :c.shape[1]])
                 levels[i] = lvl[:c.shape[0], :c.shape[1]]
-        outputs = {"noisy input": (noisy_images, 0.0)}
-        fns = {name: (lambda f: lambda i: f(noisy_images[i], levels[i]))(f) for name, f in fns_models.items()}
+        fns = {"noisy input": lambda i: noisy_images[i]}
+        fns.update({name: (lambda f: lambda i: f(noisy_images[i], levels[i]))(f) for name, f in fns_models.items()})
         fns.update({baselines_lib.label(b): (lambda f: lambda i: f(noisy_images[i], clean[i]))(
             baselines_lib.make(b, model_noise)) for b in baselines})
+        megapixels = max(sum(c.shape[0] * c.shape[1] for c in clean) / 1e6, 1e-12)
+        outputs = {}  # name -> (the first grid_count outputs, s/MP, psnr [N], ssim [N])
         for name, fn in fns.items():
-            # warm-up: the model compiles once per bucket shape, and that stays out of the timing
-            for i in (first_of_each_shape if name in fns_models else first_of_each_shape[:1]):
-                fn(i)
-            t0 = time.perf_counter()
-            outs = [fn(i) for i in range(len(noisy_images))]
-            dt = time.perf_counter() - t0
-            outputs[name] = (outs, dt / max(sum(c.shape[0] * c.shape[1] for c in clean) / 1e6, 1e-12))
+            if name != "noisy input":  # warm-up: a model compiles once per bucket shape, out of the timing
+                for i in (first_of_each_shape if name in fns_models else first_of_each_shape[:1]):
+                    fn(i)
+            # one image at a time, scored in batches as it goes: only the grid's few outputs are kept
+            kept, scores, pending, seconds = [], ([], []), [], 0.0
+            for i in _progress(len(clean), f"{label}: {name}"):
+                t0 = time.perf_counter()
+                out = fn(i)
+                seconds += time.perf_counter() - t0
+                if i < grid_count:
+                    kept.append(out)
+                pending.append((clean[i], out))
+                if len(pending) == scorer.batch or i == len(clean) - 1:
+                    for acc, v in zip(scores, scorer(pending)):
+                        acc.extend(v)
+                    pending = []
+            outputs[name] = (kept, seconds / megapixels, np.asarray(scores[0]), np.asarray(scores[1]))
         noisy_psnr = None
-        for name, (outs, spmp) in outputs.items():
-            psnr, ssim = scorer(list(zip(clean, outs)))
+        for name, (outs, spmp, psnr, ssim) in outputs.items():
             psnr, ssim = parallel.gather_shares(psnr), parallel.gather_shares(ssim)  # every image, in order
             row = {"noise": label, "method": name, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
                    "sec_per_mp": spmp, "images": total}
@@ -316,6 +327,25 @@ def _pairs(clean_dir: str, noisy_dir: str, resize: int | None):
     return named, real
 
 
+# evaluate's progress: a bar on a terminal, else (a log) a line every this many images, and at the end
+PROGRESS_EVERY = 20
+
+
+def _progress(n: int, what: str):
+    """``range(n)``, saying how far it got on stderr: tqdm's bar on a terminal, a line per ``PROGRESS_EVERY``
+    images in a log (a long evaluation is never silent)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        yield from tqdm(range(n), desc=what, unit="img", file=sys.stderr, leave=False, disable=n < 2)
+        return
+    t0 = time.monotonic()  # (perf_counter times the methods)
+    for i in range(n):
+        yield i
+        if n >= PROGRESS_EVERY and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == n):
+            print(f"evaluate: {what}: {i + 1}/{n} images ({time.monotonic() - t0:.0f} s)", file=sys.stderr,
+                  flush=True)
+
+
 def _grid_columns(clean, outputs, count) -> List[np.ndarray]:
     """clean | noisy | model | baselines, centre crops of the first ``count`` images at a common size."""
     count = min(count, len(clean))
@@ -326,7 +356,7 @@ def _grid_columns(clean, outputs, count) -> List[np.ndarray]:
         y0, x0 = (x.shape[0] - side) // 2, (x.shape[1] - side) // 2
         return x[y0:y0 + side, x0:x0 + side]
     cols = [np.stack([crop(c) for c in clean[:count]])]
-    cols += [np.stack([crop(o) for o in outs[:count]]) for outs, _ in outputs.values()]
+    cols += [np.stack([crop(o) for o in outs[:count]]) for outs, *_ in outputs.values()]
     return cols
 
 

@@ -120,9 +120,11 @@ def test_timing_excludes_compilation_for_every_image_shape(run_dir, tmp_path, mo
 
     class Clock:  # evaluate reads perf_counter at the start and at the end of each timed method
         @staticmethod
-        def perf_counter():
+        def perf_counter():  # (monotonic: the progress lines)
             clock["timing"] = not clock["timing"]
             return real()
+
+        monotonic = staticmethod(evaluate.time.monotonic)
 
     def on_event(event, duration, **kw):
         if event == "/jax/core/compile/backend_compile_duration" and clock["timing"]:
@@ -150,3 +152,12 @@ def test_grids_name_their_columns_on_the_image():
     np.testing.assert_array_equal(named[plots.LABEL_HEIGHT:], plain)  # the images themselves untouched
     with pytest.raises(ValueError, match="2 labels for 3 columns"):
         plots.image_grid(cols, labels=["a", "b"])
+
+
+def test_a_long_evaluation_says_how_far_it_got_in_a_log(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(evaluate, "PROGRESS_EVERY", 2)  # pytest's stderr is not a terminal: lines, not a bar
+    rows = evaluate.run(run_dir, "best", noise_specs=["poisson:30"])
+    err = capsys.readouterr().err
+    n = rows[0]["images"]
+    for method in ("noisy input", rows[1]["method"]):
+        assert f"evaluate: poisson:30: {method}: 2/{n} images" in err and f"{n}/{n} images" in err
