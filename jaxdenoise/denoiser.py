@@ -10,8 +10,10 @@
 
 The ``Denoiser`` is the one home of what inference needs: the weights' choice (the EMA when the run kept one),
 padding to the model's stride, the noise-level map of non-blind models, and tiling (``denoise.denoise``).
-Images up to ``max_pixels`` run whole, at the per-pixel cost of whole-image inference (tiles recompute their
-overlaps); larger ones run in overlapping tiles of ``tile`` px, so memory stays bounded.
+An image runs whole (at the per-pixel cost of whole-image inference: tiles recompute their overlaps) when
+the model's working memory for it fits ``memory_budget``; larger ones run in overlapping tiles of ``tile``
+px, as many per call as fit the budget, so memory stays bounded whatever the photo's size. The working
+memory per pixel is XLA's own figure for the compiled model (``memory_analysis`` of a 256x256 probe).
 """
 from __future__ import annotations
 
@@ -21,11 +23,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-# Whole-image inference up to this many pixels (a 16-megapixel photo: the U-Net's activations then take a few
-# GB on the CPU); larger images are tiled. Tiles of 1024 px with a 32 px overlap recompute ~13 % of the pixels
+# Whole-image inference up to this many pixels at most (and only while the model's working memory fits
+# MEMORY_BUDGET); larger images are tiled. Tiles of 1024 px with a 32 px overlap recompute ~13 % of the pixels
 # (at 256 px it is ~60 %, and 4-8x the per-pixel cost was measured: docs/benchmarks.md, "Inference").
 MAX_PIXELS = 16 * 2**20
 TILE = 1024
+# The model's working memory (XLA's temporaries for one call) an inference may take: the zoo U-Net needs
+# ~512 bytes per pixel, so photos up to ~2.5 MP run whole and larger ones in 1024-px tiles, 2 per call;
+# a 6000x4000 photo then peaks under 3 GB of process memory (docs/benchmarks.md, "Inference memory").
+MEMORY_BUDGET = 5 * 2**28  # 1.25 GiB
+DEFAULT_BYTES_PER_PIXEL = 600  # when the forward function cannot say (a plain callable)
+PROBE = 256  # side of the probe image whose compiled memory gives the bytes per pixel
 BUCKET = 64  # whole images are padded to multiples of this: a folder of mixed sizes compiles a few shapes
 
 
@@ -39,12 +47,44 @@ class Denoiser:
 
     def __init__(self, forward: Callable[[np.ndarray], Any], *, stride: int, in_channels: int, receptive_field: int,
                  info: Optional[Dict[str, Any]] = None, max_pixels: int = MAX_PIXELS, tile: int = TILE,
-                 overlap: int = 32):
+                 overlap: int = 32, memory_budget: int = MEMORY_BUDGET):
         if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
             raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}")
+        if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)) or memory_budget < 1:
+            raise ValueError(f"memory_budget must be a number of bytes >= 1, got {memory_budget!r}")
         self.forward, self.stride, self.in_channels = forward, int(stride), int(in_channels)
         self.receptive_field, self.max_pixels, self.tile, self.overlap = int(receptive_field), max_pixels, tile, overlap
+        self.memory_budget, self._bytes_per_pixel = int(memory_budget), None
         self.info = dict(info or {})
+
+    @property
+    def bytes_per_pixel(self) -> float:
+        """The model's working memory per input pixel: XLA's temporaries for a ``PROBE`` x ``PROBE`` image
+        (the forward's ``temp_bytes(shape)``, ``denoise.make_apply`` and ``export.load_exported`` give it),
+        else ``DEFAULT_BYTES_PER_PIXEL``; measured once."""
+        if self._bytes_per_pixel is None:
+            probe = getattr(self.forward, "temp_bytes", None)
+            side = _ceil(PROBE, self.stride)
+            self._bytes_per_pixel = (probe((1, side, side, self.in_channels)) / side**2 if probe
+                                     else DEFAULT_BYTES_PER_PIXEL)
+        return self._bytes_per_pixel
+
+    def plan(self, h: int, w: int, tile: Optional[int] = None, batch: int = 8) -> tuple:
+        """(tile, batch) for an ``h`` x ``w`` image: (0, 1) to run it whole, when it has at most
+        ``max_pixels`` and fits ``memory_budget``; else tiles of ``self.tile`` px (smaller when even one does
+        not fit), as many per call (up to ``batch``) as the budget holds. An explicit ``tile`` is kept; only
+        its batch is fitted to the budget."""
+        bpp = self.bytes_per_pixel if h * w > 2**20 or tile else DEFAULT_BYTES_PER_PIXEL
+        if tile is None:
+            whole = _ceil(h, BUCKET) * _ceil(w, BUCKET)
+            if whole <= self.max_pixels and whole * bpp <= self.memory_budget:
+                return 0, 1
+            tile = self.tile
+            while tile > 2 * self.stride and tile * tile * bpp > self.memory_budget and tile // 2 >= 4 * self.overlap:
+                tile //= 2
+        if tile == 0:
+            return 0, 1
+        return tile, max(1, min(batch, int(self.memory_budget // (tile * tile * bpp))))
 
     @property
     def blind(self) -> bool:
@@ -98,12 +138,11 @@ class Denoiser:
         x = np.concatenate([x, level], -1) if level is not None else engine.with_level(x, self.in_channels,
                                                                                        noise_level)
         h, w = x.shape[:2]
-        if tile is None:
-            tile = 0 if h * w <= self.max_pixels else self.tile
+        tile, batch = self.plan(h, w, tile, batch)
         ov = engine.min_overlap(self.overlap if overlap is None else overlap, self.receptive_field)
         engine.check_tiling(tile, ov, self.stride, self.receptive_field)
-        return engine.denoise(forward, x, stride=self.stride, tile=tile, overlap=ov, batch=batch,
-                              bucket=BUCKET if tile == 0 else 0)
+        return engine.denoise(forward, x, stride=self.stride, tile=tile, overlap=ov, batch=batch, bucket=BUCKET,
+                              margin=engine.context(self.receptive_field))
 
     def batch(self, images: Sequence[np.ndarray], noise_level: Optional[str] = None, **kw) -> List[np.ndarray]:
         """Denoise several images of any sizes (each as ``__call__`` would); returns a list in the same order."""
@@ -135,9 +174,15 @@ def _as_float(image) -> tuple:
     return a.astype(np.float32), a.dtype
 
 
+def _ceil(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
 def _like(out: np.ndarray, dtype) -> np.ndarray:
-    if dtype == np.uint8:
-        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if dtype == np.uint8:  # in place (``out`` is ours): no float copies of a large photo
+        out = np.multiply(out, 255.0, out=out) if out.flags.writeable else out * 255.0
+        out += 0.5
+        return np.clip(out, 0, 255, out=out).astype(np.uint8)
     return out.astype(dtype)
 
 

@@ -43,7 +43,8 @@ PLATFORMS = ("cpu", "cuda")  # lowered for both: the same file runs on a CPU mac
 def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequence[str] = PLATFORMS,
                  card: Optional[Dict[str, Any]] = None) -> bytes:
     """The ``.jaxdn`` file's bytes for ``model`` with ``params`` (lowered once, for ``platforms``), with the
-    model ``card`` (``model_card`` facts) when given."""
+    model ``card`` (``model_card`` facts) when given. The header is ``info`` plus what a reader relies on,
+    taken from the model itself (stride, input channels, receptive field)."""
     import jax
     import jax.numpy as jnp
     from jax import export
@@ -55,7 +56,7 @@ def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequenc
     spec = jax.ShapeDtypeStruct(export.symbolic_shape(f"b, {s}*h, {s}*w, {c}"), jnp.float32)
     with onednn.xla_only():  # the file must run in any process: no handler of this one in it
         exported = export.export(fn, platforms=tuple(platforms))(spec)
-    header = dict(info, format=FORMAT, platforms=list(exported.platforms), jax_version=jax.__version__,
+    header = dict(info, stride=s, in_channels=c, receptive_field=model.receptive_field, format=FORMAT, platforms=list(exported.platforms), jax_version=jax.__version__,
                   input=f"float32 [B, {s}*h, {s}*w, {c}] in [0, 1]", output=f"float32 [B, {s}*h, {s}*w, 3] in [0, 1]")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
@@ -172,8 +173,11 @@ def load_exported(path: str, **kw):
     """A ``denoiser.Denoiser`` running an exported file (no flax, no checkpoint)."""
     import jax
     from jaxdenoise.denoiser import Denoiser
+    from jaxdenoise import denoise as engine
     header, exported = read(path)
     call = jax.jit(exported.call)
     header = dict(header, source=os.path.abspath(path))
-    return Denoiser(lambda x: call(np.asarray(x, np.float32)), stride=header["stride"],
+    forward = lambda x: call(np.asarray(x, np.float32))
+    forward.temp_bytes = lambda shape: engine.temp_bytes(exported.call, shape)
+    return Denoiser(forward, stride=header["stride"],
                     in_channels=header["in_channels"], receptive_field=header["receptive_field"], info=header, **kw)

@@ -14,7 +14,7 @@ from tests.conftest import tree_hashes
 pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = dict(tile=48, overlap=8, batch=2, progress=False)
+SMALL = dict(tile=96, overlap=8, batch=2, progress=False)
 
 
 def _image(h=24, w=20, seed=0):
@@ -129,12 +129,12 @@ def test_script_report_counts_writes_and_prints_each_reason_once(run_dir, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "kept.png").write_bytes(b"keep me")
-    r = _script("--workdir", run_dir, "--input", str(src), "--output", str(out), "--tile", "48", "--overlap", "8")
+    r = _script("--workdir", run_dir, "--input", str(src), "--output", str(out), "--tile", "96", "--overlap", "8")
     assert r.returncode == 0, r.stderr
     assert f"wrote 3 image(s) to {out}; skipped 1" in r.stdout  # kept.png (the user's) is not an output's name
     assert sorted(os.listdir(out)) == ["kept.png", "kept_png.png", "photo_jpg.png", "photo_png.png"]
     assert (out / "kept.png").read_bytes() == b"keep me"
-    r = _script("--workdir", run_dir, "--input", str(src), "--output", str(out), "--tile", "48", "--overlap", "8")
+    r = _script("--workdir", run_dir, "--input", str(src), "--output", str(out), "--tile", "96", "--overlap", "8")
     both = r.stdout + r.stderr
     assert f"wrote 0 image(s) to {out}; skipped 4" in r.stdout, r.stdout
     assert both.count("broken.png") == 1 and both.count("exists (use --overwrite to replace it)") == 3  # one each

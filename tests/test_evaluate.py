@@ -67,7 +67,7 @@ def test_tiled_equals_whole_image_where_it_fits(run_dir):
     img = _smooth(150, 118).astype(np.float32) / 255
     img = np.clip(img + np.random.default_rng(0).normal(0, 0.05, img.shape), 0, 1).astype(np.float32)
     whole = den(img, tile=0)
-    tiled = den(img, tile=64, overlap=32, batch=3)
+    tiled = den(img, tile=96, overlap=32, batch=3)
     assert whole.shape == tiled.shape == img.shape
     psnr = float(metrics.psnr_per_image(whole[None], tiled[None])[0])
     assert psnr >= 45.0, psnr
@@ -76,7 +76,7 @@ def test_tiled_equals_whole_image_where_it_fits(run_dir):
 @pytest.mark.imagemagick
 def test_denoise_folder_handles_odd_sizes_grey_and_bad_files(run_dir, photo_dir, tmp_path):
     before = {p: (photo_dir / p).read_bytes() for p in os.listdir(photo_dir)}
-    res = denoise_files.denoise_paths(run_dir, str(photo_dir), str(tmp_path / "out"), tile=48, overlap=8, batch=2,
+    res = denoise_files.denoise_paths(run_dir, str(photo_dir), str(tmp_path / "out"), tile=96, overlap=8, batch=2,
                                 progress=False)
     assert sorted(os.path.basename(p) for p in res["written"]) == ["grey.png", "odd.png", "sq.png"]
     assert [s["path"] for s in res["skipped"]] == ["broken.png"]

@@ -583,8 +583,8 @@ def output_paths(r: Runner, workers: int = 2) -> Outcome:
     """Every output flag of every script pointed at an input of the command, at a file a training run owns
     (config.json, metrics.jsonl, a checkpoint's INTEGRITY, checkpoints/, tb/) and at an existing file of the
     user's: each is refused in one line, before any work, and nothing changes (--overwrite too, where it
-    must still refuse). Then what must work: --overwrite replaces a user's file; evaluate's default grid in
-    the workdir is replaced on every run."""
+    must still refuse: a file without jaxdenoise's mark). Then what must work: --overwrite replaces a file
+    evaluate wrote; evaluate's default grid in the workdir is replaced on every run."""
     from concurrent.futures import ThreadPoolExecutor
     out = Outcome("output paths")
     base = os.path.join(r.base, "outputs")
@@ -607,6 +607,8 @@ def output_paths(r: Runner, workers: int = 2) -> Outcome:
         ("evaluate --json at a noisy input", ev + ["--json", os.path.join(noisy, "b.png"), "--overwrite"], "input"),
         ("evaluate --grid new file in an input folder", ev + ["--grid", os.path.join(clean, "grid.png")], "input"),
         ("evaluate --json at a user's file", ev + ["--json", os.path.join(user, "notes.json")], "--overwrite"),
+        ("evaluate --json --overwrite at a user's file", ev + ["--json", os.path.join(user, "notes.json"),
+                                                             "--overwrite"], "did not write it"),
         ("evaluate --json at config.json", ev + ["--json", os.path.join(run, "config.json"), "--overwrite"],
          "training workdir"),
         ("evaluate --grid at a checkpoint's INTEGRITY", ev + ["--grid", os.path.join(ck, "INTEGRITY"), "--overwrite"],
@@ -650,19 +652,19 @@ def output_paths(r: Runner, workers: int = 2) -> Outcome:
     out["files_lost"] += len(lost)
     if lost or new:
         out["notes"].append(f"refused commands changed files: lost {lost[:5]}, new {new[:5]}")
-    # what must still work: --overwrite on a user's file, and evaluate's own grid replaced on each run
-    mine = os.path.join(user, "notes.json")
-    for args in (["--json", mine, "--overwrite"], []):
+    # what must still work: evaluate's own JSON replaced with --overwrite (it carries jaxdenoise's mark),
+    # and its default grid in the workdir replaced on every run
+    mine = os.path.join(base, "ours.json")
+    for args in (["--json", mine], ["--json", mine, "--overwrite"]):
         proc = r.script(*ev, "--limit", "1", *args)
         ok = proc.returncode == 0 and os.path.isfile(os.path.join(run, "eval_grid.png"))
-        if args:
-            try:
-                ok = ok and json.load(open(mine))[0]["method"] == "noisy input"
-            except (OSError, ValueError, KeyError, IndexError, TypeError):
-                ok = False
+        try:
+            ok = ok and json.load(open(mine))["rows"][0]["method"] == "noisy input"
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            ok = False
         out["recovered"] += ok
         if not ok:
-            out["notes"].append(f"evaluate {' '.join(args) or '(default grid, again)'} failed: rc={proc.returncode}: "
+            out["notes"].append(f"evaluate {' '.join(args)} failed: rc={proc.returncode}: "
                                 f"{(proc.stderr.strip().splitlines() or [''])[-1][:200]}")
     return out
 
