@@ -21,7 +21,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check jaxdenoise scripts tests configs
-	$(PY) -m pytest tests -n auto --dist loadfile --durations=15   # one worker per core; a test file stays on one worker; the slowest tests listed
+	$(PY) -m pytest tests -n auto --dist loadfile --no-loadscope-reorder --durations=15   # one worker per core; a test file stays on one worker, the slowest files first (tests/conftest.py: SLOW_FIRST); the slowest tests listed
 
 bench: setup
 	$(PY) scripts/benchmark.py --config configs/paper.py

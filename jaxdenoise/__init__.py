@@ -13,6 +13,6 @@ __all__ = ["Denoiser", "load"]
 
 def __getattr__(name):
     if name in __all__:
-        from jaxdenoise import denoiser
-        return getattr(denoiser, name)
+        from jaxdenoise.inference import denoiser, load
+        return {"Denoiser": denoiser.Denoiser, "load": load.load}[name]
     raise AttributeError(f"module 'jaxdenoise' has no attribute {name!r}")

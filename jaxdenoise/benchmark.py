@@ -299,12 +299,12 @@ def compare_torch_inference(config, peer: str, passes: int = 2, repeats: int = 3
     """Whole-image inference of ``config``'s model (fresh weights, the ``INFERENCE_SHAPE`` photo, best of
     ``repeats`` after a warm-up) beside the peer's (``--inference HxW``, ``TORCH_BEST``), alternated over
     ``passes`` rounds: one row per side and round, then the medians' ratio."""
-    from jaxdenoise import denoise as engine, denoiser
+    from jaxdenoise.inference import denoiser
     h, w = INFERENCE_SHAPE
     img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
     model = models.create(config.model, config.dtype)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, model.in_channels)))["params"]
-    den = denoiser.Denoiser(engine.make_apply(model, params), stride=model.stride, in_channels=model.in_channels,
+    den = denoiser.Denoiser(denoiser.make_apply(model, params), stride=model.stride, in_channels=model.in_channels,
                             receptive_field=model.receptive_field)
     den.run(img)  # compile
     mp, name, rows = h * w / 1e6, config.model.name, []
@@ -395,7 +395,7 @@ def run_inference(config, names: List[str], repeats: int = 3) -> List[Dict]:
     in tiles of 256 and 512 px (overlap 32, or half the receptive field), and the ``.jaxdn`` export of the same
     weights run whole; best of ``repeats`` after a warm-up call. Fresh weights: speed does not depend on them.
     ``names``: registered models; the config's own model keeps its fields, the others get their defaults."""
-    from jaxdenoise import denoise as engine, denoiser, export
+    from jaxdenoise.inference import denoiser, export, exported
     h, w = INFERENCE_SHAPE
     img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
     mp = h * w / 1e6
@@ -408,14 +408,14 @@ def run_inference(config, names: List[str], repeats: int = 3) -> List[Dict]:
         model = models.create(cfg.model, cfg.dtype)
         params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, model.in_channels)))["params"]
         kw = dict(stride=model.stride, in_channels=model.in_channels, receptive_field=model.receptive_field)
-        den = denoiser.Denoiser(engine.make_apply(model, params), **kw)
-        info = denoiser.model_info(cfg, params, model)
+        den = denoiser.Denoiser(denoiser.make_apply(model, params), **kw)
+        info = export.model_info(cfg, params, model)
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "m.jaxdn")
             with open(path, "wb") as f:
                 f.write(export.export_bytes(cfg, params, model, info, platforms=(jax.default_backend(),)))
-            exp = export.load_exported(path)
+            exp = exported.load_exported(path)
             cases = [("whole", den, 0), ("tiles 256", den, 256), ("tiles 512", den, 512), ("exported, whole", exp, 0)]
             for label, d, tile in cases:
                 d.run(img, tile=tile)  # compile

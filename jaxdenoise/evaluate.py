@@ -9,8 +9,9 @@ from typing import Dict, List, Sequence, Tuple
 import jax
 import numpy as np
 
-from jaxdenoise import denoiser, fsutil, metrics as metrics_lib, noise as noise_lib, parallel
+from jaxdenoise import fsutil, metrics as metrics_lib, noise as noise_lib, parallel
 from jaxdenoise.data import store
+from jaxdenoise.inference import denoiser, load, tiling
 
 
 BUCKET = denoiser.BUCKET  # metrics are padded as the Denoiser pads whole images: a few shapes per folder
@@ -87,7 +88,7 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
 
     ``also``: more run workdirs whose models are scored on the same noisy images, a row each after the
     first model's (the data, seed and default noise are the first run's). ``models``: zoo model names or
-    exported ``.jaxdn`` files (``denoiser.load``), a row each after the runs'; with no ``workdir`` they are
+    exported ``.jaxdn`` files (``inference.load``), a row each after the runs'; with no ``workdir`` they are
     the only models, and ``data`` and ``noise_specs`` (else the first model's validation noise) are needed.
     ``ensemble`` > 1: each model also gets a row ``NAME, xN self-ensemble``, its outputs averaged over N flips
     and rotations of the noisy image (``denoise.self_ensemble``).
@@ -116,14 +117,14 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
     (``outputs.claim``: never an input, never a run's own file, an existing file only with ``overwrite``;
     ``eval_grid.png`` in a workdir is evaluate's own and is replaced).
     """
-    from jaxdenoise import baselines as baselines_lib, checkpointing, denoise as denoise_lib, layout, outputs
+    from jaxdenoise import baselines as baselines_lib, checkpointing, layout, outputs
     from jaxdenoise.data import feed, imageio
 
     if not workdir and not models:
         raise ValueError("--workdir (a training run) or --model (a zoo name or an exported file) is required")
     if not workdir and not data:
         raise ValueError("--model without --workdir needs --data: the images to score (no run, no validation split)")
-    denoise_lib.check_ensemble(ensemble, "--ensemble")
+    denoiser.check_ensemble(ensemble, "--ensemble")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (the first N images), got {limit}")
     if seed is not None and not 0 <= seed < 2**32:
@@ -156,12 +157,12 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
     runs, shipped = [], []  # (workdir, Denoiser) of training runs; (name or file, Denoiser) of --model
     for flag, w in ([("--workdir", workdir)] if workdir else []) + [("--also", a) for a in also]:
         try:
-            runs.append((w, denoiser.load_run(w, which, overlap=overlap)))
+            runs.append((w, load.load_run(w, which, overlap=overlap)))
         except checkpointing.CheckpointError as e:  # say which of the runs it is
             raise checkpointing.CheckpointError(f"{flag} {w}: {e}") from None
     for m in models:
         try:
-            shipped.append((m, denoiser.load(m, overlap=overlap)))
+            shipped.append((m, load.load(m, overlap=overlap)))
         except ValueError as e:
             raise type(e)(f"--model {m}: {e}") from None
     if workdir:
@@ -171,7 +172,7 @@ def run(workdir: str | None, which: str | int = "best", data: str | None = None,
         config = config_lib.base_config()
         config.eval_noise = shipped[0][1].info.get("eval_noise") or "poisson:30"
     for w, den in runs + shipped:
-        denoise_lib.check_tiling(tile or 0, overlap, den.stride, den.receptive_field, f"model of {w}")
+        tiling.check_tiling(tile or 0, overlap, den.stride, den.receptive_field, f"model of {w}")
     if noise_level and (not noisy or all(den.blind for _, den in runs + shipped)):
         print(f"note: --noise-level {noise_level} is not used: " + (
             "the models are blind (3 input channels)" if noisy else

@@ -7,8 +7,8 @@ one of ours that a person rewrote without it, is never replaced. The mark travel
   "rows": [...]}``, ``json_text``);
 - PNG: a ``Software`` text chunk ``jaxdenoise`` (``png_info``; matplotlib's ``metadata``);
 - other image formats written through ImageMagick (JPEG, TIFF, WebP, GIF): the image comment ``COMMENT``;
-- an exported model (``.jaxdn``): its ``info.json`` header's ``format`` (``export.FORMAT``);
-- a model card (``MODEL_CARD.md``): its first line (``model_card.MARKER``).
+- an exported model (``.jaxdn``): its ``info.json`` header's ``format`` (``EXPORT_FORMAT``);
+- a model card (``MODEL_CARD.md``): its first line (``CARD_MARKER``).
 
 Formats that hold no text (BMP, PPM, ...) cannot carry it: such an output is never replaced.
 """
@@ -21,6 +21,8 @@ from typing import Any
 
 WRITER = "jaxdenoise"
 COMMENT = "written by jaxdenoise"
+EXPORT_FORMAT, EXPORT_HEADER = "jaxdenoise-export-1", "info.json"  # an exported model's header and its format
+CARD_MARKER = "<!-- model card written by jaxdenoise: rewritten after training and each evaluate.py run -->"  # a model card's first line
 
 
 def json_text(obj: Any) -> str:
@@ -68,8 +70,7 @@ def ours(path: str) -> bool:
     if head.startswith(b"PK"):
         try:
             with zipfile.ZipFile(path) as z:
-                from jaxdenoise import export
-                return json.loads(z.read(export.INFO)).get("format") == export.FORMAT
+                return json.loads(z.read(EXPORT_HEADER)).get("format") == EXPORT_FORMAT
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, AttributeError):
             return False
     stripped = head.lstrip()
@@ -80,7 +81,6 @@ def ours(path: str) -> bool:
         except (OSError, ValueError):
             return False
         return isinstance(doc, dict) and doc.get("written_by") == WRITER
-    from jaxdenoise import model_card
-    if head.startswith(model_card.MARKER.encode()):
+    if head.startswith(CARD_MARKER.encode()):
         return True
     return COMMENT.encode() in head  # JPEG's COM segment, TIFF's description, WebP / GIF comments

@@ -16,10 +16,10 @@ import platform
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from jaxdenoise import config as config_lib, fsutil, layout
+from jaxdenoise import config as config_lib, fsutil, layout, marks
 
-MARKER = "<!-- model card written by jaxdenoise: rewritten after training and each evaluate.py run -->"
-WRITER = "jaxdenoise"
+MARKER = marks.CARD_MARKER
+WRITER = marks.WRITER
 
 
 def _warn(msg: str) -> None:
@@ -179,7 +179,7 @@ def markdown(card: Dict[str, Any]) -> str:
     m, d, n, t = card["model"], card["data"], card["noise"], card["training"]
     counts = (f"{d['train_images']} training / {d['val_images']} validation images"
               if d.get("train_images") is not None else "image counts not recorded")
-    zoo = card.get("zoo")  # a model shipped in jaxdenoise/zoo (zoo.build): its name, terms and recipe
+    zoo = card.get("zoo")  # a model shipped in jaxdenoise/zoo (scripts/build_zoo.py): its name, terms and recipe
     title = f"jaxdenoise zoo model `{zoo['name']}`" if zoo else os.path.basename(card['workdir'].rstrip(os.sep))
     lines = [MARKER, f"# Model card: {title}", "", "| | |", "|---|---|"]
     if zoo:

@@ -395,3 +395,12 @@ class DiskWatch(logging.Filter):
                 logger.removeFilter(self)
                 for handler in logger.handlers:
                     handler.removeFilter(self)
+
+
+def last_validation(workdir: str) -> Optional[Dict[str, Any]]:
+    """The run's last validation row of metrics.jsonl (PSNR, SSIM, ... at its eval noise), or None."""
+    try:
+        rows = read_rows(workdir, "eval")
+    except (FileNotFoundError, ValueError, json.JSONDecodeError):
+        return None
+    return rows[-1] if rows else None

@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdenoise import checkpointing, config as config_lib, errors, export, fsutil, layout, metrics as metrics_lib
-from jaxdenoise import models
-from jaxdenoise import model_card, noise as noise_lib, parallel, plots, run_io, steps, validation
+from jaxdenoise import checkpointing, config as config_lib, errors, fsutil, layout, metrics as metrics_lib
+from jaxdenoise import model_card, models, noise as noise_lib, parallel, plots, run_io, steps, validation, zoo
 from jaxdenoise.data import feed, loader, store
+from jaxdenoise.inference import exported
 
 
 # the errors a run stops with (one-line messages), importable from here as before
@@ -149,14 +149,14 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
     elif config.init_from and _weights_file(config):  # weights only: optimiser, EMA, step and data start fresh
         weights_path = _weights_file(config)
         tree, data_state = None, None
-        init_weights, parent_card = export.read_params(weights_path), export.read_card(weights_path)
+        init_weights, parent_card = exported.read_params(weights_path), exported.read_card(weights_path)
         origin = f"started from the weights of {config.init_from} ({weights_path}; optimiser, EMA and step fresh)"
     elif config.init_from:
         tree, data_state, origin = _restore_init_from(config, abstract)
     else:
         tree, data_state, origin = None, None, None
     if resuming and config.init_from and _weights_file(config):  # the card's lineage starts with that file's
-        parent_card = export.read_card(_weights_file(config))
+        parent_card = exported.read_card(_weights_file(config))
 
     wd.accept_config(config)  # process 0 writes it: from here on the workdir is a run
     ckpt = ckpt or checkpointing.Checkpointer(ckpt_dir)
@@ -255,7 +255,6 @@ def _weights_file(config) -> Optional[str]:
     or None when it names a training workdir (whose whole state, optimiser and data position too, carries over)."""
     spec = config.init_from
     if spec.startswith("zoo:"):
-        from jaxdenoise import zoo
         try:
             return zoo.path(spec[len("zoo:"):])
         except ValueError as e:
@@ -267,8 +266,8 @@ def _check_init_weights(config, path: str, head: str) -> None:
     """Refuse an exported file that cannot start this run: missing, not one, without weights, another model."""
     if not os.path.isfile(path):
         raise ValueError(f"{head}: {path} " + ("is a folder" if os.path.isdir(path) else "does not exist"))
-    header, _ = export.read(path)
-    export.read_params(path)
+    header, _ = exported.read(path)
+    exported.read_params(path)
     norm = lambda d: json.loads(json.dumps(dict(d), default=list))
     theirs, mine = norm(header.get("model_config", {})), norm(config.model.to_dict())
     diff = [f"model.{k} {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in sorted(set(theirs) | set(mine))
@@ -323,7 +322,7 @@ def _short(v) -> str:
 
 def _with_weights(state, weights, sharding):
     """``state`` with its parameters (and its EMA, when kept) set to ``weights`` (a nested dict of arrays of the
-    same tree and shapes, ``export.read_params``), placed as ``sharding``."""
+    same tree and shapes, ``exported.read_params``), placed as ``sharding``."""
     from flax import serialization
     params = serialization.from_state_dict(state.params, weights)
     params = jax.tree.map(lambda w, p: jax.device_put(jnp.asarray(w, p.dtype), sharding), params, state.params)

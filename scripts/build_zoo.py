@@ -1,4 +1,4 @@
-"""Maintainers: write a zoo model (jaxdenoise/zoo/NAME.jaxdn and NAME.md) from a trained run (``jaxdenoise.zoo``).
+"""Maintainers: write a zoo model (jaxdenoise/zoo/NAME.jaxdn and NAME.md) from a trained run (scripts/tools/zoo_build.py).
 
     python scripts/build_zoo.py --name photos --workdir runs/unet_photos [--checkpoint best]
 
@@ -9,6 +9,7 @@ input, or scores below the shipped entry, is refused unless --force.
 from absl import flags
 
 from jaxdenoise import cli, zoo
+from tools import zoo_build
 
 flags.DEFINE_enum("name", None, zoo.names(), "the zoo entry to write", required=True)
 flags.DEFINE_string("workdir", None, "the trained run", required=True)
@@ -21,7 +22,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     which = int(FLAGS.checkpoint) if FLAGS.checkpoint.isdigit() else FLAGS.checkpoint
-    h = zoo.build(FLAGS.name, FLAGS.workdir, which, force=FLAGS.force)
+    h = zoo_build.build(FLAGS.name, FLAGS.workdir, which, force=FLAGS.force)
     s = h["scores"]
     print(f"wrote {zoo.folder()}/{FLAGS.name}.jaxdn ({h['bytes'] / 2**20:.2f} MiB: {h['model']}, "
           f"{h['parameters']:,} parameters, step {h['step']}) and {FLAGS.name}.md; validation at {s['noise']}: "

@@ -1,4 +1,4 @@
-"""Export a trained run as a model file that runs with jax and numpy alone (``jaxdenoise.export``).
+"""Export a trained run as a model file that runs with jax and numpy alone (``jaxdenoise.inference.export``).
 
 The command-line entry point of a checkout; its flags, usage and behaviour: jaxdenoise/commands/export.py
 (installed: ``jaxdenoise export``).

@@ -13,7 +13,7 @@ import sys
 from absl import flags, logging
 
 from jaxdenoise import cli, outputs
-from jaxdenoise.faultcheck import suite
+from tools import faultsuite as suite
 
 flags.DEFINE_integer("kills", 5, "kill -9 faults")
 flags.DEFINE_integer("fuzz", 200, "mutated image files for the reader")

@@ -8,7 +8,7 @@
 #   scripts/gpu_check.sh [--out DIR]        on the GPU machine (carry .gpu_check): under 8 minutes
 #   scripts/gpu_check.sh --dry-run          every step on the CPU at tiny sizes (tests/test_gpu_check.py)
 #
-# A failed step is reported and the next one runs. Details: jaxdenoise/gpucheck.py.
+# A failed step is reported and the next one runs. Details: scripts/tools/gpucheck.py.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 PY=${PYTHON:-}
@@ -30,4 +30,4 @@ case " $* " in
         fi ;;
 esac
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PY" -m jaxdenoise.gpucheck "$@"
+exec "$PY" scripts/tools/gpucheck.py "$@"

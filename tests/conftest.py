@@ -4,7 +4,12 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
+
+# the repository's own tools (scripts/tools: the fault suite, the reader fuzzer, the GPU check, the zoo builder)
+# are not part of the package; tests import them as the scripts do
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 
 # One persistent XLA compilation cache for the session, inherited by every subprocess the tests start: the
 # suite compiles the same tiny train/eval steps in dozens of processes (a tiny train.py run: 22 s -> 8 s).
@@ -178,9 +183,18 @@ def run_dir(trained) -> str:
     return str(trained[0])
 
 
+# The files that take longest (minutes of subprocesses each) run first: with ``--dist loadfile`` a worker
+# takes the next file when it is free, so the longest first keeps both workers busy to the end instead of
+# one finishing the fault suite alone (docs/benchmarks.md, "The test suite").
+SLOW_FIRST = ("test_faultcheck.py", "test_gpu_check.py", "test_scaling.py", "test_targets.py", "test_first_steps.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``imagemagick`` read or write images through Wand: skipped, with the reason, where
-    ImageMagick's library is missing (the GPU image; ``JAXDENOISE_NO_IMAGEMAGICK=1`` imitates it)."""
+    """The slow files first (``SLOW_FIRST``). Tests marked ``imagemagick`` read or write images through Wand:
+    skipped, with the reason, where ImageMagick's library is missing (the GPU image;
+    ``JAXDENOISE_NO_IMAGEMAGICK=1`` imitates it)."""
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
     from jaxdenoise.data import imageio
     if imageio.has_imagemagick():
         return

@@ -1,5 +1,5 @@
 """The user-facing API: ``jaxdenoise.load`` -> ``Denoiser`` (dtypes, sizes, errors, tiles) and the exported
-model (``jaxdenoise.export``), which must run in a process that cannot import this project, flax or orbax."""
+model (``jaxdenoise.inference.export``), which must run in a process that cannot import this project, flax or orbax."""
 import json
 import os
 import pathlib
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import jaxdenoise
-from jaxdenoise import denoise as engine, export, models
+from jaxdenoise import models
+from jaxdenoise.inference import denoiser, export, exported, tiling
 
 
 @pytest.fixture()
@@ -34,10 +35,10 @@ def test_load_gives_a_denoiser_that_keeps_dtype_and_size_and_says_what_it_is(run
     assert np.array_equal(out, np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8))
     assert den(img.astype(np.float64) / 255.0).dtype == np.float64
     # the same as the engine on the EMA weights of the best checkpoint, whole image (padded to the bucket)
-    from jaxdenoise import checkpointing, denoiser
+    from jaxdenoise import checkpointing
     config, params, _ = checkpointing.load_params(str(run), "best")
     model = models.create(config.model)
-    ref = engine.denoise(engine.make_apply(model, params), img.astype(np.float32) / 255, stride=model.stride, tile=0,
+    ref = tiling.denoise(denoiser.make_apply(model, params), img.astype(np.float32) / 255, stride=model.stride, tile=0,
                          bucket=denoiser.BUCKET)
     np.testing.assert_allclose(f, ref, atol=1e-6)
     outs = den.batch([img, _photo(16, 24, 1)])
@@ -61,11 +62,10 @@ def test_large_images_are_tiled_and_match_whole_image_inference(run):
 def test_tiles_equal_the_whole_image_on_a_model_with_structure_and_memory_picks_the_plan():
     """A U-Net with randomised weights (a near-constant output would hide seams): with an overlap of half
     its receptive field, evenly spread tiles give the whole image's output."""
-    from jaxdenoise import denoiser, models
     model = models.create(models.default_config("unet", widths=(8, 16, 16)))
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))["params"]
     params = jax.tree.map(lambda p: p + 0.2 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
-    den = denoiser.Denoiser(engine.make_apply(model, params), stride=model.stride, in_channels=3,
+    den = denoiser.Denoiser(denoiser.make_apply(model, params), stride=model.stride, in_channels=3,
                             receptive_field=model.receptive_field, overlap=model.receptive_field // 2)
     img = np.random.default_rng(5).random((136, 200, 3)).astype(np.float32)
     whole = den.run(img, tile=0)
@@ -227,7 +227,7 @@ def test_the_console_command_runs_each_job_with_the_scripts_flags(run, tmp_path)
 def test_self_ensemble_undoes_each_flip_and_turn_on_the_output(n):
     """A stand-in model that adds its input's column index: each transform is undone on the output, so the
     image comes back exact and the offset is the mean column index over the orientations used."""
-    from jaxdenoise.denoise import self_ensemble
+    from jaxdenoise.inference.denoiser import self_ensemble
     h, w = 6, 10
     x = np.random.default_rng(0).random((2, h, w, 3)).astype(np.float32)
     out = self_ensemble(lambda t: t + np.arange(t.shape[2], dtype=np.float32)[None, None, :, None], n)(x)
@@ -243,7 +243,7 @@ def test_init_from_an_exported_file_starts_from_its_weights_keeps_the_lineage_an
     out = tmp_path / "m.jaxdn"
     export.export_workdir(str(run), str(out))
     src_config, src_params, _ = checkpointing.load_params(str(run))
-    weights = export.read_params(str(out))
+    weights = exported.read_params(str(out))
     for a, b in zip(jax.tree.leaves(weights), jax.tree.leaves(src_params), strict=True):
         np.testing.assert_array_equal(a, b)  # the file carries the weights it runs
     # a fresh run from the file: its step 0 holds those weights (optimiser, EMA and step start fresh)
@@ -268,7 +268,7 @@ def test_init_from_an_exported_file_starts_from_its_weights_keeps_the_lineage_an
     bare = tmp_path / "bare.jaxdn"
     with zipfile.ZipFile(out) as zin, zipfile.ZipFile(bare, "w") as zout:
         for name in zin.namelist():
-            if name != export.PARAMS:
+            if name != exported.PARAMS:
                 zout.writestr(name, zin.read(name))
     cfg.init_from = str(bare)
     with pytest.raises(ValueError, match="carries no weights"):
@@ -289,19 +289,19 @@ def exported_bytes(run_dir, tmp_path_factory):
 
 def _damaged(members, case):
     import random
-    info, fn = json.loads(members[export.INFO]), members[export.FUNCTION]
+    info, fn = json.loads(members[exported.INFO]), members[exported.FUNCTION]
     rnd = random.Random(0)
     return {
-        "random function": {export.FUNCTION: bytes(rnd.randrange(256) for _ in range(4000))},
-        "truncated function": {export.FUNCTION: fn[:len(fn) // 2]},
-        "flipped bytes": {export.FUNCTION: fn[:len(fn) // 2] + bytes([fn[len(fn) // 2] ^ 0xFF]) + fn[len(fn) // 2 + 1:]},
-        "no function": {export.FUNCTION: None},
-        "no stride": {export.INFO: json.dumps({k: v for k, v in info.items() if k != "stride"})},
-        "stride 0": {export.INFO: json.dumps(dict(info, stride=0))},
-        "stride a string": {export.INFO: json.dumps(dict(info, stride="4"))},
-        "a list": {export.INFO: "[1, 2]"},
-        "truncated info": {export.INFO: members[export.INFO][:40]},
-        "5 channels": {export.INFO: json.dumps(dict(info, in_channels=5))},
+        "random function": {exported.FUNCTION: bytes(rnd.randrange(256) for _ in range(4000))},
+        "truncated function": {exported.FUNCTION: fn[:len(fn) // 2]},
+        "flipped bytes": {exported.FUNCTION: fn[:len(fn) // 2] + bytes([fn[len(fn) // 2] ^ 0xFF]) + fn[len(fn) // 2 + 1:]},
+        "no function": {exported.FUNCTION: None},
+        "no stride": {exported.INFO: json.dumps({k: v for k, v in info.items() if k != "stride"})},
+        "stride 0": {exported.INFO: json.dumps(dict(info, stride=0))},
+        "stride a string": {exported.INFO: json.dumps(dict(info, stride="4"))},
+        "a list": {exported.INFO: "[1, 2]"},
+        "truncated info": {exported.INFO: members[exported.INFO][:40]},
+        "5 channels": {exported.INFO: json.dumps(dict(info, in_channels=5))},
     }[case]
 
 

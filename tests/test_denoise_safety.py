@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import denoise_files
+from jaxdenoise.inference import files as denoise_files
 from tests.conftest import tree_hashes
 
 pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand

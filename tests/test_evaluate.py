@@ -10,7 +10,8 @@ import jaxdenoise
 import pytest
 from PIL import Image
 
-from jaxdenoise import checkpointing, denoise_files, evaluate, metrics, plots
+from jaxdenoise import checkpointing, evaluate, metrics, plots
+from jaxdenoise.inference import files as denoise_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,7 +4,7 @@ paths, the data-safety cases, every output flag pointed at inputs, run files and
 image files; nothing may be lost. The suite runs once; each test reads its part of the summary."""
 import pytest
 
-from jaxdenoise.faultcheck import suite
+from tools import faultsuite as suite
 
 pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
 

@@ -1,4 +1,4 @@
-"""The image-reader fuzzer (jaxdenoise.faultcheck.fuzz): reproducible cases, a clean real run, and every kind of
+"""The image-reader fuzzer (scripts/tools/fuzz.py): reproducible cases, a clean real run, and every kind of
 failure detected, counted and saved when a target misbehaves on purpose.
 
 The misbehaving targets live here; the fuzzer's worker imports them as ``tests.test_fuzz:NAME`` (pytest runs
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from jaxdenoise.data import imageio
-from jaxdenoise.faultcheck import fuzz
+from tools import fuzz
 
 pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
 
@@ -80,7 +80,7 @@ def test_cases_are_reproducible_from_seed_and_index():
     assert len({data for _, data, _ in first}) == len(first)
     assert [fuzz.case_input(8, case) for case in range(40)] != first
     # another process (fresh encoders, fresh hash seed) makes the same bytes
-    code = "from tests.test_fuzz import _digest; print(_digest(7, 40))"
+    code = "import sys; sys.path.insert(0, 'scripts'); from tests.test_fuzz import _digest; print(_digest(7, 40))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert other.stdout.strip() == _digest(7, 40)

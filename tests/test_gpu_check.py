@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from jaxdenoise import gpucheck
+from tools import gpucheck
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,9 +28,11 @@ def test_gpu_check_dry_run_fills_every_field(tmp_path):
     assert not failed and p.returncode == 0, (failed, p.stdout[-3000:], p.stderr[-3000:])
     assert steps["torch"]["status"] in ("ok", "skipped")  # no PyTorch reference carried in this test
     for section in ("env", "tests", "store", "benchmark", "epoch"):
-        missing = [k for k, v in s[section].items() if v is None and not (section == "env" and k == "driver")]
+        missing = [k for k, v in s[section].items() if v is None and not (section == "env" and k == "driver")
+                   and not (section == "tests" and k == "deterministic_resume_bitwise")]
         assert not missing, (section, missing)
-    assert s["tests"]["deterministic_resume_bitwise"] is True and s["tests"]["passed"] > 0
+    # the dry run runs one quick test, not the resume test (make test runs it): the field stays empty
+    assert s["tests"]["deterministic_resume_bitwise"] is None and s["tests"]["passed"] == 1
     assert len(s["benchmark"]["runs"]) == 1 and all(r["img_per_s"] > 0 for r in s["benchmark"]["runs"])
     assert [r["model"] for r in s["benchmark"]["models"]] == ["paper"]  # every model on a GPU
     assert s["epoch"]["projected_25_epochs_s"] > 0 and s["epoch"]["val_psnr"] > 0

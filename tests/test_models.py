@@ -9,7 +9,8 @@ import jaxdenoise
 import pytest
 from PIL import Image
 
-from jaxdenoise import baselines, checkpointing, config as config_lib, denoise, denoise_files, evaluate, models, steps, train
+from jaxdenoise import baselines, checkpointing, config as config_lib, evaluate, models, steps, train
+from jaxdenoise.inference import denoiser, files as denoise_files, tiling
 from jaxdenoise.data import builtin, prepare, store
 from jaxdenoise.models.nafnet import pixel_shuffle
 from tests.test_train import tiny_config
@@ -274,24 +275,24 @@ def test_new_models_denoise_in_tiles_and_run_in_bfloat16(name):
     if name == "nafnet":  # a fresh NAFNet is the identity (beta = gamma = 0, ending conv zero): give every
         # block a real path and the ending conv a kernel (scales of 0.05-0.1 change the output by far more than
         # the tolerance below, yet keep the random net out of saturation, where every error would be clipped)
-        fresh = denoise.denoise(denoise.make_apply(model, params), img, model.stride, tile=0)
+        fresh = tiling.denoise(denoiser.make_apply(model, params), img, model.stride, tile=0)
         np.testing.assert_array_equal(fresh, np.clip(img, 0, 1))
         rng = np.random.default_rng(0)
         params = jax.tree_util.tree_map_with_path(
             lambda path, x: jnp.asarray(rng.uniform(0.05, 0.1, x.shape), x.dtype)
             if path[-1].key in ("beta", "gamma") else x, params)
         params["ending"]["kernel"] = jnp.asarray(rng.normal(0, 0.05, params["ending"]["kernel"].shape), jnp.float32)
-    apply = denoise.make_apply(model, params)
-    whole = denoise.denoise(apply, img, model.stride, tile=0)
+    apply = denoiser.make_apply(model, params)
+    whole = tiling.denoise(apply, img, model.stride, tile=0)
     if name == "nafnet":
         assert metrics_psnr(fresh, whole) < 25  # the blocks now change the output
-    ov = denoise.min_overlap(8, model.receptive_field)
-    tiled = denoise.denoise(apply, img, model.stride, tile=112, overlap=ov, batch=4)
+    ov = tiling.min_overlap(8, model.receptive_field)
+    tiled = tiling.denoise(apply, img, model.stride, tile=112, overlap=ov, batch=4)
     assert whole.shape == tiled.shape == img.shape
     # NAFNet's channel attention pools over each tile: tiles see other means, so only close, not equal
     assert metrics_psnr(whole, tiled) > (35 if name == "nafnet" else 45)
-    bf16 = denoise.make_apply(models.create(cfg, "bfloat16"), params)
-    out = denoise.denoise(bf16, img, model.stride, tile=0)
+    bf16 = denoiser.make_apply(models.create(cfg, "bfloat16"), params)
+    out = tiling.denoise(bf16, img, model.stride, tile=0)
     assert out.dtype == np.float32 and metrics_psnr(whole, out) > 30
 
 
@@ -337,7 +338,7 @@ def test_non_blind_model_takes_the_level_map_everywhere(tmp_path, cache, photo_f
     img = np.asarray(_photos()[0][1][:40, :40], np.float32) / 255.0
     low, high = (den(img, noise_level=s) for s in ("gaussian:5", "gaussian:50"))
     assert np.abs(low - high).mean() > 1e-3
-    est = denoise.with_level(img, 4)
+    est = denoiser.with_level(img, 4)
     assert est.shape == (40, 40, 4) and np.all(est[..., 3] == est[0, 0, 3])
     res = denoise_files.denoise_paths(str(tmp_path / "run"), str(photo_folder), str(tmp_path / "out"), "latest",
                                 progress=False, noise_level="gaussian:25")

@@ -101,7 +101,8 @@ def test_generic_products_equal_lax(stride, lo, hi):
 
 def test_unet_with_onednn_equals_unet_with_xla_and_exports_without_it(tmp_path):
     import ml_collections
-    from jaxdenoise import export, models
+    from jaxdenoise import models
+    from jaxdenoise.inference import export, exported
 
     cfg = ml_collections.ConfigDict(dict(name="unet", widths=(8, 16), residual=True, noise_level=False))
     model = models.create(cfg)
@@ -122,8 +123,8 @@ def test_unet_with_onednn_equals_unet_with_xla_and_exports_without_it(tmp_path):
     data = export.export_bytes(config, params, model, {"stride": model.stride}, platforms=("cpu",))
     path = tmp_path / "m.jaxdn"
     path.write_bytes(data)
-    _, exported = export.read(str(path))
-    assert "JdConv" not in exported.mlir_module()  # runs in a process that never loaded the library
+    _, fn = exported.read(str(path))
+    assert "JdConv" not in fn.mlir_module()  # runs in a process that never loaded the library
 
 
 @pytest.mark.skipif(not onednn.bf16_native(), reason="no bfloat16 arithmetic on this CPU (oneDNN would emulate it)")

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdenoise import checkpointing, denoise_files, denoiser, evaluate, fsutil, gpucheck, layout, marks, outputs, plots
+from jaxdenoise import checkpointing, evaluate, fsutil, layout, marks, outputs, plots
+from jaxdenoise.inference import files as denoise_files, load
+from tools import gpucheck
 from jaxdenoise import train
 from tests.test_train import tiny_config
 
@@ -123,7 +125,7 @@ def test_own_folder_is_new_empty_or_marked(tmp_path, user):
 def test_evaluate_refuses_before_any_work_and_overwrites_only_when_asked(run, user, monkeypatch):
     photos = user / "photos"
     before, run_before = fsutil.tree_digests(user), fsutil.tree_digests(run)
-    monkeypatch.setattr(denoiser, "load_run", lambda *a, **k: pytest.fail("work started before the check"))
+    monkeypatch.setattr(load, "load_run", lambda *a, **k: pytest.fail("work started before the check"))
     for kw, needle in [(dict(grid_path=str(photos / "a.png")), "inside --data"),
                        (dict(json_path=str(photos / "b.png"), overwrite=True), "inside --data"),
                        (dict(json_path=str(user / "notes.json")), "use --overwrite"),
@@ -240,7 +242,7 @@ def test_a_config_json_that_is_not_a_run_config_is_one_line(run):
     with pytest.raises(checkpointing.CheckpointError, match="is not the config of a jaxdenoise run"):
         evaluate.run(str(run), "best")
     with pytest.raises(checkpointing.CheckpointError, match="is not the config of a jaxdenoise run"):
-        denoiser.load_run(str(run))
+        load.load_run(str(run))
 
 
 def _script(name, *args):

@@ -1,5 +1,5 @@
 """The model zoo shipped inside the package (``jaxdenoise.zoo``): each model loads offline by name, is small,
-carries its card, and beats its noisy input on a built-in photo; ``zoo.build`` makes an entry from a run;
+carries its card, and beats its noisy input on a built-in photo; ``zoo_build.build`` (scripts/tools) makes an entry from a run;
 ``denoise`` and ``evaluate`` take ``--model``."""
 import os
 import pathlib
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import jaxdenoise
-from jaxdenoise import denoise_files, evaluate, export, noise, plots, zoo
+from jaxdenoise import evaluate, noise, plots, zoo
+from jaxdenoise.inference import exported, files as denoise_files, load
+from tools import zoo_build
 from jaxdenoise.data import builtin
 
 
@@ -31,8 +33,8 @@ def test_each_zoo_model_ships_small_with_its_card_and_beats_its_noisy_input(name
     assert os.path.getsize(path) <= zoo.MAX_BYTES
     card = zoo.card(name)
     assert zoo.MODELS[name].terms in card and f"jaxdenoise.load({name!r})" in card
-    assert export.read_card(path)["zoo"]["name"] == name  # the card travels inside the file too
-    assert sum(a.size for a in jax.tree.leaves(export.read_params(path))) == export.read(path)[0]["parameters"]
+    assert exported.read_card(path)["zoo"]["name"] == name  # the card travels inside the file too
+    assert sum(a.size for a in jax.tree.leaves(exported.read_params(path))) == exported.read(path)[0]["parameters"]
     den = jaxdenoise.load(name)  # a name, not a path: offline, from the package
     assert den.blind and den.info["zoo"] == name and den.info["parameters"] > 0
     spec = den.info["eval_noise"]
@@ -60,10 +62,10 @@ def test_build_ships_only_a_better_model_with_a_card_from_the_run_and_cleans_wha
     (tmp_path / "notes.txt").write_text("mine")
     scored = []
     score = lambda w, shipped: scored.append(shipped) or {"noisy": 20.0, "model": 25.0, "shipped": None}
-    h = zoo.build("photos", run_dir, "latest", score=score)
+    h = zoo_build.build("photos", run_dir, "latest", score=score)
     assert scored == [""] and sorted(os.listdir(tmp_path)) == ["notes.txt", "photos.jaxdn", "photos.md"]
     assert h["bytes"] == os.path.getsize(tmp_path / "photos.jaxdn")
-    den, ref = zoo.load("photos"), jaxdenoise.load(run_dir, "latest")
+    den, ref = load.load_zoo("photos"), jaxdenoise.load(run_dir, "latest")
     img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
     np.testing.assert_allclose(den(img.astype(np.float32) / 255), ref(img.astype(np.float32) / 255), atol=1e-5)
     card = (tmp_path / "photos.md").read_text()
@@ -74,14 +76,14 @@ def test_build_ships_only_a_better_model_with_a_card_from_the_run_and_cleans_wha
     for worse, needle in [({"noisy": 20.0, "model": 19.0, "shipped": None}, "not above its noisy input"),
                           ({"noisy": 20.0, "model": 25.0, "shipped": 26.0}, "below the shipped 'photos'")]:
         with pytest.raises(ValueError, match=needle):
-            zoo.build("photos", run_dir, "latest", score=lambda w, s, r=worse: r)
+            zoo_build.build("photos", run_dir, "latest", score=lambda w, s, r=worse: r)
         assert (tmp_path / "photos.jaxdn").read_bytes() == before
     monkeypatch.setattr(zoo, "MAX_BYTES", 1000)
     with pytest.raises(ValueError, match="over the zoo's"):
-        zoo.build("photos", run_dir, "latest", score=score)
+        zoo_build.build("photos", run_dir, "latest", score=score)
     assert (tmp_path / "photos.jaxdn").read_bytes() == before and not (tmp_path / "photos.jaxdn.new").exists()
     with pytest.raises(ValueError, match="the zoo has"):
-        zoo.build("nope", run_dir)
+        zoo_build.build("nope", run_dir)
 
 
 @pytest.mark.imagemagick

@@ -4,11 +4,12 @@
         [--keep-format] [--overwrite] [--noise-level poisson:30]
     python scripts/denoise.py --model photos --input PATH ...    (a zoo model: faces, photos, real; or a .jaxdn)
 
-Output names, formats and the no-clobber rules: ``jaxdenoise.denoise_files.denoise_paths``.
+Output names, formats and the no-clobber rules: ``jaxdenoise.inference.files.denoise_paths``.
 """
 from absl import flags, logging
 
-from jaxdenoise import cli, denoise_files
+from jaxdenoise import cli
+from jaxdenoise.inference import files
 
 flags.DEFINE_string("workdir", None, "training workdir (or --model)")
 flags.DEFINE_string("model", None, "instead of --workdir: a zoo model (faces, photos, real) or an exported .jaxdn file")
@@ -34,7 +35,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
-    res = denoise_files.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
+    res = files.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
                                       FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite,
                                       noise_level=FLAGS["noise-level"].value, model=FLAGS.model,
                                       ensemble=FLAGS.ensemble)

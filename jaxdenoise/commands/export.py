@@ -1,17 +1,18 @@
-"""Export a trained run as a model file that runs with jax and numpy alone (``jaxdenoise.export``).
+"""Export a trained run as a model file that runs with jax and numpy alone (``jaxdenoise.inference.export``).
 
     python scripts/export.py --workdir runs/unet_faces --out unet_faces.jaxdn [--checkpoint best|latest|STEP]
         [--platforms cpu,cuda] [--overwrite]
 
 The file holds the denoiser lowered by ``jax.export`` (symbolic batch, height and width; heights and widths
 multiples of the model's stride) with its weights, and a JSON header (model, parameters, stride, training
-noise, validation scores). ``jaxdenoise.load(FILE)`` reads it; the module docstring of ``jaxdenoise.export``
+noise, validation scores). ``jaxdenoise.load(FILE)`` reads it; the module docstring of ``jaxdenoise.inference.exported``
 shows the ten lines that run it without this project. --out is checked before any work: never a file of
 the run, and an existing file only with --overwrite.
 """
 from absl import flags, logging
 
-from jaxdenoise import cli, export
+from jaxdenoise import cli
+from jaxdenoise.inference import export
 
 flags.DEFINE_string("workdir", None, "training workdir (its config.json and checkpoints/)", required=True)
 flags.DEFINE_string("out", None, "the model file to write (e.g. model.jaxdn)", required=True)

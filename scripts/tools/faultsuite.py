@@ -85,7 +85,8 @@ class Runner:
         # JAX's persistent compilation cache: every restart loads the same executables instead of compiling
         # them again (seconds per start on a small CPU); results are those of the same compiled code
         self.env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                        JAX_COMPILATION_CACHE_DIR=os.path.join(base, "jax-cache"),
+                        JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR")
+                        or os.path.join(base, "jax-cache"),  # the caller's (the test session's) when it has one
                         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
         self.reference = None
         self.timeline = (0.0, 0.0)  # seconds to the first logged step, and to the end, of the unbroken run
@@ -685,7 +686,7 @@ def run(kills_n: int = 5, fuzz_n: int = 200, disk_full_n: int = 1, seed: int = 0
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from jaxdenoise.faultcheck import fuzz
+    from tools import fuzz
     own = base is None
     base = base or tempfile.mkdtemp(prefix="jaxdenoise-faultcheck-")
     t_start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""A trained denoiser as one Python object: ``jaxdenoise.load(...)`` returns a ``Denoiser``.
+"""A trained denoiser as one Python object: ``jaxdenoise.load(...)`` (``inference.load``) returns a ``Denoiser``.
 
     den = jaxdenoise.load("runs/unet_faces")            # a workdir: its best checkpoint (EMA weights if kept)
     den = jaxdenoise.load("runs/unet_faces", "latest")  # or "best", or a step number
@@ -9,7 +9,8 @@
     den.info                                            # model, parameters, stride, training noise, scores
 
 The ``Denoiser`` is the one home of what inference needs: the weights' choice (the EMA when the run kept one),
-padding to the model's stride, the noise-level map of non-blind models, and tiling (``denoise.denoise``).
+padding to the model's stride, the noise-level map of non-blind models, and tiling (``tiling.denoise``). It knows
+no files: ``inference.load`` makes one from a workdir, an exported file or the zoo.
 An image runs whole (at the per-pixel cost of whole-image inference: tiles recompute their overlaps) when
 the model's working memory for it fits ``memory_budget``; larger ones run in overlapping tiles of ``tile``
 px, as many per call as fit the budget, so memory stays bounded whatever the photo's size. The working
@@ -17,11 +18,13 @@ memory per pixel is XLA's own figure for the compiled model (``memory_analysis``
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from jaxdenoise.inference import tiling
 
 # Whole-image inference up to this many pixels at most (and only while the model's working memory fits
 # MEMORY_BUDGET); larger images are tiled. Tiles of 1024 px with a 32 px overlap recompute ~13 % of the pixels
@@ -105,7 +108,7 @@ class Denoiser:
         ``self.tile``); overlap: at least half the receptive field is used whatever is asked (a negative one
         is an error).
         ensemble: average over this many flips and rotations of the image (1, 2, 4 or 8:
-        ``denoise.self_ensemble``; 8 costs 8x the time, and gained 0.18-0.19 dB on CBSD68: docs/quality.md).
+        ``self_ensemble``; 8 costs 8x the time, and gained 0.18-0.19 dB on CBSD68: docs/quality.md).
         Raises ValueError (one line) for a wrong shape, a non-finite value, float values outside [0, 1] (beyond
         rounding), a noise level given to a blind model, a negative tile or overlap, or another ensemble size
         (1, 2, 4 or 8; a bool is not one).
@@ -114,8 +117,7 @@ class Denoiser:
         for name, v, least in (("overlap", overlap, 0), ("tile", tile, 0), ("batch", batch, 1)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least):
                 raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
-        from jaxdenoise import denoise as engine
-        engine.check_ensemble(ensemble)
+        check_ensemble(ensemble)
         if noise_level is not None and self.blind:
             raise ValueError(f"noise_level={noise_level!r} is for non-blind models; this one is blind (it takes "
                              f"the noisy image alone)")
@@ -131,18 +133,16 @@ class Denoiser:
         else the map of ``noise_level``, else of the Gaussian level estimated from the image; a blind one
         ignores both. tile, overlap, batch, ensemble: as ``__call__``.
         """
-        from jaxdenoise import denoise as engine
-        forward = engine.self_ensemble(self.forward, ensemble)
+        forward = self_ensemble(self.forward, ensemble)
         if self.blind:
             level = noise_level = None
-        x = np.concatenate([x, level], -1) if level is not None else engine.with_level(x, self.in_channels,
-                                                                                       noise_level)
+        x = np.concatenate([x, level], -1) if level is not None else with_level(x, self.in_channels, noise_level)
         h, w = x.shape[:2]
         tile, batch = self.plan(h, w, tile, batch)
-        ov = engine.min_overlap(self.overlap if overlap is None else overlap, self.receptive_field)
-        engine.check_tiling(tile, ov, self.stride, self.receptive_field)
-        return engine.denoise(forward, x, stride=self.stride, tile=tile, overlap=ov, batch=batch, bucket=BUCKET,
-                              margin=engine.context(self.receptive_field))
+        ov = tiling.min_overlap(self.overlap if overlap is None else overlap, self.receptive_field)
+        tiling.check_tiling(tile, ov, self.stride, self.receptive_field)
+        return tiling.denoise(forward, x, stride=self.stride, tile=tile, overlap=ov, batch=batch, bucket=BUCKET,
+                              margin=tiling.context(self.receptive_field))
 
     def batch(self, images: Sequence[np.ndarray], noise_level: Optional[str] = None, **kw) -> List[np.ndarray]:
         """Denoise several images of any sizes (each as ``__call__`` would); returns a list in the same order."""
@@ -186,62 +186,75 @@ def _like(out: np.ndarray, dtype) -> np.ndarray:
     return out.astype(dtype)
 
 
-def load(source: str | os.PathLike, checkpoint: str | int = "best", **kw) -> Denoiser:
-    """A ``Denoiser`` from a training workdir (``checkpoint``: "best", "latest" or a step; the EMA weights when
-    the run kept them), from an exported model file (``scripts/export.py``: ``.jaxdn``), or a model of the zoo
-    shipped with the package by name (``jaxdenoise.zoo``: "faces", "photos", "real"; a path of that name, when
-    one exists, wins). Keyword arguments go to ``Denoiser`` (``max_pixels``, ``tile``, ``overlap``). Raises
-    ValueError (one line; a ``checkpointing.CheckpointError`` for workdirs) when there is no such workdir,
-    checkpoint, file or zoo model."""
-    path = os.fspath(source)
-    from jaxdenoise import zoo
-    if path.startswith("zoo:"):  # a zoo name, whatever lies in the working folder
-        return zoo.load(path[len("zoo:"):], **kw)
-    if os.path.isfile(path):
-        from jaxdenoise import export
-        return export.load_exported(path, **kw)
-    if path in zoo.MODELS and os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(f"a folder named {path} (not a training workdir) is in the way of the zoo model {path!r}: "
-                         f"use 'zoo:{path}'")
-    if not os.path.lexists(path):
-        if path in zoo.MODELS:
-            return zoo.load(path, **kw)
-        from jaxdenoise.checkpointing import CheckpointError
-        raise CheckpointError(f"{path} does not exist: not a training workdir, an exported .jaxdn file or a zoo "
-                              f"model ({', '.join(zoo.MODELS)})")
-    return load_run(path, checkpoint, **kw)
+# ---- the apply function a Denoiser runs: a jitted model, its self-ensemble, its noise-level input
+
+Apply = Callable[[jax.Array], jax.Array]  # float32 [B, H, W, C] -> [B, H, W, 3]
 
 
-def load_run(workdir: str, checkpoint: str | int = "best", **kw) -> Denoiser:
-    """``load`` for a training workdir only (what ``--workdir`` flags take): a file is a one-line
-    ``CheckpointError`` ("is a file, not a training workdir"), not read as an exported model."""
-    from jaxdenoise import checkpointing, denoise as engine, models
-    path = os.fspath(workdir)
-    config, params, step, weights = checkpointing.load_params(path, checkpoint, with_kind=True)
-    model = models.create(config.model, config.dtype)
-    info = model_info(config, params, model, step=step, weights=weights, source=path)
-    info["validation"] = last_validation(path)
-    return Denoiser(engine.make_apply(model, params), stride=model.stride, in_channels=model.in_channels,
-                    receptive_field=model.receptive_field, info=info, **kw)
+def make_apply(model, params) -> Apply:
+    """A jitted ``float32 [B, H, W, C] -> [B, H, W, 3]`` denoiser (C: ``model.in_channels``), output clipped to [0, 1] (residual models
+    can step outside it); recompiles once per input shape."""
+    fn = jax.jit(lambda p, x: jnp.clip(model.apply({"params": p}, x), 0.0, 1.0))
+    apply = lambda x: fn(params, x)
+    apply.temp_bytes = lambda shape: temp_bytes(lambda x: fn(params, x), shape)
+    return apply
 
 
-def model_info(config, params, model, **extra) -> Dict[str, Any]:
-    """The facts a user asks of a model: JSON-ready (also an exported file's header)."""
-    import jax
-    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    return {"model": config.model.name, "model_config": config.model.to_dict(), "parameters": n,
-            "dtype": config.dtype, "stride": model.stride, "in_channels": model.in_channels,
-            "receptive_field": model.receptive_field, "blind": model.in_channels == 3,
-            "noise": config.noise, "eval_noise": config.eval_noise or config.noise,
-            "target": config.get("target", "clean"), "noise_fixed": bool(config.get("noise_fixed", False)),
-            "data": config.data.dir or config.data.source, **extra}
+def temp_bytes(fn: Callable, shape) -> int:
+    """XLA's temporary memory for one call of ``fn`` on a ``float32 shape`` input (``memory_analysis``)."""
+    compiled = jax.jit(fn).lower(jax.ShapeDtypeStruct(tuple(shape), jnp.float32)).compile()
+    return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
-def last_validation(workdir: str) -> Optional[Dict[str, Any]]:
-    """The run's last validation row of metrics.jsonl (PSNR, SSIM, ... at its eval noise), or None."""
-    from jaxdenoise import run_io
-    try:
-        rows = run_io.read_rows(workdir, "eval")
-    except (FileNotFoundError, ValueError, json.JSONDecodeError):
-        return None
-    return rows[-1] if rows else None
+# The dihedral group of the square as (rotations by 90 degrees, flip left-right) pairs, ordered so that the
+# first 2 and the first 4 are subgroups that keep H x W (no second compilation for a transposed shape).
+_DIHEDRAL = ((0, False), (0, True), (2, True), (2, False), (1, False), (1, True), (3, False), (3, True))
+ENSEMBLES = (1, 2, 4, 8)
+
+
+def check_ensemble(n: int, what: str = "ensemble") -> int:
+    """``n`` if it is an ensemble size (``ENSEMBLES``); a one-line ValueError naming ``what`` otherwise."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n not in ENSEMBLES:
+        raise ValueError(f"{what} must be one of {', '.join(map(str, ENSEMBLES))} (flips and rotations of the "
+                         f"input to average over; 1: off), got {n}")
+    return n
+
+
+def self_ensemble(apply: Apply, n: int) -> Apply:
+    """``apply`` averaged over ``n`` (1, 2, 4 or 8) flips and rotations of its input, each undone on its output
+    (the "x8" geometric self-ensemble of EDSR / DnCNN+ / KAIR): a trained model's errors differ between
+    orientations while the image does not, so the mean is closer to the clean image, at ``n`` times the cost.
+    2: identity and left-right flip; 4: also the up-down flip and the half turn (H x W kept); 8: also the
+    quarter turns and transposes (one more compilation per shape, H and W swapped). ``float32 [B, H, W, C]``
+    -> ``float32 [B, H, W, 3]`` on the host; H and W must then both be multiples of the model's stride."""
+    if check_ensemble(n) == 1:
+        return apply
+
+    def there(x, k, flip):  # [B, H, W, C]: flip W, then rotate counter-clockwise in the (H, W) plane
+        return np.rot90(x[:, :, ::-1] if flip else x, k, axes=(1, 2))
+
+    def back(y, k, flip):
+        y = np.rot90(y, -k, axes=(1, 2))
+        return y[:, :, ::-1] if flip else y
+
+    def ensembled(x):
+        x = np.asarray(x, np.float32)
+        return sum(back(np.asarray(apply(np.ascontiguousarray(there(x, k, flip)))), k, flip)
+                   for k, flip in _DIHEDRAL[:n]) / n
+    return ensembled
+
+
+def with_level(image: np.ndarray, in_channels: int, noise_level: str | None = None) -> np.ndarray:
+    """The model input for a noisy ``float32 [H, W, 3]`` image: itself for a blind model (``in_channels``
+    3); for a non-blind one (4) the image and its noise-level map ``[H, W, 1]``, from ``noise_level`` (a
+    fixed-value noise spec such as ``poisson:30`` or ``gaussian:25``: ``noise.level_map``), or, when it is
+    None, a constant map at the Gaussian sigma estimated from the image (``baselines.estimate_sigma``)."""
+    if in_channels == 3:
+        return image
+    from jaxdenoise import noise as noise_lib
+    if noise_level:
+        level = np.asarray(noise_lib.level_map(noise_level, image[None]))[0]
+    else:
+        from jaxdenoise import baselines
+        level = np.full(image.shape[:2] + (1,), baselines.estimate_sigma(image), np.float32)
+    return np.concatenate([image, level.astype(np.float32)], axis=-1)

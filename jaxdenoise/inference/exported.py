@@ -1,8 +1,8 @@
-"""Export a trained denoiser as a file that runs with ``jax`` and ``numpy`` alone (``scripts/export.py``).
+"""The exported-model format (``.jaxdn``): what a file holds, and reading it (``inference.export`` writes it).
 
 The file (``.jaxdn``) is a zip archive of three members, and of the run's model card when it has one:
 
-- ``info.json``: ``format`` (``FORMAT``), the model's facts (``denoiser.model_info``: model, parameters,
+- ``info.json``: ``format`` (``FORMAT``), the model's facts (``export.model_info``: model, parameters,
   stride, input channels, training noise, ...), the platforms it was lowered for and its validation scores;
 - ``function.bin``: the denoiser serialised by ``jax.export``, its weights inside as constants:
   ``float32 [B, H, W, C] -> float32 [B, H, W, 3]`` in [0, 1] with B, H and W symbolic (H and W multiples of
@@ -26,72 +26,19 @@ Without this project, flax or orbax installed::
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import numpy as np
 
-FORMAT = "jaxdenoise-export-1"
-INFO, FUNCTION, CARD_MD, CARD_JSON = "info.json", "function.bin", "MODEL_CARD.md", "model_card.json"
+from jaxdenoise import marks
+from jaxdenoise.inference.denoiser import Denoiser, temp_bytes
+
+FORMAT = marks.EXPORT_FORMAT
+INFO, FUNCTION, CARD_MD, CARD_JSON = marks.EXPORT_HEADER, "function.bin", "MODEL_CARD.md", "model_card.json"
 PARAMS = "params.msgpack"
-PLATFORMS = ("cpu", "cuda")  # lowered for both: the same file runs on a CPU machine and on an NVIDIA GPU
-
-
-def export_bytes(config, params, model, info: Dict[str, Any], platforms: Sequence[str] = PLATFORMS,
-                 card: Optional[Dict[str, Any]] = None) -> bytes:
-    """The ``.jaxdn`` file's bytes for ``model`` with ``params`` (lowered once, for ``platforms``), with the
-    model ``card`` (``model_card`` facts) when given. The header is ``info`` plus what a reader relies on,
-    taken from the model itself (stride, input channels, receptive field)."""
-    import jax
-    import jax.numpy as jnp
-    from jax import export
-
-    from jaxdenoise.native import onednn
-
-    s, c = model.stride, model.in_channels
-    fn = jax.jit(lambda x: jnp.clip(model.apply({"params": params}, x), 0.0, 1.0))
-    spec = jax.ShapeDtypeStruct(export.symbolic_shape(f"b, {s}*h, {s}*w, {c}"), jnp.float32)
-    with onednn.xla_only():  # the file must run in any process: no handler of this one in it
-        exported = export.export(fn, platforms=tuple(platforms))(spec)
-    header = dict(info, stride=s, in_channels=c, receptive_field=model.receptive_field, format=FORMAT, platforms=list(exported.platforms), jax_version=jax.__version__,
-                  input=f"float32 [B, {s}*h, {s}*w, {c}] in [0, 1]", output=f"float32 [B, {s}*h, {s}*w, 3] in [0, 1]")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr(INFO, json.dumps(header, indent=1, default=str))
-        z.writestr(FUNCTION, bytes(exported.serialize()))
-        z.writestr(PARAMS, params_bytes(params))
-        if card:
-            from jaxdenoise import model_card
-            z.writestr(CARD_JSON, json.dumps(card, indent=1, default=str))
-            z.writestr(CARD_MD, model_card.markdown(card))
-    return buf.getvalue()
-
-
-def export_workdir(workdir: str, out: str, checkpoint: str | int = "best", platforms: Sequence[str] = PLATFORMS,
-                   overwrite: bool = False, card_extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Write ``out`` from a run's checkpoint (its EMA weights when kept); returns the header written. The
-    run's model card goes with it (updated with ``card_extra``, e.g. a zoo entry's name and data terms).
-
-    The output is checked before any work (``outputs.claim``: never an input, never one of a run's own files,
-    an existing file only with ``overwrite``) and written atomically. Raises ValueError (one line)."""
-    from jaxdenoise import checkpointing, denoiser, model_card, models, outputs
-    bad = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
-    if bad or not platforms:
-        raise ValueError(f"--platforms: choose among cpu, cuda, rocm, tpu, got {','.join(platforms) or 'none'}")
-    target = outputs.claim(out, "--out", inputs=[("--workdir", workdir)], overwrite=overwrite)
-    config, params, step, weights = checkpointing.load_params(workdir, checkpoint, with_kind=True)
-    model = models.create(config.model, config.dtype)
-    info = denoiser.model_info(config, params, model, step=step, weights=weights,
-                               source=os.path.abspath(workdir), validation=denoiser.last_validation(workdir))
-    card = model_card.read(workdir)
-    if card is not None and card_extra:
-        card = dict(card, **card_extra)
-    data = export_bytes(config, params, model, info, platforms, card)
-    target.write(data)
-    return json.loads(zipfile.ZipFile(io.BytesIO(data)).read(INFO))
 
 
 # header fields a reader relies on: name -> (type, smallest value)
@@ -136,13 +83,6 @@ def read(path: str):
     return header, fn
 
 
-def params_bytes(params) -> bytes:
-    """``params`` (a nested dict of arrays) as flax msgpack bytes (the ``PARAMS`` member)."""
-    from flax import serialization
-    import jax
-    return serialization.msgpack_serialize(jax.tree.map(np.asarray, dict(params)))
-
-
 def read_params(path: str) -> Dict[str, Any]:
     """The weights a ``.jaxdn`` file carries (the ``PARAMS`` member: a nested dict of numpy arrays); one-line
     ValueError when the file is not one, or carries none (an export written before weights were kept)."""
@@ -170,14 +110,12 @@ def read_card(path: str) -> Optional[Dict[str, Any]]:
 
 
 def load_exported(path: str, **kw):
-    """A ``denoiser.Denoiser`` running an exported file (no flax, no checkpoint)."""
+    """A ``Denoiser`` running an exported file (no flax, no checkpoint)."""
     import jax
-    from jaxdenoise.denoiser import Denoiser
-    from jaxdenoise import denoise as engine
     header, exported = read(path)
     call = jax.jit(exported.call)
     header = dict(header, source=os.path.abspath(path))
     forward = lambda x: call(np.asarray(x, np.float32))
-    forward.temp_bytes = lambda shape: engine.temp_bytes(exported.call, shape)
+    forward.temp_bytes = lambda shape: temp_bytes(exported.call, shape)
     return Denoiser(forward, stride=header["stride"],
                     in_channels=header["in_channels"], receptive_field=header["receptive_field"], info=header, **kw)

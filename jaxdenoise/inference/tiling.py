@@ -1,6 +1,5 @@
-"""The tiling engine under ``denoiser.Denoiser``: whole-image inference, or overlapping tiles, of an
-``apply`` function on images of any size (the file-level job behind ``scripts/denoise.py`` is
-``denoise_files.denoise_paths``).
+"""Tiling under ``Denoiser``: whole-image inference, or overlapping tiles, of an ``apply`` function
+(``float32 [B, H, W, C] -> [B, H, W, 3]``) on images of any size.
 
 Sizes are reflect-padded to the model's stride and cropped back. An image larger than the tile is cut into
 tiles on a grid of multiples of the stride (so pooling grids line up across tiles), run in fixed-size
@@ -13,65 +12,9 @@ from __future__ import annotations
 import math
 from typing import Callable, List, Tuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-
-Apply = Callable[[jax.Array], jax.Array]
-
-
-def make_apply(model, params) -> Apply:
-    """A jitted ``float32 [B, H, W, C] -> [B, H, W, 3]`` denoiser (C: ``model.in_channels``), output clipped to [0, 1] (residual models
-    can step outside it); recompiles once per input shape."""
-    fn = jax.jit(lambda p, x: jnp.clip(model.apply({"params": p}, x), 0.0, 1.0))
-    apply = lambda x: fn(params, x)
-    apply.temp_bytes = lambda shape: temp_bytes(lambda x: fn(params, x), shape)
-    return apply
-
-
-def temp_bytes(fn: Callable, shape) -> int:
-    """XLA's temporary memory for one call of ``fn`` on a ``float32 shape`` input (``memory_analysis``)."""
-    compiled = jax.jit(fn).lower(jax.ShapeDtypeStruct(tuple(shape), jnp.float32)).compile()
-    return int(compiled.memory_analysis().temp_size_in_bytes)
-
-
-# The dihedral group of the square as (rotations by 90 degrees, flip left-right) pairs, ordered so that the
-# first 2 and the first 4 are subgroups that keep H x W (no second compilation for a transposed shape).
-_DIHEDRAL = ((0, False), (0, True), (2, True), (2, False), (1, False), (1, True), (3, False), (3, True))
-ENSEMBLES = (1, 2, 4, 8)
-
-
-def check_ensemble(n: int, what: str = "ensemble") -> int:
-    """``n`` if it is an ensemble size (``ENSEMBLES``); a one-line ValueError naming ``what`` otherwise."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n not in ENSEMBLES:
-        raise ValueError(f"{what} must be one of {', '.join(map(str, ENSEMBLES))} (flips and rotations of the "
-                         f"input to average over; 1: off), got {n}")
-    return n
-
-
-def self_ensemble(apply: Apply, n: int) -> Apply:
-    """``apply`` averaged over ``n`` (1, 2, 4 or 8) flips and rotations of its input, each undone on its output
-    (the "x8" geometric self-ensemble of EDSR / DnCNN+ / KAIR): a trained model's errors differ between
-    orientations while the image does not, so the mean is closer to the clean image, at ``n`` times the cost.
-    2: identity and left-right flip; 4: also the up-down flip and the half turn (H x W kept); 8: also the
-    quarter turns and transposes (one more compilation per shape, H and W swapped). ``float32 [B, H, W, C]``
-    -> ``float32 [B, H, W, 3]`` on the host; H and W must then both be multiples of the model's stride."""
-    if check_ensemble(n) == 1:
-        return apply
-
-    def there(x, k, flip):  # [B, H, W, C]: flip W, then rotate counter-clockwise in the (H, W) plane
-        return np.rot90(x[:, :, ::-1] if flip else x, k, axes=(1, 2))
-
-    def back(y, k, flip):
-        y = np.rot90(y, -k, axes=(1, 2))
-        return y[:, :, ::-1] if flip else y
-
-    def ensembled(x):
-        x = np.asarray(x, np.float32)
-        return sum(back(np.asarray(apply(np.ascontiguousarray(there(x, k, flip)))), k, flip)
-                   for k, flip in _DIHEDRAL[:n]) / n
-    return ensembled
+Apply = Callable[[np.ndarray], np.ndarray]
 
 
 def _pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -178,22 +121,6 @@ def denoise(apply: Apply, image: np.ndarray, stride: int, tile: int = 256, overl
 
 def _ceil_to(n: int, m: int) -> int:
     return int(math.ceil(n / m) * m)
-
-
-def with_level(image: np.ndarray, in_channels: int, noise_level: str | None = None) -> np.ndarray:
-    """The model input for a noisy ``float32 [H, W, 3]`` image: itself for a blind model (``in_channels``
-    3); for a non-blind one (4) the image and its noise-level map ``[H, W, 1]``, from ``noise_level`` (a
-    fixed-value noise spec such as ``poisson:30`` or ``gaussian:25``: ``noise.level_map``), or, when it is
-    None, a constant map at the Gaussian sigma estimated from the image (``baselines.estimate_sigma``)."""
-    if in_channels == 3:
-        return image
-    from jaxdenoise import noise as noise_lib
-    if noise_level:
-        level = np.asarray(noise_lib.level_map(noise_level, image[None]))[0]
-    else:
-        from jaxdenoise import baselines
-        level = np.full(image.shape[:2] + (1,), baselines.estimate_sigma(image), np.float32)
-    return np.concatenate([image, level.astype(np.float32)], axis=-1)
 
 
 def min_overlap(overlap: int, receptive_field: int) -> int:

@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from jaxdenoise import fsutil, marks
-from jaxdenoise.denoise import check_tiling
+from jaxdenoise.inference import load
+from jaxdenoise.inference.tiling import check_tiling
 
 # --keep-format: sniffed format -> (the extension appended when the name does not say it, the extensions
 # that do). PNM comes in as PBM/PGM/PPM and always goes out as binary PPM, since the output is RGB.
@@ -38,7 +39,7 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     """Denoise a file, or every image under a folder, into ``output_dir``; subfolders mirror the input's.
 
     The denoiser: a training run's ``workdir`` (checkpoint ``which``), or ``model``, a zoo model's name or an
-    exported ``.jaxdn`` file (``denoiser.load``); exactly one of the two.
+    exported ``.jaxdn`` file (``inference.load``); exactly one of the two.
 
     Names: each input ``dir/stem.ext`` first asks for ``dir/stem.png``. With ``keep_format`` it keeps its
     own name if ``ext`` names its real format (from the magic bytes), else the format's usual extension is
@@ -59,7 +60,7 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
 
     noise_level: for a non-blind model, the noise of the photos as a fixed-value spec (``with_level``);
     None estimates a Gaussian level per image. Blind models ignore it. ensemble: average over this many flips
-    and rotations of each photo (1, 2, 4, 8: ``denoise.self_ensemble``), at as many times the cost.
+    and rotations of each photo (1, 2, 4, 8: ``denoiser.self_ensemble``), at as many times the cost.
 
     Returns ``{"written": [output paths], "skipped": [{"path": input relative path, "reason": one line,
     "output": output path (only for EXISTS)}]}``. Raises ValueError (one line) for bad arguments and for an
@@ -74,7 +75,7 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
                          f"not {'both' if workdir else 'neither'}")
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
-    from jaxdenoise.denoise import check_ensemble
+    from jaxdenoise.inference.denoiser import check_ensemble
     check_ensemble(ensemble, "--ensemble")
     if (tile is not None and tile < 0) or overlap < 0:
         raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
@@ -102,10 +103,8 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     written, skipped, created = [], [], []
     try:
         _makedirs(out_root, created)  # now, so that a folder that cannot be made fails before any work
-        from jaxdenoise import denoiser
         try:
-            den = (denoiser.load(model, overlap=overlap) if model else
-                   denoiser.load_run(workdir, which, overlap=overlap))
+            den = (load.load(model, overlap=overlap) if model else load.load_run(workdir, which, overlap=overlap))
         except ValueError as e:  # CheckpointError: say which flag
             raise type(e)(f"--model {model}: {e}" if model else f"--workdir {workdir}: {e}") from None
         check_tiling(tile or 0, overlap, den.stride, den.receptive_field)

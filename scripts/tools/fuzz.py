@@ -382,7 +382,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-_WORKER_MAIN = "from jaxdenoise.faultcheck.fuzz import _worker; _worker()"
+_WORKER_MAIN = "from tools.fuzz import _worker; _worker()"  # scripts/ is on the path the worker inherits
 
 
 class _Worker:
