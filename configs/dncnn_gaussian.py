@@ -18,33 +18,21 @@ validation 29.57 dB (noisy 20.56) at gaussian:25; CBSD68 (first 20 images, full 
 gaussian:25 (BM3D 30.55, NLM 27.49), 27.98 dB at poisson:30 (BM3D 29.58). Far from DnCNN's published
 31.24 at sigma 25: 80 JPEG photos and 14 CPU minutes, against 400 images x 50 epochs on a GPU.
 """
+import os
+
 from jaxdenoise import models
-from jaxdenoise.config import base_config
+from jaxdenoise.config import load_file
 
 
 def get_config():
-    c = base_config()
+    c = load_file(os.path.join(os.path.dirname(__file__), "default.py"), "photos")  # Adam 1e-3 cosine, EMA, batch 16, full-size photos
     c.model = models.default_config("dncnn", depth=17, width=64)
     c.noise = "gaussian:0-55"
     c.eval_noise = "gaussian:25"
-    c.learning_rate = 1e-3
-    c.schedule = "cosine"
     c.warmup_steps = 100
-    c.ema_decay = 0.999
-    c.batch_size = 16
     c.num_epochs = 10
     c.steps_per_epoch = 500
-    c.data.source = "dir"
-    c.data.dir = ""              # required: --config.data.dir=/path/to/photos
-    c.data.resize_mode = "full"
-    c.data.max_side = 1024
-    c.data.size = 256            # full-size store: the shortest short side kept, and the validation crop
-    c.data.patch = 64
-    c.data.flips = True
-    c.data.rot90 = True
     c.data.val_fraction = 0.1
     c.eval_every_epochs = 5
-    c.eval_batch_size = 8
-    c.log_every_steps = 100
     c.checkpoint_every_steps = 500
     return c

@@ -22,7 +22,7 @@ Measured results (CBSD68, all 68, beside BM3D on the same noisy images; the lear
 import os
 
 from jaxdenoise import models
-from jaxdenoise.config import base_config, load_file
+from jaxdenoise.config import load_file
 
 MODELS = ("paper", "unet", "dncnn", "nafnet")
 # steps that fill ~15 minutes of training (validations aside) on CPU-2 (2 cores): 870 s at each model's
@@ -37,39 +37,23 @@ EPOCHS = 6
 def get_config(model="unet"):
     if model not in MODELS:
         raise ValueError(f"configs/photos.py:{model}: choose one of {', '.join(MODELS)} after the ':'")
-    c = base_config()
+    c = load_file(os.path.join(os.path.dirname(__file__), "default.py"), "photos")  # the U-Net, Adam 1e-3 cosine,
+    # EMA, batch 16, full-size photos; the other models replace the U-Net below
     c.noise = "poisson:5-60+gaussian:5-50+poisson:5-60:noclip+gaussian:5-50:noclip"
     c.eval_noise = "gaussian:25:noclip"
-    c.optimizer = "adam"
-    c.learning_rate = 1e-3
-    c.schedule = "cosine"
     c.warmup_steps = min(200, STEPS[model] // 10)
-    c.ema_decay = 0.999
-    c.batch_size = 16
     c.num_epochs = EPOCHS
     c.steps_per_epoch = STEPS[model] // EPOCHS
     if model == "paper":
-        c.model.name = "paper"
-    elif model == "unet":
-        c.model = models.default_config("unet", widths=(32, 64, 128), residual=True)
+        c.model = models.default_config("paper")
     elif model == "dncnn":
         c.model = models.default_config("dncnn", depth=17, width=64)
-    else:
+    elif model == "nafnet":
         nafnet = load_file(os.path.join(os.path.dirname(__file__), "nafnet_faces.py"))
         c.model = nafnet.model
         c.optimizer, c.b1, c.b2, c.weight_decay, c.loss = (nafnet.optimizer, nafnet.b1, nafnet.b2,
                                                             nafnet.weight_decay, nafnet.loss)
-    c.data.source = "dir"
-    c.data.dir = ""                 # required: --config.data.dir=/path/to/images (one or several folders)
-    c.data.resize_mode = "full"
-    c.data.size = 256               # full size: images with a short side under 256 are skipped
-    c.data.max_side = 1024
-    c.data.patch = 64
-    c.data.flips = True
-    c.data.rot90 = True
     c.data.val_fraction = 0.1
     c.eval_every_epochs = 1
-    c.eval_batch_size = 8
-    c.log_every_steps = 100
     c.checkpoint_every_steps = c.steps_per_epoch
     return c

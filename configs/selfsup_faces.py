@@ -33,8 +33,9 @@ independent copies, ``target_alpha`` 0.1) at 1,000 steps: 32.16 / 30.92 dB, 0.50
 the closest of the one-shot targets; at 5,000 steps (43.9 min on CPU-2 that evening) 33.03 / 31.85, 1.13 / 1.20
 behind (docs/quality.md, "One noisy shot of known noise").
 """
-from jaxdenoise import models
-from jaxdenoise.config import base_config
+import os
+
+from jaxdenoise.config import load_file
 
 SETTINGS = ("clean", "noise2noise", "neighbor2neighbor", "recorrupted", "noise2noise-fixed", "neighbor2neighbor-fixed",
             "recorrupted-fixed")
@@ -43,28 +44,16 @@ SETTINGS = ("clean", "noise2noise", "neighbor2neighbor", "recorrupted", "noise2n
 def get_config(setting="neighbor2neighbor-fixed"):
     if setting not in SETTINGS:
         raise ValueError(f"configs/selfsup_faces.py:{setting}: choose one of {', '.join(SETTINGS)} after the ':'")
-    c = base_config()
-    c.model = models.default_config("unet", widths=(32, 64, 128), residual=True)
+    c = load_file(os.path.join(os.path.dirname(__file__), "default.py"))  # the U-Net, Adam 1e-3 cosine, EMA, batch 16, 64x64 patches
     c.target = setting.split("-")[0]
     c.noise_fixed = setting.endswith("-fixed")
     c.noise = "gaussian:25:noclip+poisson:30:noclip"
     c.eval_noise = "gaussian:25:noclip"
-    c.optimizer = "adam"
-    c.learning_rate = 1e-3
-    c.schedule = "cosine"
     c.warmup_steps = 50
-    c.ema_decay = 0.999
-    c.batch_size = 16
     c.num_epochs = 4
     c.steps_per_epoch = 250         # 1,000 steps x 16 crops of 64x64: 4-6 min on CPU-2 (12-19 before the fixed-noise fix)
-    c.data.source = "dir"
-    c.data.dir = ""                 # required: --config.data.dir=/path/to/faces
-    c.data.size = 128
-    c.data.patch = 64
-    c.data.flips = True
-    c.data.rot90 = True
+    c.data.size = 128               # faces prepared to 128x128 on first use
     c.data.val_fraction = 0.05
     c.eval_every_epochs = 4         # one validation, at the end (evaluate.py scores the rest)
-    c.log_every_steps = 100
     c.checkpoint_every_steps = 250
     return c

@@ -16,34 +16,19 @@ the measured result and what it would take are in docs/quality.md, "Without clea
 Measured 2026-12-03 on CPU-2 on real_nam25 (25 noisy shots; 800 steps, 4.6 min): 37.38 dB / SSIM 0.923 on
 the 25 full pairs against the noisy input's 37.06 / 0.916 (BM3D at its estimated sigma 37.21).
 """
-from jaxdenoise import models
-from jaxdenoise.config import base_config
+import os
+
+from jaxdenoise.config import load_file
 
 
 def get_config():
-    c = base_config()
-    c.model = models.default_config("unet", widths=(32, 64, 128), residual=True)
+    c = load_file(os.path.join(os.path.dirname(__file__), "default.py"), "photos")  # the U-Net, Adam 1e-3 cosine, EMA, batch 16, full-size photos
     c.noise = "none"
     c.target = "neighbor2neighbor"
-    c.optimizer = "adam"
-    c.learning_rate = 1e-3
-    c.schedule = "cosine"
     c.warmup_steps = 50
-    c.ema_decay = 0.999
-    c.batch_size = 16
     c.num_epochs = 4
     c.steps_per_epoch = 200         # 800 steps x 16 patches of 64x64: ~10 minutes on CPU-2
-    c.data.source = "dir"
-    c.data.dir = ""                 # required: the folder of noisy photos
     c.data.val_dir = ""             # required: a folder of real pairs (clean/, noisy/) to score on
-    c.data.resize_mode = "full"
-    c.data.size = 256               # short sides >= 256; validation on the central 256x256
-    c.data.max_side = 1024
-    c.data.patch = 64
-    c.data.flips = True
-    c.data.rot90 = True
     c.eval_every_epochs = 2
-    c.eval_batch_size = 8
-    c.log_every_steps = 100
     c.checkpoint_every_steps = 200
     return c

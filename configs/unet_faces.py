@@ -14,31 +14,19 @@ Validation PSNR (EMA) at poisson:30: 32.11 dB at epoch 6, 32.68 dB at epoch 12 (
 All 1,979 validation faces (evaluate.py): poisson:30 32.68, poisson:10 29.74, gaussian:25 33.62 dB.
 First 200, beside BM3D: poisson:30 32.33 (BM3D 31.59), poisson:10 29.45 (27.86), gaussian:25 33.17 (33.00).
 """
-from jaxdenoise import models
-from jaxdenoise.config import base_config
+import os
+
+from jaxdenoise.config import load_file
 
 
 def get_config():
-    c = base_config()
-    c.model = models.default_config("unet", widths=(32, 64, 128), residual=True)
+    c = load_file(os.path.join(os.path.dirname(__file__), "default.py"))  # the U-Net, Adam 1e-3 cosine, EMA, batch 16, 64x64 patches
     c.noise = "poisson:5-60+gaussian:5-50"   # blind: each image draws a model, then its level
     c.eval_noise = "poisson:30"
-    c.optimizer = "adam"
-    c.learning_rate = 1e-3
-    c.schedule = "cosine"
-    c.warmup_steps = 200
-    c.ema_decay = 0.999
-    c.batch_size = 16
     c.num_epochs = 12
     c.steps_per_epoch = 550         # 12 x 550 steps x 16 = 105,600 crops: the 60-minute CPU budget
-    c.data.source = "dir"
-    c.data.dir = ""              # required: --config.data.dir=/path/to/images (raw folder or prepared store)
-    c.data.size = 128
-    c.data.patch = 64
-    c.data.flips = True
-    c.data.rot90 = True
+    c.data.size = 128               # faces prepared to 128x128 on first use
     c.data.val_fraction = 0.2
     c.eval_every_epochs = 6
-    c.log_every_steps = 100
     c.checkpoint_every_steps = 550
     return c

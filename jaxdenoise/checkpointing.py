@@ -33,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from jaxdenoise import fsutil
+from jaxdenoise import config as config_lib, fsutil, layout, models, parallel, run_io, steps
 
 BEST_METRIC = "psnr"
 INTEGRITY_FILE = "INTEGRITY"
@@ -178,7 +178,6 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: Any, with_data: bool = False) -> Tuple[Any, Optional[dict]]:
         """(state restored onto ``abstract_state`` (ShapeDtypeStructs with shardings), data state or None)."""
-        from jaxdenoise import run_io
         run_io.quiet_echoes()  # a failed read is also reported from TensorStore's threads, as it happens
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if with_data:
@@ -232,7 +231,6 @@ class Checkpointer:
         """Move damaged steps to ``<directory>.damaged/`` (training only), so these steps can be saved again."""
         if self.read_only:
             return
-        from jaxdenoise import parallel
         parallel.barrier("checkpoint-set-aside-start")  # every process has finished reading the steps
         if jax.process_index() == 0:
             aside = self.directory + ".damaged"
@@ -277,7 +275,6 @@ def make_init(model, tx, seed: int, ema: bool = False) -> Tuple[Callable[[], Any
     Pure: ``jax.eval_shape(init, init_rng)`` gives the abstract tree a restore needs. The parameters do not
     depend on the image size (every model is convolutional): they are built on a small multiple of the
     model's stride."""
-    from jaxdenoise import steps
     init_rng, run_rng = jax.random.split(jax.random.PRNGKey(seed))
     side = max(16, 2 * model.stride)
 
@@ -289,7 +286,6 @@ def make_init(model, tx, seed: int, ema: bool = False) -> Tuple[Callable[[], Any
 def read_run_config(workdir: str):
     """The config a run saved in ``WORKDIR/config.json`` as a ConfigDict (fields it lacks at their defaults);
     CheckpointError (one line) when it is absent, unreadable or not a run's config."""
-    from jaxdenoise import config as config_lib, layout, run_io
     if not os.path.isdir(workdir):
         raise CheckpointError(f"{workdir} " + ("is a file, not a training workdir" if os.path.exists(workdir)
                                                else "does not exist"))
@@ -316,10 +312,9 @@ def load_state(workdir: str, which: str | int = "best", log: Callable[[str], Non
     is damaged. Needs nothing but the workdir; CheckpointError (one line) when the workdir, the checkpoint or
     its compatibility with the saved config is missing.
     """
-    from jaxdenoise import models, steps
 
     config = read_run_config(workdir)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+    ckpt_dir = os.path.join(workdir, layout.CHECKPOINTS_DIR)
     try:
         model = models.create(config.model, config.dtype)
     except ValueError as e:
@@ -344,5 +339,5 @@ def load_params(workdir: str, which: str | int = "best", with_kind: bool = False
     run kept one (``ema_decay > 0``), else the raw parameters; ``with_kind`` appends "ema" or "raw"."""
     config, state, step, _ = load_state(workdir, which)
     ts = state["train_state"]
-    params, kind = (ts.params, "raw") if ts.ema is None else (ts.ema, "ema")
+    params, kind = steps.eval_params(ts), ("raw" if ts.ema is None else "ema")
     return (config, params, step, kind) if with_kind else (config, params, step)

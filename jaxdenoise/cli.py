@@ -198,11 +198,14 @@ def run(main: Callable[[List[str]], None]) -> None:
     app.run(wrapped, flags_parser=parse_flags)
 
 
+# The console command's table: name -> module jaxdenoise.commands.NAME (imported only when chosen).
+COMMANDS = ("train", "evaluate", "denoise", "export", "benchmark", "prepare")
+
+
 def console() -> None:
     """The ``jaxdenoise`` console command (``pyproject.toml``): ``jaxdenoise COMMAND [flags]`` runs
     ``jaxdenoise.commands.COMMAND`` with the same flags as ``scripts/COMMAND.py`` in a checkout."""
     import importlib
-    from jaxdenoise.commands import COMMANDS
     usage = f"usage: jaxdenoise {{{'|'.join(COMMANDS)}}} [flags]   (jaxdenoise COMMAND --helpshort: its flags)"
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help", "help"):
         print(usage)

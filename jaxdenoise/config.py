@@ -11,8 +11,9 @@ import os
 
 import ml_collections
 
-from jaxdenoise import losses, models, noise as noise_lib, targets
-from jaxdenoise.data.imageio import MAX_SIZE
+from jaxdenoise import losses, models, noise as noise_lib, steps, targets
+from jaxdenoise.data import data_dirs
+from jaxdenoise.data.imageio import MAX_SIZE, RESIZE_MODES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -134,9 +135,6 @@ def with_defaults(saved) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(out)
 
 
-def data_dirs(dirs: str) -> list:
-    """The folders a ``data.dir`` value names: one path, or several separated by commas ("" -> [])."""
-    return [p.strip() for p in str(dirs).split(",")] if dirs else []
 
 
 def _inside(path: str, root: str) -> bool:
@@ -193,7 +191,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
             noise_lib.parse(spec)
         except ValueError as e:
             raise ValueError(f"config: {field}: {e}") from None
-    need(c.optimizer in ("adam", "adamw", "sgd"), f"optimizer={c.optimizer!r} is not 'adam', 'adamw' or 'sgd'")
+    need(c.optimizer in steps.OPTIMIZERS, f"optimizer={c.optimizer!r} is not one of {', '.join(map(repr, steps.OPTIMIZERS))}")
     for field in ("b1", "b2"):
         need(0 <= c[field] < 1, f"{field} must be in [0, 1), got {c[field]}")
     need(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
@@ -208,7 +206,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                                 "'poisson:P:noclip'): real photos of unknown noise need target='neighbor2neighbor'")
         problem = noise_lib.parse(c.noise).split_problem(c.target_alpha)
         need(not problem, f"target='recorrupted': {problem}")
-    need(c.schedule in ("constant", "cosine"), f"schedule={c.schedule!r} is not 'constant' or 'cosine'")
+    need(c.schedule in steps.SCHEDULES, f"schedule={c.schedule!r} is not one of {', '.join(map(repr, steps.SCHEDULES))}")
     need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
     need(0 <= c.momentum < 1, f"momentum must be in [0, 1), got {c.momentum}")
     need(c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}")
@@ -248,8 +246,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(8 <= c.data.size <= MAX_SIZE and c.data.size % 4 == 0,
          f"data.size must be a multiple of 4 in [8, {MAX_SIZE}], got {c.data.size}")
     need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")
-    need(c.data.resize_mode in ("resize", "center_crop", "full"),
-         f"data.resize_mode={c.data.resize_mode!r} is not 'resize', 'center_crop' or 'full'")
+    need(c.data.resize_mode in RESIZE_MODES,
+         f"data.resize_mode={c.data.resize_mode!r} is not one of {', '.join(map(repr, RESIZE_MODES))}")
     if c.data.resize_mode == "full":
         need(c.data.source == "dir", "data.resize_mode='full' needs data.source='dir' (the built-in photos are crops)")
         need(0 < c.data.patch <= c.data.size, f"data.resize_mode='full' trains on patches: data.patch must be in "

@@ -1,10 +1,11 @@
 """Evaluate a trained run from its workdir alone: checkpoint -> metrics at one or more noise specs."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -78,211 +79,323 @@ def _pad(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(x, ((0, h - x.shape[0]), (0, w - x.shape[1]), (0, 0)))
 
 
-def run(workdir: str | None, which: str | int = "best", data: str | None = None, noise_specs: Sequence[str] = (),
-        baselines: Sequence[str] = (), resize: int | None = None, seed: int | None = None, tile: int | None = None,
-        overlap: int = 32, batch: int = 8, grid_path: str | None = None, grid_count: int = 3,
-        limit: int | None = None, noisy: str | None = None, also: Sequence[str] = (),
-        noise_level: str | None = None, json_path: str | None = None, overwrite: bool = False,
-        models: Sequence[str] = (), ensemble: int = 1) -> List[Dict]:
-    """The evaluation table: per noise spec, rows for the noisy input, the model and each baseline.
+@dataclasses.dataclass
+class Request:
+    """What ``run`` scores, and where it writes (the fields are ``scripts/evaluate.py``'s flags):
 
-    ``also``: more run workdirs whose models are scored on the same noisy images, a row each after the
-    first model's (the data, seed and default noise are the first run's). ``models``: zoo model names or
-    exported ``.jaxdn`` files (``inference.load``), a row each after the runs'; with no ``workdir`` they are
-    the only models, and ``data`` and ``noise_specs`` (else the first model's validation noise) are needed.
-    ``ensemble`` > 1: each model also gets a row ``NAME, xN self-ensemble``, its outputs averaged over N flips
-    and rotations of the noisy image (``denoise.self_ensemble``).
+    ``workdir`` and ``which``: a run and its checkpoint; ``also``: more run workdirs whose models are scored
+    on the same noisy images, a row each after the first model's (the data, seed and default noise are the
+    first run's). ``models``: zoo model names or exported ``.jaxdn`` files (``inference.load``), a row each
+    after the runs'; with no ``workdir`` they are the only models, and ``data`` and ``noise_specs`` (else the
+    first model's validation noise) are needed. ``ensemble`` > 1: each model also gets a row ``NAME, xN
+    self-ensemble`` (``denoiser.self_ensemble``).
+
+    ``data`` (a file or folder, images at their own size unless ``resize``) or the run's validation split;
+    ``limit`` keeps the first N images; ``noisy``: a folder of real noisy photos paired by name with the clean
+    references in ``data``. ``noise_specs`` (default: the run's validation noise); noise for image i is drawn
+    from ``fold_in(PRNGKey(seed), i)``: same command, same numbers. ``noise_level``: the map non-blind models
+    get on real noise (else the estimated Gaussian level). ``baselines``: names of ``baselines.AVAILABLE``,
+    ``NAME:oracle`` for the true noise level. ``tile``, ``overlap``, ``batch``: the Denoiser's tiling.
+    ``grid_path`` (a PNG of the first ``grid_count`` images) and ``json_path`` (the rows) are checked before
+    any work (``outputs.claim``: never an input, never a run's own file, an existing one only with
+    ``overwrite`` and jaxdenoise's mark; ``eval_grid.png`` in a workdir is evaluate's own and is replaced).
+    """
+    workdir: Optional[str] = None
+    which: str | int = "best"
+    data: Optional[str] = None
+    noise_specs: Sequence[str] = ()
+    baselines: Sequence[str] = ()
+    resize: Optional[int] = None
+    seed: Optional[int] = None
+    tile: Optional[int] = None
+    overlap: int = 32
+    batch: int = 8
+    grid_path: Optional[str] = None
+    grid_count: int = 3
+    limit: Optional[int] = None
+    noisy: Optional[str] = None
+    also: Sequence[str] = ()
+    noise_level: Optional[str] = None
+    json_path: Optional[str] = None
+    overwrite: bool = False
+    models: Sequence[str] = ()
+    ensemble: int = 1
+
+
+def run(workdir: str | None = None, which: str | int = "best", **fields) -> List[Dict]:
+    """The evaluation table of ``Request(workdir, which, **fields)``: per noise spec, rows for the noisy input,
+    each model and each baseline.
 
     Rows: ``{noise, method, psnr, ssim, min_gain, sec_per_mp, images}`` (means over images; min_gain, the
     smallest per-image PSNR gain over the noisy input, on every row but the noisy input's; sec_per_mp excludes
-    compilation). Baselines: names of ``baselines.AVAILABLE``, ``NAME:oracle`` for the true noise level. Data: ``data`` (a file or folder, images at their own size unless ``resize``) or the run's
-    validation split; ``limit`` keeps the first N images. Noise for image i is drawn from
-    ``fold_in(PRNGKey(seed), i)``: same command, same numbers.
+    compilation). Real noise (``noisy``, or a run trained on a store of real pairs, ``data.pairs``, on its
+    validation pairs by default): one row group, noise ``real:<folder name>``; unpaired files on either side
+    are listed, not fatal; no pair is an error. Non-blind models get the noise-level map drawn with the
+    synthetic noise. Several processes: each denoises and scores a contiguous share of the images, the
+    per-image scores are gathered (the rows are those of one process; ``sec_per_mp`` is process 0's) and only
+    process 0 writes. Each evaluated run's model card gains the table. Raises ValueError (one line) for a bad
+    request, before any work."""
+    req = Request(workdir, which, **fields)
+    targets = _check(req)
+    runs, shipped, config = _load_models(req)
+    images = _load_images(req, config)
+    groups = _noise_groups(req, config, images)
+    rows, grid = _score(req, runs + shipped, images, groups, config)
+    _write(req, targets, rows, grid, runs, groups)
+    return rows
 
-    ``noisy``: a folder of real noisy photos instead of synthetic noise; each is paired with the clean
-    reference in ``data`` of the same name (relative path without its extension, so formats may differ), and
-    one row group, noise ``real:<folder name>``, scores them (a run trained on a store of real pairs,
-    ``data.pairs``, is scored that way on its validation pairs by default); baselines estimate each image's noise level
-    (``baselines.estimate_sigma``). Unpaired files on either side are listed, not fatal; no pair is an error.
 
-    Non-blind models (``model.noise_level``) get the noise-level map drawn with the synthetic noise; on real
-    noise, the map of ``noise_level`` (a fixed spec such as ``poisson:30``), else of the estimated Gaussian
-    level (``denoise.with_level``).
+@dataclasses.dataclass
+class _Images:
+    """The clean images scored (this process's share), and their real noisy shots when there are."""
+    names: List[str]
+    clean: List[np.ndarray]           # float32 [H, W, 3] in [0, 1]
+    real: Optional[List[np.ndarray]]  # float32 noisy shots of the same sizes, or None: synthetic noise
+    real_label: str
+    total: int                        # images over all processes
+    offset: int                       # this process's first image
 
-    Several processes: each denoises and scores a contiguous share of the images (every process restores
-    the model onto its own device), and the per-image scores are gathered, so the rows are those of one
-    process; ``sec_per_mp`` is process 0's. Only process 0 writes the grid.
 
-    Outputs: ``grid_path`` (a PNG) and ``json_path`` (the rows, ``write_json``) are checked before any work
-    (``outputs.claim``: never an input, never a run's own file, an existing file only with ``overwrite``;
-    ``eval_grid.png`` in a workdir is evaluate's own and is replaced).
-    """
-    from jaxdenoise import baselines as baselines_lib, checkpointing, layout, outputs
-    from jaxdenoise.data import feed, imageio
-
-    if not workdir and not models:
+def _check(req: Request) -> Dict[str, Any]:
+    """Refuse a bad request in one line before any work; claim the outputs (``{"grid", "json"}`` targets)."""
+    from jaxdenoise import baselines as baselines_lib, layout, outputs
+    from jaxdenoise.data import imageio
+    if not req.workdir and not req.models:
         raise ValueError("--workdir (a training run) or --model (a zoo name or an exported file) is required")
-    if not workdir and not data:
+    if not req.workdir and not req.data:
         raise ValueError("--model without --workdir needs --data: the images to score (no run, no validation split)")
-    denoiser.check_ensemble(ensemble, "--ensemble")
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1 (the first N images), got {limit}")
-    if seed is not None and not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be in [0, 2^32), got {seed}")
-    if resize is not None and not imageio.MIN_SIDE <= resize <= imageio.MAX_SIZE:
-        raise ValueError(f"--resize must be in [{imageio.MIN_SIDE}, {imageio.MAX_SIZE}] px, got {resize}")
-    if noisy and not data:
+    denoiser.check_ensemble(req.ensemble, "--ensemble")
+    if req.limit is not None and req.limit < 1:
+        raise ValueError(f"--limit must be >= 1 (the first N images), got {req.limit}")
+    if req.seed is not None and not 0 <= req.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2^32), got {req.seed}")
+    if req.resize is not None and not imageio.MIN_SIDE <= req.resize <= imageio.MAX_SIZE:
+        raise ValueError(f"--resize must be in [{imageio.MIN_SIDE}, {imageio.MAX_SIZE}] px, got {req.resize}")
+    if req.noisy and not req.data:
         raise ValueError("--noisy needs --data: the folder of clean references, matched by file name")
-    if noisy and noise_specs:
-        raise ValueError(f"--noise {' '.join(noise_specs)} has no effect with --noisy: the real noisy shots are scored "
+    if req.noisy and req.noise_specs:
+        raise ValueError(f"--noise {' '.join(req.noise_specs)} has no effect with --noisy: the real noisy shots are scored "
                          f"as they are; drop --noise, or drop --noisy to add synthetic noise to --data")
-    if noisy and os.path.exists(noisy) and os.path.exists(data) and os.path.samefile(noisy, data):
-        raise ValueError(f"--noisy {noisy} and --data {data} are the same folder: --noisy holds the noisy shots, "
+    if req.noisy and os.path.exists(req.noisy) and os.path.exists(req.data) and os.path.samefile(req.noisy, req.data):
+        raise ValueError(f"--noisy {req.noisy} and --data {req.data} are the same folder: --noisy holds the noisy shots, "
                          f"--data their clean references")
-    for b in baselines:
+    for b in req.baselines:
         baselines_lib.check(b)
-    for spec in noise_specs:
+    for spec in req.noise_specs:
         noise_lib.parse(spec)
-    if noise_level:
-        noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
-    inputs = [("--data", data), ("--noisy", noisy)] + [("--model", m) for m in models if os.path.isfile(m)]
-    own = (os.path.join(workdir, layout.EVAL_GRID_FILE),) if workdir else ()  # evaluate's own file, own workdir
-    targets = {"grid": grid_path and parallel.is_main() and outputs.claim(grid_path, "--grid", inputs=inputs,
-                                                                          overwrite=overwrite, own=own, writable=False),
-               "json": json_path and parallel.is_main() and outputs.claim(json_path, "--json", inputs=inputs,
-                                                                          overwrite=overwrite)}
+    if req.noise_level:
+        noise_lib.level_map(req.noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
+    inputs = [("--data", req.data), ("--noisy", req.noisy)] + [("--model", m) for m in req.models if os.path.isfile(m)]
+    own = (os.path.join(req.workdir, layout.EVAL_GRID_FILE),) if req.workdir else ()  # evaluate's own file, own workdir
+    targets = {"grid": req.grid_path and parallel.is_main() and outputs.claim(req.grid_path, "--grid", inputs=inputs,
+                                                                          overwrite=req.overwrite, own=own, writable=False),
+               "json": req.json_path and parallel.is_main() and outputs.claim(req.json_path, "--json", inputs=inputs,
+                                                                          overwrite=req.overwrite)}
     if targets["grid"] and targets["json"] and targets["grid"].path == targets["json"].path:
-        raise ValueError(f"--grid and --json name the same file {json_path}")
+        raise ValueError(f"--grid and --json name the same file {req.json_path}")
 
+    return targets
+
+
+def _load_models(req: Request):
+    """(runs, shipped, config): ``(workdir, Denoiser)`` of the training runs, ``(name or file, Denoiser)`` of
+    ``--model``, and the config whose data, seed and noise the scoring uses (the first run's, else the
+    defaults with the first model's validation noise)."""
+    from jaxdenoise import checkpointing
     runs, shipped = [], []  # (workdir, Denoiser) of training runs; (name or file, Denoiser) of --model
-    for flag, w in ([("--workdir", workdir)] if workdir else []) + [("--also", a) for a in also]:
+    for flag, w in ([("--workdir", req.workdir)] if req.workdir else []) + [("--also", a) for a in req.also]:
         try:
-            runs.append((w, load.load_run(w, which, overlap=overlap)))
+            runs.append((w, load.load_run(w, req.which, overlap=req.overlap)))
         except checkpointing.CheckpointError as e:  # say which of the runs it is
             raise checkpointing.CheckpointError(f"{flag} {w}: {e}") from None
-    for m in models:
+    for m in req.models:
         try:
-            shipped.append((m, load.load(m, overlap=overlap)))
+            shipped.append((m, load.load(m, overlap=req.overlap)))
         except ValueError as e:
             raise type(e)(f"--model {m}: {e}") from None
-    if workdir:
-        config = checkpointing.read_run_config(workdir)
+    if req.workdir:
+        config = checkpointing.read_run_config(req.workdir)
     else:  # no run: the defaults, and the first model's validation noise
         from jaxdenoise import config as config_lib
         config = config_lib.base_config()
         config.eval_noise = shipped[0][1].info.get("eval_noise") or "poisson:30"
     for w, den in runs + shipped:
-        tiling.check_tiling(tile or 0, overlap, den.stride, den.receptive_field, f"model of {w}")
-    if noise_level and (not noisy or all(den.blind for _, den in runs + shipped)):
-        print(f"note: --noise-level {noise_level} is not used: " + (
-            "the models are blind (3 input channels)" if noisy else
+        tiling.check_tiling(req.tile or 0, req.overlap, den.stride, den.receptive_field, f"model of {w}")
+    if req.noise_level and (not req.noisy or all(den.blind for _, den in runs + shipped)):
+        print(f"note: --noise-level {req.noise_level} is not used: " + (
+            "the models are blind (3 input channels)" if req.noisy else
             "on synthetic noise non-blind models get the level map of the noise drawn"), file=sys.stderr)
+    return runs, shipped, config
+
+
+def _load_images(req: Request, config) -> _Images:
+    """The clean images (``data``, else the run's validation split) and, on real noise, their noisy shots:
+    ``noisy``'s pairs, or a store of real pairs' noisy half; the first ``limit``; this process's share."""
+    from jaxdenoise.data import feed
+    noisy, real = req.noisy, None
     if noisy:
-        named, real = _pairs(data, noisy, resize)
-    elif data:
-        named, skipped = load_folder(data, resize)
+        named, real = _pairs(req.data, noisy, req.resize)
+    elif req.data:
+        named, skipped = load_folder(req.data, req.resize)
         for s in skipped:
             print(f"skipped {s['path']}: {s['reason']}")
     else:
-        val_path = feed.resolve_val_store(config, workdir)  # a run's data.val_dir is its validation set
+        val_path = feed.resolve_val_store(config, req.workdir)  # a run's data.val_dir is its validation set
         split = (store.open_splits(val_path, "all") if val_path
-                 else store.open_splits(feed.resolve_stores(config, workdir), "val"))
+                 else store.open_splits(feed.resolve_stores(config, req.workdir), "val"))
         named = [(f"val/{i:06d}", np.asarray(split[i])) for i in range(split.shape[0])]
         if named and named[0][1].shape[-1] == 6:  # a store of real pairs: clean ++ noisy channels
             real = [img[..., 3:] for _, img in named]
             named = [(name, img[..., :3]) for name, img in named]
             noisy = "val"
-    if limit:
-        named, real = named[:limit], (real[:limit] if noisy else None)
+    if req.limit:
+        named, real = named[:req.limit], (real[:req.limit] if real is not None else None)
     total = len(named)
     share = parallel.local_share(total)  # the whole list in a single process
-    named, offset = named[share], share.start
-    if noisy:
-        real = real[share]
-    seed = config.eval_seed if seed is None else seed
-    fns_models = {}  # row name -> denoiser
-    for w, den in runs + shipped:
+    named = named[share]
+    label = ""
+    if real is not None:
+        real = [img.astype(np.float32) / 255.0 for img in real[share]]
+        label = f"real:{os.path.basename(os.path.normpath(noisy))}" + (" (pairs store)" if noisy == "val" else "")
+    return _Images([n for n, _ in named], [img.astype(np.float32) / 255.0 for _, img in named], real, label,
+                   total, share.start)
+
+
+@dataclasses.dataclass
+class _Group:
+    """One row group: a noise (a spec, or real shots) and the noisy images with their level maps."""
+    label: str
+    model: Any                            # the NoiseModel drawn (None: real noise)
+    noisy: List[np.ndarray]               # float32 [H, W, 3], this process's share
+    levels: List[Optional[np.ndarray]]    # non-blind models' maps [H, W, 1]; None: from noise_level / estimate
+
+
+def _noise_groups(req: Request, config, images: _Images) -> List[_Group]:
+    """The real shots as one group, else a group per noise spec (default: the run's validation noise), its
+    noisy images drawn when it is scored (``_draw``: one group's images in memory at a time)."""
+    if images.real is not None:
+        return [_Group(images.real_label, None, images.real, [None] * len(images.clean))]
+    return [_Group(spec, noise_lib.parse(spec), [], []) for spec in req.noise_specs or [config.eval_noise or config.noise]]
+
+
+def _draw(group: _Group, images: _Images, seed: int) -> None:
+    """Synthetic noise for image i drawn from ``fold_in(PRNGKey(seed), i)`` on its bucket-padded shape (a few
+    compilations per folder), with its level map: same command, same numbers."""
+    key = jax.random.PRNGKey(seed)
+    add_noise = jax.jit(lambda k, x: jax.tree.map(lambda a: a[0], group.model.sample(k, x[None])))
+    for i, c in enumerate(images.clean):
+        hb, wb = _bucket_shape(c.shape)
+        y, lvl = jax.device_get(add_noise(jax.random.fold_in(key, images.offset + i), _pad(c, hb, wb)))
+        group.noisy.append(y[:c.shape[0], :c.shape[1]])
+        group.levels.append(lvl[:c.shape[0], :c.shape[1]])
+
+
+@dataclasses.dataclass
+class _Method:
+    """A row's method: the noisy input itself, a model (a Denoiser at an ensemble size) or a baseline."""
+    name: str
+    den: Any = None        # a Denoiser
+    ensemble: int = 1
+    baseline: Any = None   # baselines.make(...): (noisy, clean) -> denoised
+
+    def __call__(self, req: Request, group: _Group, clean: List[np.ndarray], i: int) -> np.ndarray:
+        if self.den is not None:
+            return self.den.run(group.noisy[i], group.levels[i], req.noise_level, tile=req.tile, batch=req.batch,
+                                ensemble=self.ensemble)
+        if self.baseline is not None:
+            return self.baseline(group.noisy[i], clean[i])
+        return group.noisy[i]
+
+
+def _model_methods(req: Request, models) -> List[_Method]:
+    """A method per model (named by its zoo entry or its step and weights; a second run of the same name gets
+    its workdir appended) and per ensemble size asked."""
+    out, names = [], set()
+    for w, den in models:
         weights = " EMA" if den.info.get("weights") == "ema" else ""
         name = (f"{den.info['model']} (zoo: {den.info['zoo']})" if den.info.get("zoo") else
                 f"{den.info['model']} (step {den.info['step']}{weights})")
-        name = name if name not in fns_models else f"{name} {w}"
-        for n in sorted({1, ensemble}):
-            fns_models[name if n == 1 else f"{name}, x{n} self-ensemble"] = (lambda d, n: lambda y, lvl: d.run(
-                y, lvl, noise_level, tile=tile, batch=batch, ensemble=n))(den, n)
-    key = jax.random.PRNGKey(seed)
-    clean = [img.astype(np.float32) / 255.0 for _, img in named]
-    if noisy:
-        label = f"real:{os.path.basename(os.path.normpath(noisy))}" + (" (pairs store)" if noisy == "val" else "")
-        groups = [(label, None,
-                   [img.astype(np.float32) / 255.0 for img in real])]
-    else:
-        groups = [(spec, noise_lib.parse(spec), None) for spec in noise_specs or [config.eval_noise or config.noise]]
-    scorer = _Scorer()
-    rows, grid_cols, grid_labels = [], [], None
+        name = name if name not in names else f"{name} {w}"
+        names.add(name)
+        for n in sorted({1, req.ensemble}):
+            out.append(_Method(name if n == 1 else f"{name}, x{n} self-ensemble", den=den, ensemble=n))
+    return out
+
+
+def _score(req: Request, models, images: _Images, groups: List[_Group], config) -> Tuple[List[Dict], Any]:
+    """(rows, grid): per group, every method run on each image in turn (its first image of each shape first,
+    out of the timing: compilation) and scored as it goes; only the grid's few outputs are kept."""
+    from jaxdenoise import baselines as baselines_lib
+    clean, scorer, rows, grid = images.clean, _Scorer(), [], None
     first_of_each_shape = sorted({_bucket_shape(c.shape): i for i, c in reversed(list(enumerate(clean)))}.values())
-    for label, model_noise, noisy_images in groups:
-        levels = [None] * len(clean)  # noise-level maps for non-blind models; None: from noise_level/estimate
-        if noisy_images is None:
-            add_noise = jax.jit(lambda k, x: jax.tree.map(lambda a: a[0], model_noise.sample(k, x[None])))
-            noisy_images = []
-            for i, c in enumerate(clean):  # noise on the bucket-padded image: a few shapes, a few compilations
-                hb, wb = _bucket_shape(c.shape)
-                y, lvl = jax.device_get(add_noise(jax.random.fold_in(key, offset + i), _pad(c, hb, wb)))
-                noisy_images.append(y[:c.shape[0], :c.shape[1]])
-                levels[i] = lvl[:c.shape[0], :c.shape[1]]
-        fns = {"noisy input": lambda i: noisy_images[i]}
-        fns.update({name: (lambda f: lambda i: f(noisy_images[i], levels[i]))(f) for name, f in fns_models.items()})
-        fns.update({baselines_lib.label(b): (lambda f: lambda i: f(noisy_images[i], clean[i]))(
-            baselines_lib.make(b, model_noise)) for b in baselines})
-        megapixels = max(sum(c.shape[0] * c.shape[1] for c in clean) / 1e6, 1e-12)
-        outputs = {}  # name -> (the first grid_count outputs, s/MP, psnr [N], ssim [N])
-        for name, fn in fns.items():
-            if name != "noisy input":  # warm-up: a model compiles once per bucket shape, out of the timing
-                for i in (first_of_each_shape if name in fns_models else first_of_each_shape[:1]):
-                    fn(i)
-            # one image at a time, scored in batches as it goes: only the grid's few outputs are kept
+    megapixels = max(sum(c.shape[0] * c.shape[1] for c in clean) / 1e6, 1e-12)
+    for group in groups:
+        if group.model is not None:
+            _draw(group, images, config.eval_seed if req.seed is None else req.seed)
+        methods = ([_Method("noisy input")] + _model_methods(req, models)
+                   + [_Method(baselines_lib.label(b), baseline=baselines_lib.make(b, group.model))
+                      for b in req.baselines])
+        results = {}  # name -> (the first grid_count outputs, s/MP, psnr [N], ssim [N])
+        for method in methods:
+            if method.name != "noisy input":  # warm-up: a model compiles once per bucket shape
+                for i in (first_of_each_shape if method.den is not None else first_of_each_shape[:1]):
+                    method(req, group, clean, i)
             kept, scores, pending, seconds = [], ([], []), [], 0.0
-            for i in _progress(len(clean), f"{label}: {name}"):
+            for i in _progress(len(clean), f"{group.label}: {method.name}"):
                 t0 = time.perf_counter()
-                out = fn(i)
+                out = method(req, group, clean, i)
                 seconds += time.perf_counter() - t0
-                if i < grid_count:
+                if i < req.grid_count:
                     kept.append(out)
                 pending.append((clean[i], out))
                 if len(pending) == scorer.batch or i == len(clean) - 1:
                     for acc, v in zip(scores, scorer(pending)):
                         acc.extend(v)
                     pending = []
-            outputs[name] = (kept, seconds / megapixels, np.asarray(scores[0]), np.asarray(scores[1]))
-        noisy_psnr = None
-        for name, (outs, spmp, psnr, ssim) in outputs.items():
-            psnr, ssim = parallel.gather_shares(psnr), parallel.gather_shares(ssim)  # every image, in order
-            row = {"noise": label, "method": name, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
-                   "sec_per_mp": spmp, "images": total}
-            if noisy_psnr is None:
-                noisy_psnr = psnr  # the first row is the noisy input
-            else:  # the worst image's gain: a denoiser that makes any image worse shows a negative number
-                row["min_gain"] = float(np.min(psnr - noisy_psnr))
-            rows.append(row)
-        if grid_path and not grid_cols and parallel.is_main():
-            grid_cols, grid_labels = _grid_columns(clean, outputs, grid_count), ["clean"] + list(outputs)
-    if targets["grid"] and grid_cols:
+            results[method.name] = (kept, seconds / megapixels, np.asarray(scores[0]), np.asarray(scores[1]))
+        rows += _rows(group.label, results, images.total)
+        if req.grid_path and grid is None and parallel.is_main():
+            grid = (_grid_columns(clean, results, req.grid_count), ["clean"] + list(results))
+        if group.model is not None:
+            group.noisy, group.levels = [], []  # the next group's images replace these
+    return rows, grid
+
+
+def _rows(label: str, results: Dict, total: int) -> List[Dict]:
+    """The group's rows: means over every image (gathered from all processes); the worst image's gain over
+    the noisy input (the first result) on the others."""
+    rows, noisy_psnr = [], None
+    for name, (_, spmp, psnr, ssim) in results.items():
+        psnr, ssim = parallel.gather_shares(psnr), parallel.gather_shares(ssim)  # every image, in order
+        row = {"noise": label, "method": name, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
+               "sec_per_mp": spmp, "images": total}
+        if noisy_psnr is None:
+            noisy_psnr = psnr
+        else:  # a denoiser that makes any image worse shows a negative number
+            row["min_gain"] = float(np.min(psnr - noisy_psnr))
+        rows.append(row)
+    return rows
+
+
+def _write(req: Request, targets: Dict[str, Any], rows: List[Dict], grid, runs, groups: List[_Group]) -> None:
+    """The grid (a warning if it cannot be written: the numbers matter more), the JSON rows, and the table
+    in each evaluated run's model card."""
+    if targets["grid"] and grid:
         from jaxdenoise import plots
-        try:  # the numbers matter more than the figure: a grid that cannot be written is a warning
-            targets["grid"].write(plots.png_writer(plots.image_grid(grid_cols, labels=grid_labels)))
+        try:
+            targets["grid"].write(plots.png_writer(plots.image_grid(grid[0], labels=grid[1])))
         except (OSError, ValueError) as e:
-            why = fsutil.describe(e, grid_path) if isinstance(e, OSError) else str(e)
+            why = fsutil.describe(e, req.grid_path) if isinstance(e, OSError) else str(e)
             print(f"warning: comparison grid not written: {why}", file=sys.stderr)
     if targets["json"]:
         write_json(rows, targets["json"])
-    if parallel.is_main():  # each evaluated run's model card gains the table
+    if parallel.is_main():
         from jaxdenoise import model_card
-        where = data or ("validation split" if not noisy else noisy)
-        where = f"{where} (noisy: {noisy})" if noisy and data else where
+        where = req.data or ("validation split" if not req.noisy else req.noisy)
+        where = f"{where} (noisy: {req.noisy})" if req.noisy and req.data else where
         for w, _ in runs:
-            model_card.add_evaluation(w, rows, data=where, checkpoint=str(which),
-                                      noise=[g[0] for g in groups], baselines=baselines)
-    return rows
+            model_card.add_evaluation(w, rows, data=where, checkpoint=str(req.which),
+                                      noise=[g.label for g in groups], baselines=req.baselines)
 
 
 def _pairs(clean_dir: str, noisy_dir: str, resize: int | None):

@@ -23,6 +23,21 @@ RUN_FILES = frozenset({METRICS_FILE, CONFIG_FILE, LOCK_FILE, CHECKPOINTS_DIR, CH
                        *TIME_PLOT_FILES})
 
 
+STORE_MANIFEST = "manifest.json"  # a prepared store's manifest (data/store.py)
+STORE_MARK = "jaxdenoise"         # manifest["store"]
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds a store manifest jaxdenoise wrote (marked, or a store from before the mark)."""
+    import json
+    try:
+        with open(os.path.join(path, STORE_MANIFEST)) as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and (m.get("store") == STORE_MARK or ("format_version" in m and "train_files" in m))
+
+
 def is_workdir(path: str | os.PathLike) -> bool:
     """True when ``path`` looks like a training workdir: a config.json beside a lock, a metric log or
     checkpoints (what outputs.py protects; deliberately loose)."""

@@ -65,7 +65,6 @@ def protected(path: str | os.PathLike, own: Iterable[str] = ()) -> Optional[str]
 
     own: paths of files in a workdir that the asking command writes there itself (allowed).
     """
-    from jaxdenoise.data import store
     p = _real(path)
     if fsutil.is_within(p, PACKAGE):
         return f"lies inside the installed jaxdenoise package ({PACKAGE})"
@@ -81,7 +80,7 @@ def protected(path: str | os.PathLike, own: Iterable[str] = ()) -> Optional[str]
                 top = rel.split(os.sep)[0]
                 if top in layout.RUN_FILES and not is_own:
                     return f"is part of the training workdir {folder} ({top})"
-            if store.is_store(folder):
+            if layout.is_store(folder):
                 return f"lies in the prepared store {folder}"
             if any(os.path.lexists(os.path.join(folder, m)) for m in _CHECKPOINT_MARKERS):
                 return f"lies in the checkpoint {folder}"

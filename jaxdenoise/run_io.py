@@ -179,7 +179,7 @@ class Workdir:
                              f"--workdir")
         fixed, mutable = config_lib.resume_changes(saved, config)
         if fixed:
-            diff = ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in fixed)
+            diff = ", ".join(f"{k} {short(a)} -> {short(b)}" for k, a, b in fixed)
             raise ValueError(
                 f"workdir {self.path} holds a run with other settings ({diff}); these define a run and cannot "
                 f"change on resume: rerun with the saved values, or start a new --workdir (add "
@@ -195,8 +195,9 @@ class Workdir:
         self.accepted = True
 
 
-def _short(v: Any) -> str:
-    text = json.dumps(v) if not isinstance(v, str) else repr(v)
+def short(v: Any) -> str:
+    """A config value as a message shows it: strings quoted, floats as %g, the rest as JSON; cut at 60."""
+    text = repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else json.dumps(v, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

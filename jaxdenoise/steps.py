@@ -31,6 +31,15 @@ class TrainState:
     ema: Any = None  # exponential moving average of params (config.ema_decay > 0), else None (not saved)
 
 
+def eval_params(state: TrainState):
+    """The weights a run is judged and shipped by: the EMA when the run keeps one, else the parameters."""
+    return state.params if state.ema is None else state.ema
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")  # config.optimizer's choices (config.validate reads them here)
+SCHEDULES = ("constant", "cosine")      # config.schedule's
+
+
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
     """optax optimiser from the config: adam | adamw | sgd (momentum), lr with optional warmup + cosine, clipping.
 

@@ -20,6 +20,7 @@ process stops all of them at the same step (JAX's preemption sync point), with o
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -36,7 +37,7 @@ import numpy as np
 
 from jaxdenoise import checkpointing, config as config_lib, errors, fsutil, layout, metrics as metrics_lib
 from jaxdenoise import model_card, models, noise as noise_lib, parallel, plots, run_io, steps, validation, zoo
-from jaxdenoise.data import feed, loader, store
+from jaxdenoise.data import data_dirs, feed, loader, store
 from jaxdenoise.inference import exported
 
 
@@ -73,7 +74,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                 if not (disk.full or fsutil.is_disk_full(e)):
                     raise
                 disk.full = True  # keeps the hooks quiet for the echoes still to come (TensorBoard's exit flush)
-                done = checkpointing.step_dirs(wd.file("checkpoints"))
+                done = checkpointing.step_dirs(wd.file(layout.CHECKPOINTS_DIR))
                 last = f"last good checkpoint step {done[-1]}" if done else "no checkpoint was saved yet"
                 raise errors.DiskFull(f"no space left on {wd.path}; {last} (free some space, then rerun the "
                                       f"same command to resume)") from None
@@ -186,8 +187,8 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
             log(f"nothing to train: the run is complete at step {step} (raise num_epochs to continue)")
             result = _final_eval(evaluator, state, step, spe)
         else:
-            result = _loop(config, wd.path, state, rng, data_iter, ckpt, evaluator, writer, train_step,
-                           batch_sharding, spe, total_steps, k, disk, ckpt_bytes)
+            run = Loop(config, wd.path, ckpt, evaluator, writer, disk, spe, total_steps, k, ckpt_bytes)
+            result = _loop(run, state, rng, data_iter, train_step, batch_sharding)
     except BaseException:
         for close in (ckpt.close, writer.close if writer else None):
             try:  # the error in flight is the one to report; cleaning up may fail the same way
@@ -221,7 +222,7 @@ def _check_data_paths(config, workdir: str) -> None:
             raise ValueError(f"config: data.cache_dir={d.cache_dir!r} {inside}: choose a folder outside it")
     if d.source != "dir":
         return
-    folders = [("data.dir", f) for f in config_lib.data_dirs(d.dir)] + ([("data.val_dir", d.val_dir)]
+    folders = [("data.dir", f) for f in data_dirs(d.dir)] + ([("data.val_dir", d.val_dir)]
                                                                        if d.get("val_dir") else [])
     for name, folder in folders:
         if not os.path.isdir(folder):
@@ -310,14 +311,10 @@ def _check_init_from(config) -> None:
                                                     ema=saved.get("ema_decay", 0.0) > 0)[0], jax.random.PRNGKey(0))
     if jax.tree.structure(mine) != jax.tree.structure(theirs):
         old = config_lib.flatten(saved)
-        diff = [f"{f} {_short(old[f])} -> {_short(config[f])}" for f in OPTIMISER_FIELDS if old[f] != config[f]]
+        diff = [f"{f} {run_io.short(old[f])} -> {run_io.short(config[f])}" for f in OPTIMISER_FIELDS if old[f] != config[f]]
         raise ValueError(f"{head}: that run's optimiser state does not fit this config "
                          f"({', '.join(diff) or 'optimiser settings'}); init_from carries the optimiser state over: "
                          f"use that run's values for these fields")
-
-
-def _short(v) -> str:
-    return repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _with_weights(state, weights, sharding):
@@ -389,11 +386,6 @@ def _retry_hint(ckpt: checkpointing.Checkpointer, workdir: str) -> str:
             f"--config.learning_rate (or --config.grad_clip)")
 
 
-def due(step: int, every: int, k: int = 1) -> bool:
-    """True when a cadence of ``every`` steps fell within the last ``k`` steps ending at ``step``."""
-    return every > 0 and step % every < k
-
-
 class TrainLog:
     """Train metrics between log points: kept on device, fetched at ``flush`` (the loop's only blocking
     point), checked (NaN/inf: ``TrainingDiverged``; an exactly zero gradient for ``STALL_STEPS`` steps in a
@@ -449,52 +441,66 @@ def _ensure_space(path: str, need: int) -> None:
                                     f"~{need // 1024} KiB)", path)
 
 
-def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitted, batch_sharding, spe,
-          total_steps, k, disk, ckpt_bytes) -> Dict[str, float]:
+def due(step: int, every: int, k: int = 1) -> bool:
+    """True when a cadence of ``every`` steps fell within the last ``k`` steps ending at ``step``."""
+    return every > 0 and step % every < k
+
+
+@dataclasses.dataclass
+class Loop:
+    """What the training loop works with (set up once by ``_run``) and what it carries from step to step:
+    the last step saved and the last validation. The loop reads top to bottom; each periodic action asks
+    ``Loop.due`` one question."""
+    config: ml_collections.ConfigDict
+    workdir: str
+    ckpt: checkpointing.Checkpointer
+    evaluator: validation.Evaluator
+    writer: run_io.MetricWriter
+    disk: run_io.DiskWatch
+    steps_per_epoch: int
+    total_steps: int
+    steps_per_call: int
+    ckpt_bytes: int         # the state's size: the free space a save needs
+    last_saved: int = 0
+    last_eval: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def due(self, step: int, stopping: bool) -> Dict[str, bool]:
+        """The periodic actions due after ``step`` (``stopping``: a signal or a preemption notice came):
+        log a row every ``log_every_steps``, at each epoch's end and at the end; validate every
+        ``eval_every_epochs`` epochs and at the end; save with each validation, ``checkpoint_every_steps``
+        after the last save, when stopping and at the end."""
+        c, spe, end = self.config, self.steps_per_epoch, step >= self.total_steps
+        epoch_end = step % spe == 0
+        evaluate = epoch_end and (due(step // spe, c.eval_every_epochs) or end)
+        every = c.checkpoint_every_steps
+        save = evaluate or stopping or (end and self.last_saved != step) or bool(every and step - self.last_saved >= every)
+        return {"log": due(step, c.log_every_steps, self.steps_per_call) or epoch_end or stopping or end,
+                "evaluate": evaluate, "save": save, "end": end}
+
+
+def _loop(run: Loop, state, rng, data_iter, jitted, batch_sharding) -> Dict[str, float]:
+    """Train from ``state`` to ``run.total_steps``: steps, then the actions due (``Loop.due``); returns the last
+    validation. A signal saves and raises ``Interrupted``; the run's end plots the curves."""
     from tqdm import tqdm
 
-    step = int(state.step)
+    config, k = run.config, run.steps_per_call
+    step = run.last_saved = int(state.step)
     prefetch = data_iter if isinstance(data_iter, feed.DeviceResidentBatches) else feed.DevicePrefetcher(
         data_iter, batch_sharding, k)
-    first_batch, first_data_state = next(prefetch)
+    batch, data_state = next(prefetch)
     log("compiling the train step...")
     t0 = time.perf_counter()
-    compiled = jitted.lower(state, first_batch, rng).compile()
+    compiled = jitted.lower(state, batch, rng).compile()
     log(f"compiled in {time.perf_counter() - t0:.1f} s")
-
     # a bar on a terminal; in a batch job's log (not a terminal) one line per log point instead
-    bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stdout,
+    bar = tqdm(total=run.total_steps, initial=step, unit="step", dynamic_ncols=True, file=sys.stdout,
                mininterval=1.0, disable=None if parallel.is_main() else True)
-    lines = parallel.is_main() and bar.disable
-    n_dev = jax.device_count()
     setting = config_lib.noise_setting(config)
-    train_log = TrainLog(writer, spe, lambda: _retry_hint(ckpt, workdir), setting)
-    last_saved, last_eval = step, {}
-
-    def flush() -> None:
-        row = train_log.flush()
-        if row:
-            bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", img_s=f"{row['img_per_s']:.1f}",
-                            refresh=False)
-            if lines:
-                log(progress_line(row, total_steps, config.batch_size, n_dev,
-                                  against_input=config.noise == "none" and not config.data.pairs))
-
-    def save(step: int, metrics=None) -> None:
-        nonlocal last_saved
-        flush()  # never save parameters whose metrics were not checked
-        done = ckpt.finished_steps()
-        size = max(ckpt_bytes, ckpt.disk_bytes(done[-1]) if done else 0)  # on disk: metadata, whole blocks
-        _ensure_space(ckpt.directory, size * 5 // 4 + (64 << 10))
-        ckpt.save(step, {"train_state": state, "rng": rng}, dict(data_state, **{PROCESS_COUNT_KEY: jax.process_count()}),
-                  metrics=metrics)
-        last_saved = step
-
+    train_log = TrainLog(run.writer, run.steps_per_epoch, lambda: _retry_hint(run.ckpt, run.workdir), setting)
     # several processes: SIGTERM is JAX's preemption notice (every process stops at the same step), so the
     # flag takes only Ctrl-C there
     signals = (signal.SIGINT,) if parallel.multi_process() else (signal.SIGTERM, signal.SIGINT)
     with run_io.StopFlag(signals) as stop:
-        batch, data_state = first_batch, first_data_state
         while True:
             state, m = compiled(state, batch, rng)
             step += k
@@ -502,36 +508,59 @@ def _loop(config, workdir, state, rng, data_iter, ckpt, evaluator, writer, jitte
             bar.update(k)
             if parallel.preemption_point(step) and not stop.signum:
                 stop.signum, stop.preempted = signal.SIGTERM, True
-            if disk.full:  # a background write (orbax, TensorBoard) found the disk full
-                raise OSError(errno.ENOSPC, "No space left on device", workdir)
-            epoch_done, epoch = step % spe == 0, step // spe
-            if due(step, config.log_every_steps, k) or epoch_done or stop.signum or step >= total_steps:
-                flush()
-            if epoch_done and (epoch % config.eval_every_epochs == 0 or step >= total_steps):
-                last_eval = _evaluate(evaluator, state, step, epoch, writer, workdir, bar, setting)
-                save(step, {"psnr": last_eval["psnr"]})
-            elif (config.checkpoint_every_steps and step - last_saved >= config.checkpoint_every_steps) \
-                    or stop.signum or (step >= total_steps and last_saved != step):
-                save(step)
+            if run.disk.full:  # a background write (orbax, TensorBoard) found the disk full
+                raise OSError(errno.ENOSPC, "No space left on device", run.workdir)
+            now = run.due(step, bool(stop.signum))
+            if now["log"] or now["save"]:  # never save parameters whose metrics were not checked
+                _log_row(train_log, bar, config, run.total_steps)
+            if now["evaluate"]:
+                run.last_eval = _evaluate(run.evaluator, state, step, step // run.steps_per_epoch, run.writer,
+                                          run.workdir, bar, setting)
+            if now["save"]:
+                _save(run, step, state, rng, data_state,
+                      {"psnr": run.last_eval["psnr"]} if now["evaluate"] else None)
             if stop.signum:
                 bar.close()
-                ckpt.wait()
+                run.ckpt.wait()
                 why = (f"a preemption notice (SIGTERM to one of the {jax.process_count()} processes)"
                        if stop.preempted else signal.Signals(stop.signum).name)
-                raise Interrupted(f"stopped by {why} after step {step}; checkpoint saved in {ckpt.directory}/{step}; "
-                                  f"rerun the same command to resume")
-            if step >= total_steps:
+                raise Interrupted(f"stopped by {why} after step {step}; checkpoint saved in {run.ckpt.directory}/"
+                                  f"{step}; rerun the same command to resume")
+            if now["end"]:
                 break
             batch, data_state = next(prefetch)
     bar.close()
-    ckpt.wait()
-    paths = plots.plot_curves([workdir], workdir) if parallel.is_main() else []
-    log(f"done: {step} steps. best checkpoint: {ckpt.directory}/{ckpt.best_step()}; latest: {ckpt.directory}/{step}")
-    log(f"plots: {', '.join(paths)}; grid: {os.path.join(workdir, layout.GRID_FILE)}; metrics: {writer.path}")
-    if last_eval and last_eval["psnr"] < last_eval["noisy_psnr"]:
-        log(f"warning: the final model ({last_eval['psnr']:.2f} dB) is worse than its noisy input "
-            f"({last_eval['noisy_psnr']:.2f} dB): it has not learned to denoise this noise")
-    return last_eval
+    run.ckpt.wait()
+    paths = plots.plot_curves([run.workdir], run.workdir) if parallel.is_main() else []
+    log(f"done: {step} steps. best checkpoint: {run.ckpt.directory}/{run.ckpt.best_step()}; latest: "
+        f"{run.ckpt.directory}/{step}")
+    log(f"plots: {', '.join(paths)}; grid: {os.path.join(run.workdir, layout.GRID_FILE)}; metrics: {run.writer.path}")
+    last = run.last_eval
+    if last and last["psnr"] < last["noisy_psnr"]:
+        log(f"warning: the final model ({last['psnr']:.2f} dB) is worse than its noisy input "
+            f"({last['noisy_psnr']:.2f} dB): it has not learned to denoise this noise")
+    return last
+
+
+def _log_row(train_log: "TrainLog", bar, config, total_steps: int) -> None:
+    """Fetch, check and write the metrics since the last row; show them on the bar (or as a log line)."""
+    row = train_log.flush()
+    if row:
+        bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", img_s=f"{row['img_per_s']:.1f}",
+                        refresh=False)
+        if parallel.is_main() and bar.disable:
+            log(progress_line(row, total_steps, config.batch_size, jax.device_count(),
+                              against_input=config.noise == "none" and not config.data.pairs))
+
+
+def _save(run: Loop, step: int, state, rng, data_state, metrics=None) -> None:
+    """Checkpoint ``step`` (the state, the run's rng and the data position) once the disk has room for it."""
+    done = run.ckpt.finished_steps()
+    size = max(run.ckpt_bytes, run.ckpt.disk_bytes(done[-1]) if done else 0)  # on disk: metadata, whole blocks
+    _ensure_space(run.ckpt.directory, size * 5 // 4 + (64 << 10))
+    run.ckpt.save(step, {"train_state": state, "rng": rng},
+                  dict(data_state, **{PROCESS_COUNT_KEY: jax.process_count()}), metrics=metrics)
+    run.last_saved = step
 
 
 def progress_line(row: Dict[str, float], total_steps: int, batch_size: int, n_dev: int,

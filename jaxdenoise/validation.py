@@ -68,9 +68,7 @@ class Evaluator:
         return plots.image_grid([self.grid_clean, noisy, out], labels=["clean", "noisy", "denoised"])
 
 
-def eval_params(state: steps.TrainState):
-    """The weights a run is judged by: the EMA when the run keeps one, else the parameters."""
-    return state.params if state.ema is None else state.ema
+eval_params = steps.eval_params  # the EMA when kept, else the parameters (one home: steps)
 
 
 def scores(evaluator: Evaluator, state: steps.TrainState) -> Dict[str, float]:

@@ -317,3 +317,19 @@ def test_a_damaged_export_is_a_one_line_value_error(exported_bytes, tmp_path, ca
     with pytest.raises(ValueError) as e:
         jaxdenoise.load(str(path))(_photo())
     assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_the_package_shows_its_whole_public_api_lazily():
+    """``import jaxdenoise`` names what a user calls (``__all__``), each documented where it is defined and
+    listed in the package docstring, without importing jax until one is used."""
+    import subprocess
+    import sys
+    code = ("import sys, jaxdenoise; assert 'jax' not in sys.modules, 'imported jax'; "
+            "print(','.join(n for n in jaxdenoise.__all__ if callable(getattr(jaxdenoise, n))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out.split(",") == jaxdenoise.__all__
+    for name in jaxdenoise.__all__:
+        assert getattr(jaxdenoise, name).__doc__, name
+        assert f"``{name}" in jaxdenoise.__doc__, name
+    with pytest.raises(AttributeError):
+        jaxdenoise.nothing_here

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from jaxdenoise import baselines, config as config_lib, evaluate, metrics, models, noise
+from tests.helpers import script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,9 +133,7 @@ def test_bm3d_never_sees_an_image_smaller_than_it_handles():
     assert baselines._at_least(big, 16, fake).shape == (20, 9, 3) and seen[-1] == (20, 16, 3)
 
 
-def _script(name, *args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+_script = script  # tests.helpers: the one subprocess runner
 
 
 def test_config_files_that_cannot_load_name_the_file(tmp_path):

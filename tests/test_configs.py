@@ -11,7 +11,7 @@ from jaxdenoise import config as config_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
 # the configs that take an argument after ':' and the tuple of its choices
-VARIANTS = {"photos.py": "MODELS", "selfsup_faces.py": "SETTINGS"}
+VARIANTS = {"photos.py": "MODELS", "selfsup_faces.py": "SETTINGS", "default.py": "IMAGES"}
 
 
 def _module(path):
@@ -58,6 +58,12 @@ def test_a_config_builds_on_its_sibling_loaded_by_path(tmp_path):
     assert unet.model.name == "unet" and unet.batch_size == 16  # the ':arg' form; unet_photos sets batch 8
     with pytest.raises(ValueError, match="cannot be loaded"):
         config_lib.load_file(str(tmp_path / "notes.txt"))
+    # the recipe block has one home: configs/default.py; a variant changes only what differs
+    default = config_lib.load_file(os.path.join(REPO, "configs", "default.py"))
+    faces = config_lib.load_file(os.path.join(REPO, "configs", "unet_faces.py"))
+    for field in ("optimizer", "learning_rate", "schedule", "ema_decay", "batch_size", "model"):
+        assert faces[field] == default[field], field
+    assert "learning_rate" not in open(os.path.join(REPO, "configs", "unet_faces.py")).read()
 
 
 def test_the_generic_photo_config_keeps_its_measured_recipe_and_budget():

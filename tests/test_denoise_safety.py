@@ -1,14 +1,13 @@
 """scripts/denoise.py never loses or clobbers a file: collision-free names, no overwrite without --overwrite,
 inputs never written, real formats with --keep-format, one-line errors, each skip reason printed once."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxdenoise.inference import files as denoise_files
+from tests.helpers import script
 from tests.conftest import tree_hashes
 
 pytestmark = pytest.mark.imagemagick  # reads or writes images through Wand
@@ -27,8 +26,7 @@ def _save(path, fmt, seed=0):
 
 
 def _script(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "denoise.py"), *args], capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    return script("denoise.py", *args)
 
 
 def test_same_stem_in_two_formats_gives_distinct_outputs(run_dir, tmp_path):

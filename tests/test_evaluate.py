@@ -1,8 +1,6 @@
 """Evaluation from checkpoints, tiled denoising of any-size photos, plots."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
@@ -12,6 +10,7 @@ from PIL import Image
 
 from jaxdenoise import checkpointing, evaluate, metrics, plots
 from jaxdenoise.inference import files as denoise_files
+from tests.helpers import script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,8 +97,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, run_dir):
         evaluate.run(str(tmp_path))
     with pytest.raises(checkpointing.CheckpointError, match="no checkpoint at step 999"):
         evaluate.run(run_dir, "999")
-    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), "--workdir", str(tmp_path)],
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=300)
+    r = script("evaluate.py", "--workdir", str(tmp_path))
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ")
 
 

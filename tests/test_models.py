@@ -166,7 +166,7 @@ def test_full_size_store_keeps_sizes_and_skips_small_images(tmp_path, photo_fold
 def test_patch_training_from_a_full_size_store_resumes_bitwise(tmp_path, cache, photo_folder, monkeypatch):
     """Random patches, flips and rotations from a ragged store, EMA on, stopped mid-epoch (step 4 of 3-step
     epochs): the resumed run is the unbroken one, bit for bit (all state, data position, metrics rows)."""
-    from tests.test_train import assert_same_run, stop_at
+    from tests.helpers import resumes_bitwise
 
     def cfg(epochs):
         c = _tiny(cache, "unet", num_epochs=epochs, steps_per_epoch=3, ema_decay=0.9)
@@ -176,22 +176,15 @@ def test_patch_training_from_a_full_size_store_resumes_bitwise(tmp_path, cache, 
         c.batch_size = 2
         c.eval_batch_size = 2
         return c
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.train_and_evaluate(cfg(2), str(straight))
-    stop_at(monkeypatch, 4)
-    with pytest.raises(train.Interrupted, match="after step 4"):
-        train.train_and_evaluate(cfg(2), str(resumed))
-    monkeypatch.undo()
-    train.train_and_evaluate(cfg(2), str(resumed))
+    _, resumed = resumes_bitwise(monkeypatch, lambda: cfg(2), tmp_path, stop=4)
     assert checkpointing.load_state(str(resumed), "latest")[2] == 6
-    assert_same_run(straight, resumed)
 
 
 @pytest.mark.imagemagick
 def test_several_data_folders_train_together_and_resume_bitwise(tmp_path, cache, photo_folder, monkeypatch):
     """data.dir naming two folders: each prepared into its own store in the workdir, split on its own, the
     splits joined; a run stopped mid-epoch resumes to the unbroken run bit for bit."""
-    from tests.test_train import assert_same_run, stop_at
+    from tests.helpers import resumes_bitwise
     other = tmp_path / "other"
     other.mkdir()
     for i, (name, img) in enumerate(_photos()[:3]):
@@ -214,12 +207,7 @@ def test_several_data_folders_train_together_and_resume_bitwise(tmp_path, cache,
     np.testing.assert_array_equal(joined[len(parts[0])], parts[1][0])  # store 1's images follow store 0's
     val = store.open_splits([str(straight / "data" / n) for n in stores], "val").center_crops(32)
     assert val[np.arange(len(val))].shape == (len(val), 32, 32, 3)
-    stop_at(monkeypatch, 4)
-    with pytest.raises(train.Interrupted, match="after step 4"):
-        train.train_and_evaluate(cfg(), str(resumed))
-    monkeypatch.undo()
-    train.train_and_evaluate(cfg(), str(resumed))
-    assert_same_run(straight, resumed)
+    resumes_bitwise(monkeypatch, cfg, tmp_path, stop=4, straight=straight)
     # the same folders named in another order are another run: its resume is refused, naming the field
     c = cfg()
     c.data.dir = f"{other},{photo_folder}"

@@ -5,8 +5,6 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from jaxdenoise import checkpointing, evaluate, fsutil, layout, marks, outputs, 
 from jaxdenoise.inference import files as denoise_files, load
 from tools import gpucheck
 from jaxdenoise import train
+from tests.helpers import script
 from tests.test_train import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -245,9 +244,7 @@ def test_a_config_json_that_is_not_a_run_config_is_one_line(run):
         load.load_run(str(run))
 
 
-def _script(name, *args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+_script = script  # tests.helpers: the one subprocess runner
 
 
 def test_benchmark_refuses_its_own_config_as_json_and_zero_steps(user):

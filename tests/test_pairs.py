@@ -11,7 +11,8 @@ from PIL import Image
 from jaxdenoise import baselines, config as config_lib, evaluate, fsutil, noise, train
 from jaxdenoise.data import builtin, prepare, store
 
-from test_train import assert_same_run, set_fields, stop_at
+from test_train import set_fields
+from tests.helpers import resumes_bitwise
 
 
 def write_pairs(root, n=10, side=48, seed=0):
@@ -106,17 +107,12 @@ def test_pairs_configs_need_noise_none_and_full_size(pairs_dir):
 
 
 def test_training_on_real_pairs_beats_the_noisy_input_and_resumes_bitwise(pairs_dir, tmp_path, monkeypatch):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight = tmp_path / "straight"
     cfg = lambda: pairs_config(pairs_dir, num_epochs=3, steps_per_epoch=10, ema_decay=0.9, learning_rate=5e-3,
                                **{"data.patch": 32})
     res = train.train_and_evaluate(cfg(), str(straight))
     assert res["psnr"] > res["noisy_psnr"] + 0.5, res
-    stop_at(monkeypatch, 7)
-    with pytest.raises(train.Interrupted, match="after step 7"):
-        train.train_and_evaluate(cfg(), str(resumed))
-    monkeypatch.undo()
-    train.train_and_evaluate(cfg(), str(resumed))
-    assert_same_run(straight, resumed)
+    resumes_bitwise(monkeypatch, cfg, tmp_path, stop=7, straight=straight)
     # evaluate.py scores the validation pairs by default: the real shots, no synthetic noise; oracle baseline
     table = evaluate.run(str(straight), "latest", baselines=["nlm", "nlm:oracle"])
     by = {r["method"]: r for r in table}

@@ -52,9 +52,7 @@ def tree_bytes(root):
     return fsutil.tree_digests(root)
 
 
-def script(name, *args, timeout=300):
-    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args], capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, PYTHONPATH=REPO))
+from tests.helpers import script  # noqa: E402 (the one subprocess runner; others import it from here)
 
 
 def assert_one_line_error(proc, *needles):

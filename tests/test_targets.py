@@ -303,18 +303,12 @@ def test_fixed_noise_config_checks():
 def test_fixed_noise_training_resumes_bitwise_and_every_row_records_the_setting(tmp_path, monkeypatch):
     """neighbor2neighbor on fixed noise through train_and_evaluate: stopped mid-epoch and resumed, the same run
     bit for bit as one that never stopped; config.json and every train and eval row say ``fixed``."""
-    from test_train import assert_same_run, stop_at, tiny_config
+    from tests.helpers import resumes_bitwise
+    from test_train import tiny_config
     from jaxdenoise import run_io
     cfg = lambda: tiny_config(tmp_path / "cache", noise_fixed=True, target="neighbor2neighbor", ema_decay=0.9,
                               log_every_steps=1, **{"data.flips": True, "data.rot90": True})
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.train_and_evaluate(cfg(), str(straight))
-    stop_at(monkeypatch, 4)
-    with pytest.raises(train.Interrupted, match="after step 4"):
-        train.train_and_evaluate(cfg(), str(resumed))
-    monkeypatch.undo()
-    train.train_and_evaluate(cfg(), str(resumed))
-    assert_same_run(straight, resumed)
+    straight, _ = resumes_bitwise(monkeypatch, cfg, tmp_path, stop=4)
     assert json.load(open(straight / "config.json"))["noise_fixed"] is True
     rows = [r for r in run_io.read_rows(str(straight)) if r["kind"] in ("train", "eval")]
     assert rows and {r["noise_setting"] for r in rows} == {"fixed"}

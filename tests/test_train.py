@@ -12,8 +12,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxdenoise import checkpointing, config as config_lib, fsutil, models, noise, run_io, steps, train
+from jaxdenoise import checkpointing, config as config_lib, fsutil, models, noise, steps, train
 from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, max_pool_2x2
+from tests.helpers import assert_same_run, resumes_bitwise, script, stop_at  # noqa: F401 (others import them here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,43 +191,12 @@ def test_end_to_end_run_writes_the_workdir(tmp_path, cache):
     assert step == 6
 
 
-TIMING = ("img_per_s", "eval_s", "wall_s")  # metrics that measure the machine, not the run
-
-
-def stop_at(monkeypatch, step: int) -> None:
-    """The next run stops after ``step`` as on a preemption notice: checkpoint, then ``Interrupted``."""
-    monkeypatch.setattr(train.parallel, "preemption_point", lambda s: s == step)
-
-
-def assert_same_run(a, b) -> None:
-    """Two workdirs hold the same run, bit for bit: the latest checkpoint's step, parameters, optimiser state,
-    EMA, rng and data position, and every metrics row (timings and config-change rows aside)."""
-    _, ta, sa, da = checkpointing.load_state(str(a), "latest")
-    _, tb, sb, db = checkpointing.load_state(str(b), "latest")
-    assert sa == sb and da == db, (sa, sb, da, db)
-    la, lb = jax.tree.leaves(ta), jax.tree.leaves(tb)
-    assert jax.tree.structure(ta) == jax.tree.structure(tb) and len(la) > 4
-    for x, y in zip(la, lb):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    rows = lambda w: [{k: v for k, v in r.items() if k not in TIMING} for r in run_io.read_rows(str(w))
-                      if r["kind"] != "config"]
-    assert rows(a) == rows(b) and len(rows(a)) >= 4
-
-
 def test_resume_mid_epoch_is_bitwise_identical(tmp_path, cache, monkeypatch):
     """Stopped inside an epoch (step 4 of 3-step epochs) and resumed: the same parameters, optimiser state,
     EMA, rng, data position and metrics rows as the run that never stopped."""
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     cfg = lambda: tiny_config(cache, num_epochs=2, ema_decay=0.9, log_every_steps=1)
-    train.train_and_evaluate(cfg(), str(straight))
-    stop_at(monkeypatch, 4)
-    with pytest.raises(train.Interrupted, match="after step 4"):
-        train.train_and_evaluate(cfg(), str(resumed))
-    assert checkpointing.step_dirs(str(resumed / "checkpoints"))[-1] == 4
-    monkeypatch.undo()
-    train.train_and_evaluate(cfg(), str(resumed))
+    straight, resumed = resumes_bitwise(monkeypatch, cfg, tmp_path, stop=4)
     assert final_params(resumed)[1] == 6
-    assert_same_run(straight, resumed)
     # the same command again: nothing to do, nothing changes
     before = fsutil.tree_digests(resumed / "checkpoints")
     train.train_and_evaluate(cfg(), str(resumed))
@@ -308,9 +278,7 @@ def test_dir_source_without_dir_is_an_error(tmp_path, cache):
 
 
 def _run_script(args, **kw):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py")] + args, env=env,
-                          capture_output=True, text=True, timeout=300, **kw)
+    return script("train.py", *args, **kw)
 
 
 def test_command_line_rejects_unknown_fields(tmp_path):

@@ -50,11 +50,11 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
     grid = FLAGS.grid or (FLAGS.workdir and os.path.join(FLAGS.workdir, layout.EVAL_GRID_FILE))
-    rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data, FLAGS.noise, FLAGS.baselines, FLAGS.resize,
-                        FLAGS.seed, FLAGS.tile, FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy,
-                        also=FLAGS.also, noise_level=FLAGS["noise-level"].value, json_path=FLAGS.json,
-                        overwrite=FLAGS.overwrite, models=FLAGS.model,
-                        ensemble=FLAGS.ensemble)
+    rows = evaluate.run(FLAGS.workdir, FLAGS.checkpoint, data=FLAGS.data, noise_specs=FLAGS.noise,
+                        baselines=FLAGS.baselines, resize=FLAGS.resize, seed=FLAGS.seed, tile=FLAGS.tile,
+                        overlap=FLAGS.overlap, grid_path=grid, limit=FLAGS.limit, noisy=FLAGS.noisy, also=FLAGS.also,
+                        noise_level=FLAGS["noise-level"].value, json_path=FLAGS.json, overwrite=FLAGS.overwrite,
+                        models=FLAGS.model, ensemble=FLAGS.ensemble)
     if not parallel.is_main():  # every process computed its share; process 0 reports
         return
     print(evaluate.format_table(rows))

@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxdenoise import config as config_lib, layout
+from jaxdenoise import layout
+from jaxdenoise.data import data_dirs
 from jaxdenoise.data import builtin, loader, prepare
 
 
@@ -33,7 +34,7 @@ def resolve_stores(config: ml_collections.ConfigDict, workdir: str) -> List[str]
     if d.source == "builtin":
         return [builtin.builtin_store(d.size, d.builtin_train_crops, d.builtin_val_crops, seed=d.split_seed,
                                       cache_dir=d.cache_dir or None)]
-    dirs = config_lib.data_dirs(d.dir)
+    dirs = data_dirs(d.dir)
     for folder in dirs:
         _check_folder("data.dir", folder)
     several = len(dirs) > 1 or bool(d.get("val_dir"))

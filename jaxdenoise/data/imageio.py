@@ -203,6 +203,9 @@ def resize_array(arr: np.ndarray, height: int, width: int) -> np.ndarray:
         return to_array(img)
 
 
+RESIZE_MODES = ("resize", "center_crop", "full")  # load_rgb's modes (config's data.resize_mode)
+
+
 def load_rgb(path: str | os.PathLike, size: Optional[int] = None, mode: str = "resize") -> np.ndarray:
     """Read any accepted image file into ``uint8 [H, W, 3]`` sRGB; never modifies the file.
 
@@ -212,8 +215,8 @@ def load_rgb(path: str | os.PathLike, size: Optional[int] = None, mode: str = "r
           "full" keeps the aspect ratio and shrinks only images whose longer side exceeds ``size``.
     Raises ImageReadError (one-line reason) for anything unreadable.
     """
-    if mode not in ("resize", "center_crop", "full"):
-        raise ValueError(f"unknown resize mode {mode!r}: use 'resize', 'center_crop' or 'full'")
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}: use {', '.join(map(repr, RESIZE_MODES))}")
     wand = _wand()
     img = decode(read_bytes(path))
     try:

@@ -44,12 +44,12 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from jaxdenoise import fsutil
+from jaxdenoise import fsutil, layout
 
-MANIFEST = "manifest.json"
+MANIFEST = layout.STORE_MANIFEST
 SPLITS = ("train", "val")
 FORMAT_VERSION = 1
-MARK = "jaxdenoise"  # manifest["store"]
+MARK = layout.STORE_MARK  # manifest["store"]
 WRITING = ".jaxdenoise-writing"  # first file of a store being built aside: {"host", "pid"} of its writer
 _ASIDE = re.compile(r"(new|old|trash-new|trash-old)\.(.+)\.(\d+)")  # after the ".NAME.jaxdenoise-" prefix
 _PNG = re.compile(r"\d{6,}\.png")
@@ -61,14 +61,7 @@ class StoreError(ValueError):
     """A missing, incomplete, unusable or irreplaceable prepared store; the message is one line."""
 
 
-def is_store(path: str | os.PathLike) -> bool:
-    """True when ``path`` holds a manifest jaxdenoise wrote (marked, or a store from before the marker)."""
-    try:
-        with open(os.path.join(path, MANIFEST)) as f:
-            m = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(m, dict) and (m.get("store") == MARK or ("format_version" in m and "train_files" in m))
+is_store = layout.is_store  # one home: layout (outputs reads it without importing this module)
 
 
 def read_manifest(path: str | os.PathLike) -> Dict[str, Any]:

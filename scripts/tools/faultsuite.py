@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from jaxdenoise import fsutil
+from jaxdenoise import fsutil, layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAMAGE_KINDS = ("truncated", "zeroed", "manifest_deleted", "flipped_64_bytes", "flipped_unsealed")
@@ -73,7 +73,7 @@ def _lost(before: Dict[str, str], after: Dict[str, str]) -> int:
 
 def _steps(workdir: str) -> List[int]:
     from jaxdenoise import checkpointing
-    return checkpointing.step_dirs(os.path.join(workdir, "checkpoints"))
+    return checkpointing.step_dirs(os.path.join(workdir, layout.CHECKPOINTS_DIR))
 
 
 class Runner:
@@ -188,7 +188,7 @@ def kills(r: Runner, n: int, rng: np.random.Generator) -> Outcome:
         proc.communicate()
         out["faults"] += 1
         killed += 1
-        ck = os.path.join(wd, "checkpoints")
+        ck = os.path.join(wd, layout.CHECKPOINTS_DIR)
         if os.path.isdir(ck) and any("orbax-checkpoint-tmp" in name for name in os.listdir(ck)):
             out["in_checkpoint_write"] += 1
         after = _steps(wd)
@@ -262,9 +262,9 @@ def checkpoint_damage(r: Runner, kinds: Sequence[str], rng: np.random.Generator,
             out["notes"].append(f"setup run failed: {proc.stderr.strip().splitlines()[-1:]}")
             return out
         if epochs == 1:
-            shutil.copytree(os.path.join(half, "checkpoints", str(steps_per_epoch)), os.path.join(r.base, "early"))
+            shutil.copytree(os.path.join(half, layout.CHECKPOINTS_DIR, str(steps_per_epoch)), os.path.join(r.base, "early"))
     if steps_per_epoch not in _steps(half):
-        shutil.copytree(os.path.join(r.base, "early"), os.path.join(half, "checkpoints", str(steps_per_epoch)))
+        shutil.copytree(os.path.join(r.base, "early"), os.path.join(half, layout.CHECKPOINTS_DIR, str(steps_per_epoch)))
     from concurrent.futures import ThreadPoolExecutor
     streams = [np.random.default_rng(int(rng.integers(2**32))) for _ in kinds]
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -284,7 +284,7 @@ def _damage_one(r: Runner, half: str, kind: str, rng: np.random.Generator) -> Ou
     wd = os.path.join(r.base, f"damage-{kind}")
     shutil.copytree(half, wd)
     steps = _steps(wd)
-    what = damage(os.path.join(wd, "checkpoints", str(steps[-1])), kind, rng)
+    what = damage(os.path.join(wd, layout.CHECKPOINTS_DIR, str(steps[-1])), kind, rng)
     out["faults"] += 1
     ev = r.script("evaluate.py", "--workdir", wd, "--checkpoint", "latest", "--limit", "2",
                   "--grid", os.path.join(r.base, f"grid-{kind}.png"))
@@ -602,7 +602,7 @@ def output_paths(r: Runner, workers: int = 2) -> Outcome:
             f.write(text)
     shutil.copy(os.path.join(REPO, "configs", "demo.py"), os.path.join(user, "myconfig.py"))
     ev = ["evaluate.py", "--workdir", run, "--data", clean, "--noisy", noisy]
-    ck = os.path.join(run, "checkpoints", str(step))
+    ck = os.path.join(run, layout.CHECKPOINTS_DIR, str(step))
     refused = [  # (what, script and args, text the error line names)
         ("evaluate --grid at a clean input", ev + ["--grid", os.path.join(clean, "a.png")], "input"),
         ("evaluate --json at a noisy input", ev + ["--json", os.path.join(noisy, "b.png"), "--overwrite"], "input"),
@@ -619,12 +619,12 @@ def output_paths(r: Runner, workers: int = 2) -> Outcome:
         ("benchmark --json at metrics.jsonl", ["benchmark.py", "--json", os.path.join(run, "metrics.jsonl")],
          "workdir"),
         ("plot --out at a user's folder", ["plot.py", "--workdir", run, "--out", user], "--overwrite"),
-        ("plot --out at checkpoints/", ["plot.py", "--workdir", run, "--out", os.path.join(run, "checkpoints")],
+        ("plot --out at checkpoints/", ["plot.py", "--workdir", run, "--out", os.path.join(run, layout.CHECKPOINTS_DIR)],
          "workdir"),
         ("faultcheck --json at a user's file", ["faultcheck.py", "--json", os.path.join(user, "notes.json"),
                                                 "--kills", "0", "--fuzz", "0", "--only", "sigterm"], "--overwrite"),
         ("denoise --output at checkpoints/", ["denoise.py", "--workdir", run, "--input", clean, "--output",
-                                              os.path.join(run, "checkpoints")], "workdir"),
+                                              os.path.join(run, layout.CHECKPOINTS_DIR)], "workdir"),
         ("train --workdir at a user's folder", r.train_args(user)[1:], "not a training workdir"),
         ("train --workdir inside tb/", r.train_args(os.path.join(run, "tb", "x"))[1:], "workdir"),
         ("prepare_data --out at a workdir", ["prepare_data.py", "--src", clean, "--out", run], "not empty"),
