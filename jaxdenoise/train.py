@@ -510,7 +510,8 @@ def _loop(run: Loop, state, rng, data_iter, jitted, batch_sharding) -> Dict[str,
                 stop.signum, stop.preempted = signal.SIGTERM, True
             if run.disk.full:  # a background write (orbax, TensorBoard) found the disk full
                 raise OSError(errno.ENOSPC, "No space left on device", run.workdir)
-            now = run.due(step, bool(stop.signum))
+            stopping = bool(stop.signum)  # read once: a signal arriving from here on is the next step's
+            now = run.due(step, stopping)
             if now["log"] or now["save"]:  # never save parameters whose metrics were not checked
                 _log_row(train_log, bar, config, run.total_steps)
             if now["evaluate"]:
@@ -519,7 +520,7 @@ def _loop(run: Loop, state, rng, data_iter, jitted, batch_sharding) -> Dict[str,
             if now["save"]:
                 _save(run, step, state, rng, data_state,
                       {"psnr": run.last_eval["psnr"]} if now["evaluate"] else None)
-            if stop.signum:
+            if stopping:  # saved above
                 bar.close()
                 run.ckpt.wait()
                 why = (f"a preemption notice (SIGTERM to one of the {jax.process_count()} processes)"

@@ -138,7 +138,7 @@ def _params(wd, which="latest"):
 
 def _max_diff(a, b) -> float:
     return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in
-               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+               zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def _evals(wd):
@@ -185,7 +185,7 @@ def test_four_devices_match_one_device(reference):
     assert s1 == s4 == 18
     print(f"1 vs 4 devices: max |parameter difference| {_max_diff(p1, p4):.3g}")
     assert _max_diff(p1, p4) < 1e-5
-    for a, b in zip(_evals(one), _evals(four)):
+    for a, b in zip(_evals(one), _evals(four), strict=True):
         assert a["step"] == b["step"] and abs(a["psnr"] - b["psnr"]) < 1e-3, (a, b)
 
 
@@ -201,7 +201,7 @@ def test_two_processes_match_one_process_and_write_once(reference, two_processes
     assert _max_diff(p2, _params(one)[0]) < 1e-5
     ev1, ev2 = _evals(one), _evals(wd)
     assert [r["step"] for r in ev2] == [6, 12, 18]  # one row per evaluation: one writer
-    for a, b in zip(ev1, ev2):
+    for a, b in zip(ev1, ev2, strict=True):
         for k in ("psnr", "ssim", "noisy_psnr"):
             assert abs(a[k] - b[k]) < 1e-3, (k, a, b)
     train_rows = [r["step"] for r in run_io.read_rows(str(wd), "train")]

@@ -33,7 +33,7 @@ def test_multi_step_equals_k_single_steps():
     multi, mm = jax.jit(steps.bind(steps.multi_train_step, **kw))(state, batches, rng)
     assert int(multi.step) == int(s.step) == 3
     np.testing.assert_allclose(np.asarray(mm["loss"]), losses, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(s.params), jax.tree.leaves(multi.params)):
+    for a, b in zip(jax.tree.leaves(s.params), jax.tree.leaves(multi.params), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
@@ -46,7 +46,7 @@ def test_micro_batches_give_the_same_step_as_the_whole_batch():
         part, mp = jax.jit(steps.bind(steps.train_step, chunks=chunks, **kw))(state, batch, rng)
         for key in ("loss", "psnr", "noisy_psnr", "grad_norm"):
             np.testing.assert_allclose(float(mp[key]), float(mw[key]), rtol=1e-5, err_msg=key)
-        for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(part.params)):
+        for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(part.params), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
@@ -73,7 +73,7 @@ def test_unrolled_multi_step_equals_the_scan():
     a, ma = jax.jit(steps.bind(steps.multi_train_step, **kw))(state, batches, rng)
     b, mb = jax.jit(steps.bind(steps.multi_train_step, unroll=True, chunks=2, **kw))(state, batches, rng)
     np.testing.assert_allclose(np.asarray(ma["loss"]), np.asarray(mb["loss"]), rtol=1e-5)
-    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
@@ -160,7 +160,7 @@ def test_device_resident_data_trains_the_same_as_the_grain_loader(tmp_path):
     from jaxdenoise import checkpointing
     _, pa, _ = checkpointing.load_params(str(a), "latest")
     _, pb, _ = checkpointing.load_params(str(b), "latest")
-    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

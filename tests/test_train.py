@@ -104,7 +104,7 @@ def test_conv3x3_equals_flax_conv_forward_and_backward(cin, cout):
     np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
     got = jax.grad(loss(ours), argnums=(0, 1))(params, x)
     want = jax.grad(loss(ref), argnums=(0, 1))(params, x)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -240,7 +240,7 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, ca
     assert f"--config.init_from={retry}:" not in str(e.value)  # no checkpoint of its own was saved
     kept, step = final_params(wd)
     assert step == 3
-    for x, y in zip(jax.tree.leaves(good), jax.tree.leaves(kept)):
+    for x, y in zip(jax.tree.leaves(good), jax.tree.leaves(kept), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -250,7 +250,7 @@ def test_steps_per_call_trains_the_same_as_single_steps(tmp_path, cache):
     train.train_and_evaluate(tiny_config(cache, num_epochs=1, steps_per_call=3), str(b))
     pa, _ = final_params(a)
     pb, _ = final_params(b)
-    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
@@ -295,18 +295,26 @@ def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path, cache):
             "--config.data.builtin_val_crops=2", "--config.model.widths=(8,4)", "--config.batch_size=8",
             "--config.steps_per_epoch=100000", "--config.num_epochs=1", "--config.log_every_steps=1"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "train.py")] + args, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # wait until training is under way (a metrics row is written), then SIGTERM
-    deadline = threading.Event()
-    for _ in range(600):
-        if (wd / "metrics.jsonl").is_file() and (wd / "metrics.jsonl").read_text().count("\n") >= 2:
-            break
-        deadline.wait(0.5)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    assert "SIGTERM" in err and "checkpoint" in err
-    ck = checkpointing.Checkpointer(str(wd / "checkpoints"), read_only=True)
-    assert ck.latest_step() is not None and ck.latest_step() > 0
-    ck.close()
+
+    def stop_once_under_way(signum, rows):
+        """Start the command, wait for ``rows`` lines of metrics.jsonl, send ``signum``; (stderr, latest step)."""
+        proc = subprocess.Popen([sys.executable, os.path.join(REPO, "scripts", "train.py")] + args, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = threading.Event()
+        for _ in range(600):
+            if (wd / "metrics.jsonl").is_file() and (wd / "metrics.jsonl").read_text().count("\n") >= rows:
+                break
+            deadline.wait(0.5)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and err.strip().splitlines()[-1].startswith("error: "), err[-2000:]
+        ck = checkpointing.Checkpointer(str(wd / "checkpoints"), read_only=True)
+        latest = ck.latest_step()
+        ck.close()
+        return err, latest
+    err, first = stop_once_under_way(signal.SIGTERM, 2)
+    assert "SIGTERM" in err and "checkpoint" in err and first is not None and first > 0
+    # the same command resumes; Ctrl-C (SIGINT) stops it the same way, at a later step
+    rows = (wd / "metrics.jsonl").read_text().count("\n")
+    err, second = stop_once_under_way(signal.SIGINT, rows + 2)
+    assert "SIGINT" in err and "resume" in err and second > first, (first, second, err[-500:])

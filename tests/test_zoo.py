@@ -27,6 +27,11 @@ def photo():
     return img[(h - 160) // 2:(h + 160) // 2, (w - 160) // 2:(w + 160) // 2]
 
 
+# dB each model must gain over its noisy input on this photo at its own validation noise: about 1 dB under
+# what it gains today (docs/quality.md, "Model zoo"), so that a rebuilt entry that lost its edge fails here
+MIN_GAIN = {"faces": 9.0, "photos": 9.0, "real": 6.0}
+
+
 @pytest.mark.parametrize("name", zoo.names())
 def test_each_zoo_model_ships_small_with_its_card_and_beats_its_noisy_input(name, photo):
     path = zoo.path(name)
@@ -40,7 +45,7 @@ def test_each_zoo_model_ships_small_with_its_card_and_beats_its_noisy_input(name
     spec = den.info["eval_noise"]
     noisy = np.asarray(noise.parse(spec)(jax.random.PRNGKey(0), photo[None]))[0]
     gain = _psnr(den.run(noisy), photo) - _psnr(noisy, photo)  # run: unclipped noisy floats as they are
-    assert gain > 1.0, f"{name} at {spec}: {gain:+.2f} dB over the noisy input"
+    assert gain > MIN_GAIN[name], f"{name} at {spec}: {gain:+.2f} dB over the noisy input"
 
 
 def test_unknown_names_and_paths_are_one_line_errors(tmp_path, monkeypatch):

@@ -125,15 +125,21 @@ class Runner:
         return False
 
     def params(self, workdir: str):
+        """(step, every leaf of the latest checkpoint's whole state: parameters, optimiser state, EMA, the
+        run's rng; then its data position) of a workdir."""
         from jaxdenoise import checkpointing
         import jax
-        _, params, step = checkpointing.load_params(workdir, "latest")
-        return step, [np.asarray(x) for x in jax.tree.leaves(params)]
+        _, tree, step, data_state = checkpointing.load_state(workdir, "latest")
+        leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
+        return step, leaves + [json.dumps(data_state, sort_keys=True, default=str)]
 
     def same_as_reference(self, workdir: str) -> bool:
+        """The run in ``workdir`` ended exactly as the unbroken one: the same step and whole state, bit for bit
+        (not the parameters alone: a resume that lost the optimiser moments or the data position would pass)."""
         step, leaves = self.params(workdir)
         ref_step, ref = self.reference
-        return step == ref_step and all(np.array_equal(a, b) for a, b in zip(leaves, ref))
+        return step == ref_step and len(leaves) == len(ref) and all(
+            np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b for a, b in zip(leaves, ref))
 
     def make_reference(self) -> None:
         """Run the tiny config once unbroken (after a first run that fills the data and compilation caches,
