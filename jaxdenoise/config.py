@@ -16,6 +16,7 @@ from jaxdenoise.data import data_dirs
 from jaxdenoise.data.imageio import MAX_SIZE, RESIZE_MODES
 
 
+# Over 60 lines: one field per line, each with its meaning; split, the schema would have no single page.
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0                      # params init, noise stream and data order

@@ -478,6 +478,7 @@ class Loop:
                 "evaluate": evaluate, "save": save, "end": end}
 
 
+# Over 60 lines: the loop reads top to bottom (big_vision's train loop is the model); its parts are named helpers.
 def _loop(run: Loop, state, rng, data_iter, jitted, batch_sharding) -> Dict[str, float]:
     """Train from ``state`` to ``run.total_steps``: steps, then the actions due (``Loop.due``); returns the last
     validation. A signal saves and raises ``Interrupted``; the run's end plots the curves."""
