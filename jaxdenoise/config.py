@@ -173,17 +173,26 @@ def noise_setting(config) -> str:
     return "fixed" if config.get("noise_fixed", False) else "renoised"
 
 
-def validate(c: ml_collections.ConfigDict) -> None:
-    """Raise ValueError with a one-line message naming the first bad field."""
-    def need(ok: bool, msg: str):
-        if not ok:
-            raise ValueError(f"config: {msg}")
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(f"config: {msg}")
 
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raise ValueError with a one-line message naming the first bad field: the model and the recipe, then
+    the data folders, then how the data's noise, targets and validation fit together."""
+    _check_recipe(c)
+    dirs, real = _check_data(c)
+    _check_noise_and_targets(c, dirs, real)
+
+
+def _check_recipe(c) -> None:
+    """The model, dtype, noise specs, optimiser, loss, target, schedule, lengths and cadences, seeds."""
     try:  # the model checks its own fields
         models.check(c.model)
     except ValueError as e:
         raise ValueError(f"config: {e}") from None
-    need(c.dtype in models.DTYPES, f"dtype={c.dtype!r} is not one of {sorted(models.DTYPES)}")
+    _need(c.dtype in models.DTYPES, f"dtype={c.dtype!r} is not one of {sorted(models.DTYPES)}")
     for field in ("noise", "eval_noise"):
         spec = c[field]
         if field == "eval_noise" and not spec:
@@ -192,71 +201,82 @@ def validate(c: ml_collections.ConfigDict) -> None:
             noise_lib.parse(spec)
         except ValueError as e:
             raise ValueError(f"config: {field}: {e}") from None
-    need(c.optimizer in steps.OPTIMIZERS, f"optimizer={c.optimizer!r} is not one of {', '.join(map(repr, steps.OPTIMIZERS))}")
+    _need(c.optimizer in steps.OPTIMIZERS, f"optimizer={c.optimizer!r} is not one of {', '.join(map(repr, steps.OPTIMIZERS))}")
     for field in ("b1", "b2"):
-        need(0 <= c[field] < 1, f"{field} must be in [0, 1), got {c[field]}")
-    need(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
-    need(c.weight_decay == 0 or c.optimizer == "adamw",
+        _need(0 <= c[field] < 1, f"{field} must be in [0, 1), got {c[field]}")
+    _need(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
+    _need(c.weight_decay == 0 or c.optimizer == "adamw",
          f"weight_decay={c.weight_decay:g} needs optimizer='adamw' (optimizer={c.optimizer!r} has no decoupled decay)")
-    need(c.loss in losses.LOSSES, f"loss={c.loss!r} is not one of {', '.join(losses.LOSSES)}")
-    need(c.target in targets.TARGETS, f"target={c.target!r} is not one of {', '.join(targets.TARGETS)}")
-    need(c.target_gamma >= 0, f"target_gamma must be >= 0, got {c.target_gamma}")
-    need(0 < c.target_alpha < 1, f"target_alpha must be in (0, 1), got {c.target_alpha}")
+    _need(c.loss in losses.LOSSES, f"loss={c.loss!r} is not one of {', '.join(losses.LOSSES)}")
+    _need(c.target in targets.TARGETS, f"target={c.target!r} is not one of {', '.join(targets.TARGETS)}")
+    _need(c.target_gamma >= 0, f"target_gamma must be >= 0, got {c.target_gamma}")
+    _need(0 < c.target_alpha < 1, f"target_alpha must be in (0, 1), got {c.target_alpha}")
     if c.target == "recorrupted":  # it splits the noise it knows: the training noise's own model
-        need(c.noise != "none", "target='recorrupted' splits noise of a known model (noise='gaussian:S:noclip' or "
+        _need(c.noise != "none", "target='recorrupted' splits noise of a known model (noise='gaussian:S:noclip' or "
                                 "'poisson:P:noclip'): real photos of unknown noise need target='neighbor2neighbor'")
         problem = noise_lib.parse(c.noise).split_problem(c.target_alpha)
-        need(not problem, f"target='recorrupted': {problem}")
-    need(c.schedule in steps.SCHEDULES, f"schedule={c.schedule!r} is not one of {', '.join(map(repr, steps.SCHEDULES))}")
-    need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
-    need(0 <= c.momentum < 1, f"momentum must be in [0, 1), got {c.momentum}")
-    need(c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}")
-    need(c.num_epochs >= 1, f"num_epochs must be >= 1, got {c.num_epochs}")
-    need(c.steps_per_epoch >= 0, f"steps_per_epoch must be >= 0, got {c.steps_per_epoch}")
-    need(c.micro_batch >= 0, f"micro_batch must be >= 0 (0 = auto), got {c.micro_batch}")
-    need(c.steps_per_call >= 1, f"steps_per_call must be >= 1, got {c.steps_per_call}")
-    need(c.eval_every_epochs >= 1, f"eval_every_epochs must be >= 1, got {c.eval_every_epochs}")
-    need(c.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {c.eval_batch_size}")
-    need(c.log_every_steps >= 1, f"log_every_steps must be >= 1, got {c.log_every_steps}")
-    need(c.checkpoint_every_steps >= 0, f"checkpoint_every_steps must be >= 0, got {c.checkpoint_every_steps}")
-    need(c.warmup_steps >= 0, f"warmup_steps must be >= 0, got {c.warmup_steps}")
-    need(c.grad_clip >= 0, f"grad_clip must be >= 0, got {c.grad_clip}")
-    need(0 <= c.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {c.ema_decay}")
-    need(c.num_grid_images >= 0, f"num_grid_images must be >= 0, got {c.num_grid_images}")
+        _need(not problem, f"target='recorrupted': {problem}")
+    _need(c.schedule in steps.SCHEDULES, f"schedule={c.schedule!r} is not one of {', '.join(map(repr, steps.SCHEDULES))}")
+    _need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
+    _need(0 <= c.momentum < 1, f"momentum must be in [0, 1), got {c.momentum}")
+    _need(c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}")
+    _need(c.num_epochs >= 1, f"num_epochs must be >= 1, got {c.num_epochs}")
+    _need(c.steps_per_epoch >= 0, f"steps_per_epoch must be >= 0, got {c.steps_per_epoch}")
+    _need(c.micro_batch >= 0, f"micro_batch must be >= 0 (0 = auto), got {c.micro_batch}")
+    _need(c.steps_per_call >= 1, f"steps_per_call must be >= 1, got {c.steps_per_call}")
+    _need(c.eval_every_epochs >= 1, f"eval_every_epochs must be >= 1, got {c.eval_every_epochs}")
+    _need(c.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {c.eval_batch_size}")
+    _need(c.log_every_steps >= 1, f"log_every_steps must be >= 1, got {c.log_every_steps}")
+    _need(c.checkpoint_every_steps >= 0, f"checkpoint_every_steps must be >= 0, got {c.checkpoint_every_steps}")
+    _need(c.warmup_steps >= 0, f"warmup_steps must be >= 0, got {c.warmup_steps}")
+    _need(c.grad_clip >= 0, f"grad_clip must be >= 0, got {c.grad_clip}")
+    _need(0 <= c.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {c.ema_decay}")
+    _need(c.num_grid_images >= 0, f"num_grid_images must be >= 0, got {c.num_grid_images}")
     for field in ("seed", "eval_seed"):
-        need(0 <= c[field] < 2**32, f"{field} must be in [0, 2^32), got {c[field]}")
-    need(c.data.source in ("builtin", "dir"), f"data.source={c.data.source!r} is not 'builtin' or 'dir'")
+        _need(0 <= c[field] < 2**32, f"{field} must be in [0, 2^32), got {c[field]}")
+
+
+def _check_data(c) -> tuple:
+    """The data source and folders (none twice, none inside another), sizes and resize mode; returns the
+    folders named and their real paths."""
+    _need(c.data.source in ("builtin", "dir"), f"data.source={c.data.source!r} is not 'builtin' or 'dir'")
     if c.data.source == "builtin":  # the built-in photos are crops: these fields would be silently ignored
-        need(not c.data.dir, f"data.dir={c.data.dir!r} is set but data.source='builtin': add "
+        _need(not c.data.dir, f"data.dir={c.data.dir!r} is set but data.source='builtin': add "
                              f"--config.data.source=dir to train on that folder")
-        need(c.data.resize_mode == "resize", f"data.resize_mode={c.data.resize_mode!r} applies to data.source='dir' "
+        _need(c.data.resize_mode == "resize", f"data.resize_mode={c.data.resize_mode!r} applies to data.source='dir' "
                                              f"(the built-in photos are random crops)")
-        need(c.data.builtin_train_crops >= 1, f"data.builtin_train_crops must be >= 1, got {c.data.builtin_train_crops}")
-        need(c.data.builtin_val_crops >= 0, f"data.builtin_val_crops must be >= 0, got {c.data.builtin_val_crops}")
-    need(0 <= c.data.split_seed < 2**32, f"data.split_seed must be in [0, 2^32), got {c.data.split_seed}")
-    need(c.data.num_threads >= 0, f"data.num_threads must be >= 0 (0 = min(8, cores)), got {c.data.num_threads}")
-    need(c.data.prefetch >= 0, f"data.prefetch must be >= 0, got {c.data.prefetch}")
-    need(c.data.source != "dir" or bool(c.data.dir), "data.source='dir' needs data.dir=/path/to/images")
+        _need(c.data.builtin_train_crops >= 1, f"data.builtin_train_crops must be >= 1, got {c.data.builtin_train_crops}")
+        _need(c.data.builtin_val_crops >= 0, f"data.builtin_val_crops must be >= 0, got {c.data.builtin_val_crops}")
+    _need(0 <= c.data.split_seed < 2**32, f"data.split_seed must be in [0, 2^32), got {c.data.split_seed}")
+    _need(c.data.num_threads >= 0, f"data.num_threads must be >= 0 (0 = min(8, cores)), got {c.data.num_threads}")
+    _need(c.data.prefetch >= 0, f"data.prefetch must be >= 0, got {c.data.prefetch}")
+    _need(c.data.source != "dir" or bool(c.data.dir), "data.source='dir' needs data.dir=/path/to/images")
     dirs = data_dirs(c.data.dir)
-    need(all(dirs), f"data.dir={c.data.dir!r} has an empty folder name between its commas")
+    _need(all(dirs), f"data.dir={c.data.dir!r} has an empty folder name between its commas")
     real = [os.path.realpath(p) for p in dirs]
-    need(len(set(real)) == len(real), f"data.dir={c.data.dir!r} names the same folder twice")
+    _need(len(set(real)) == len(real), f"data.dir={c.data.dir!r} names the same folder twice")
     for (a, ra), (b, rb) in itertools.permutations(zip(dirs, real), 2):  # each folder splits on its own
-        need(not _inside(ra, rb), f"data.dir={c.data.dir!r}: {a} lies inside {b}: its images would be stored twice, "
+        _need(not _inside(ra, rb), f"data.dir={c.data.dir!r}: {a} lies inside {b}: its images would be stored twice, "
                                   f"with independent splits (validation images trained on); name each folder once")
-    need(8 <= c.data.size <= MAX_SIZE and c.data.size % 4 == 0,
+    _need(8 <= c.data.size <= MAX_SIZE and c.data.size % 4 == 0,
          f"data.size must be a multiple of 4 in [8, {MAX_SIZE}], got {c.data.size}")
-    need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")
-    need(c.data.resize_mode in RESIZE_MODES,
+    _need(0 < c.data.val_fraction < 1, f"data.val_fraction must be in (0, 1), got {c.data.val_fraction}")
+    _need(c.data.resize_mode in RESIZE_MODES,
          f"data.resize_mode={c.data.resize_mode!r} is not one of {', '.join(map(repr, RESIZE_MODES))}")
     if c.data.resize_mode == "full":
-        need(c.data.source == "dir", "data.resize_mode='full' needs data.source='dir' (the built-in photos are crops)")
-        need(0 < c.data.patch <= c.data.size, f"data.resize_mode='full' trains on patches: data.patch must be in "
+        _need(c.data.source == "dir", "data.resize_mode='full' needs data.source='dir' (the built-in photos are crops)")
+        _need(0 < c.data.patch <= c.data.size, f"data.resize_mode='full' trains on patches: data.patch must be in "
                                               f"[1, data.size={c.data.size}], got {c.data.patch}")
-        need(c.data.max_side >= c.data.size, f"data.max_side={c.data.max_side} must be >= data.size={c.data.size}")
+        _need(c.data.max_side >= c.data.size, f"data.max_side={c.data.max_side} must be >= data.size={c.data.size}")
+    return dirs, real
+
+
+def _check_noise_and_targets(c, dirs, real) -> None:
+    """Real pairs, noisy photos alone, a validation folder apart from the training ones, fixed noise, the
+    device-resident loader, and the sizes the model's stride (and neighbor2neighbor's halving) need."""
     pairs = bool(c.data.get("pairs"))
-    need(not pairs or c.data.source == "dir", "data.pairs needs data.source='dir' (folders with clean/ and noisy/)")
-    need(not pairs or c.data.resize_mode == "full",
+    _need(not pairs or c.data.source == "dir", "data.pairs needs data.source='dir' (folders with clean/ and noisy/)")
+    _need(not pairs or c.data.resize_mode == "full",
          f"data.pairs keeps real pairs at their own size (resizing would blur the noise): set data.resize_mode='full' "
          f"and data.patch, got data.resize_mode={c.data.resize_mode!r}")
     val_dir = c.data.get("val_dir", "")
@@ -264,54 +284,54 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for field in ("noise", "eval_noise"):
         spec = c[field] or (c.noise if field == "eval_noise" else "")
         if pairs:
-            need(spec == "none", f"data.pairs trains on real noisy shots: set {field}='none' (got {spec!r}); synthetic "
+            _need(spec == "none", f"data.pairs trains on real noisy shots: set {field}='none' (got {spec!r}); synthetic "
                                  f"noise needs clean images")
         elif field == "noise" and spec == "none":
-            need(c.target == "neighbor2neighbor",
+            _need(c.target == "neighbor2neighbor",
                  f"noise='none' without data.pairs trains on the noisy photos of data.dir alone: there is no clean "
                  f"image to compare with, so it needs target='neighbor2neighbor' (got target={c.target!r}); for "
                  f"real noisy/clean pairs set data.pairs")
-            need(bool(val_dir), "noise='none' trains on noisy photos alone: give data.val_dir, a folder of real pairs "
+            _need(bool(val_dir), "noise='none' trains on noisy photos alone: give data.val_dir, a folder of real pairs "
                                 "(clean/ and noisy/), to validate on")
         else:
-            need(spec != "none" or bool(val_dir),
+            _need(spec != "none" or bool(val_dir),
                  f"{field}='none' adds no noise: it is for data.pairs (real noisy/clean pairs) or a data.val_dir of "
                  f"real pairs")
-    need(not (c.target == "noise2noise" and c.noise == "none" and not pairs),
+    _need(not (c.target == "noise2noise" and c.noise == "none" and not pairs),
          "target='noise2noise' with noise='none' needs data.pairs (two noisy shots of each scene)")
     if noisy_only:
-        need(c.data.resize_mode == "full", f"noise='none': noisy photos are kept at their own size (resizing would "
+        _need(c.data.resize_mode == "full", f"noise='none': noisy photos are kept at their own size (resizing would "
                                            f"blur the noise): set data.resize_mode='full' and data.patch, got "
                                            f"data.resize_mode={c.data.resize_mode!r}")
-    need(not ((pairs or noisy_only) and models.create(c.model).in_channels != 3),
+    _need(not ((pairs or noisy_only) and models.create(c.model).in_channels != 3),
          ("data.pairs" if pairs else "noise='none'") + ": a non-blind model needs the noise level of each input, "
          "which real shots do not carry: use a blind model")
     if val_dir:
-        need(c.data.source == "dir", "data.val_dir needs data.source='dir'")
+        _need(c.data.source == "dir", "data.val_dir needs data.source='dir'")
         rv = os.path.realpath(val_dir)
         for d, rd in zip(dirs, real):
-            need(rv != rd, f"data.val_dir={val_dir!r} is also in data.dir: validation images must not be trained on")
-            need(not _inside(rv, rd), f"data.val_dir={val_dir!r} lies inside data.dir folder {d}: its images would "
+            _need(rv != rd, f"data.val_dir={val_dir!r} is also in data.dir: validation images must not be trained on")
+            _need(not _inside(rv, rd), f"data.val_dir={val_dir!r} lies inside data.dir folder {d}: its images would "
                                       f"be trained on")
-            need(not _inside(rd, rv), f"data.val_dir={val_dir!r} holds data.dir folder {d}: its images would be "
+            _need(not _inside(rd, rv), f"data.val_dir={val_dir!r} holds data.dir folder {d}: its images would be "
                                       f"validated on and trained on")
     if c.noise_fixed:
-        need(c.noise != "none" and not pairs, "noise_fixed=True fixes synthetic noise: with noise='none' (real "
+        _need(c.noise != "none" and not pairs, "noise_fixed=True fixes synthetic noise: with noise='none' (real "
                                               "noisy photos) the noise is already fixed")
-        need(c.data.resize_mode != "full", "noise_fixed=True needs a fixed-size store (data.resize_mode='resize' or "
+        _need(c.data.resize_mode != "full", "noise_fixed=True needs a fixed-size store (data.resize_mode='resize' or "
                                            "'center_crop'): each image's noise is drawn once over the whole stored "
                                            "image, then cropped")
-        need(not c.data.device_resident, "noise_fixed=True needs the grain loader: set data.device_resident=False")
-    need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
+        _need(not c.data.device_resident, "noise_fixed=True needs the grain loader: set data.device_resident=False")
+    _need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
          "data.device_resident does not support data.flips / data.rot90 / data.patch")
-    need(c.data.patch >= 0, f"data.patch must be >= 0 (0 = whole images), got {c.data.patch}")
+    _need(c.data.patch >= 0, f"data.patch must be >= 0 (0 = whole images), got {c.data.patch}")
     stride = models.create(c.model).stride
     for field in ("size", "patch"):
-        need(c.data[field] % stride == 0, f"data.{field}={c.data[field]} must be a multiple of {stride}, the "
+        _need(c.data[field] % stride == 0, f"data.{field}={c.data[field]} must be a multiple of {stride}, the "
                                           f"down-sampling factor of model {c.model.name!r}")
     if c.target == "neighbor2neighbor":  # the model also sees half-size sub-images
         side = c.data.patch or c.data.size
-        need(side % (2 * stride) == 0, f"target='neighbor2neighbor' trains on half-size sub-images: the training "
+        _need(side % (2 * stride) == 0, f"target='neighbor2neighbor' trains on half-size sub-images: the training "
                                        f"side ({side}) must be a multiple of {2 * stride}, twice the stride of "
                                        f"model {c.model.name!r}")
-    need(isinstance(c.init_from, str), f"init_from must be a path string, got {c.init_from!r}")
+    _need(isinstance(c.init_from, str), f"init_from must be a path string, got {c.init_from!r}")
