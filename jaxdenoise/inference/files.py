@@ -68,7 +68,6 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     """
     from tqdm import tqdm
 
-    from jaxdenoise import outputs
     from jaxdenoise.data import imageio
     if bool(workdir) == bool(model):
         raise ValueError("give either --workdir (a training run) or --model (a zoo name or an exported file), "
@@ -81,17 +80,7 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
         raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
     if not input_path:
         raise ValueError("--input is required: an image file or a folder of images")
-    if not str(output_dir).strip():
-        raise ValueError("--output needs a folder, got an empty value")
-    out_root = os.path.abspath(output_dir)
-    if os.path.lexists(out_root) and not os.path.isdir(out_root):
-        raise ValueError(f"--output {output_dir} is a file, not a folder")
-    inside = outputs.protected(out_root)
-    if inside:  # e.g. --output RUN/checkpoints: images among a run's own files
-        raise ValueError(f"--output {output_dir} {inside}: choose another folder")
-    why = fsutil.creatable(os.path.join(out_root, "x")) if os.path.isdir(out_root) else fsutil.creatable(out_root)
-    if why:  # before loading the model: an unusable --output fails at once
-        raise ValueError(f"--output {output_dir}: {why}")
+    out_root = _check_output(output_dir)
     root, files = _list_inputs(input_path, out_root)
     if not files:
         raise ValueError(f"--input {input_path} holds no files")
@@ -103,11 +92,7 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     written, skipped, created = [], [], []
     try:
         _makedirs(out_root, created)  # now, so that a folder that cannot be made fails before any work
-        try:
-            den = (load.load(model, overlap=overlap) if model else load.load_run(workdir, which, overlap=overlap))
-        except ValueError as e:  # CheckpointError: say which flag
-            raise type(e)(f"--model {model}: {e}" if model else f"--workdir {workdir}: {e}") from None
-        check_tiling(tile or 0, overlap, den.stride, den.receptive_field)
+        den = _load_denoiser(workdir, model, which, tile, overlap)
         if noise_level and den.blind:
             print(f"note: --noise-level {noise_level} is not used: the model is blind (3 input channels)",
                   file=sys.stderr)
@@ -140,6 +125,34 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
         raise ValueError(f"--input {input_path}: no readable image among its {len(files)} file(s) (the first, "
                          f"{first['path']}: {first['reason']})")
     return {"written": written, "skipped": skipped}
+
+
+def _check_output(output_dir: str) -> str:
+    """The output folder's absolute path, or a one-line ValueError before any work: empty, a file, among a
+    run's own files, or not creatable / writable."""
+    from jaxdenoise import outputs
+    if not str(output_dir).strip():
+        raise ValueError("--output needs a folder, got an empty value")
+    out_root = os.path.abspath(output_dir)
+    if os.path.lexists(out_root) and not os.path.isdir(out_root):
+        raise ValueError(f"--output {output_dir} is a file, not a folder")
+    inside = outputs.protected(out_root)
+    if inside:  # e.g. --output RUN/checkpoints: images among a run's own files
+        raise ValueError(f"--output {output_dir} {inside}: choose another folder")
+    why = fsutil.creatable(os.path.join(out_root, "x")) if os.path.isdir(out_root) else fsutil.creatable(out_root)
+    if why:  # before loading the model: an unusable --output fails at once
+        raise ValueError(f"--output {output_dir}: {why}")
+    return out_root
+
+
+def _load_denoiser(workdir: Optional[str], model: Optional[str], which, tile: Optional[int], overlap: int):
+    """The run's or the model's ``Denoiser``; its errors name the flag; the tiling checked against it."""
+    try:
+        den = load.load(model, overlap=overlap) if model else load.load_run(workdir, which, overlap=overlap)
+    except ValueError as e:  # CheckpointError: say which flag
+        raise type(e)(f"--model {model}: {e}" if model else f"--workdir {workdir}: {e}") from None
+    check_tiling(tile or 0, overlap, den.stride, den.receptive_field)
+    return den
 
 
 def _list_inputs(input_path: str, out_root: str) -> Tuple[str, List[str]]:
