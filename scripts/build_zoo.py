@@ -6,7 +6,7 @@ Run evaluate.py on the run first: its tables go into the card. The file must sta
 is scored first on the run's validation split, beside the entry it replaces: one that does not beat its noisy
 input, or scores below the shipped entry, is refused unless --force.
 """
-from absl import flags
+from absl import flags, logging
 
 from jaxdenoise import cli, zoo
 from tools import zoo_build
@@ -21,6 +21,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
     which = int(FLAGS.checkpoint) if FLAGS.checkpoint.isdigit() else FLAGS.checkpoint
     h = zoo_build.build(FLAGS.name, FLAGS.workdir, which, force=FLAGS.force)
     s = h["scores"]

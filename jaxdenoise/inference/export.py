@@ -54,16 +54,24 @@ def export_workdir(workdir: str, out: str, checkpoint: str | int = "best", platf
     if bad or not platforms:
         raise ValueError(f"--platforms: choose among cpu, cuda, rocm, tpu, got {','.join(platforms) or 'none'}")
     target = outputs.claim(out, "--out", inputs=[("--workdir", workdir)], overwrite=overwrite)
+    data = workdir_bytes(workdir, checkpoint, platforms, card_extra)
+    target.write(data)
+    return json.loads(zipfile.ZipFile(io.BytesIO(data)).read(INFO))
+
+
+def workdir_bytes(workdir: str, checkpoint: str | int = "best", platforms: Sequence[str] = PLATFORMS,
+                  card_extra: Optional[Dict[str, Any]] = None) -> bytes:
+    """The ``.jaxdn`` bytes of a run's checkpoint (its EMA weights when kept) with the run's model card
+    (updated with ``card_extra``); what ``export_workdir`` writes, and the zoo builder writes into the package
+    folder (``scripts/tools/zoo_build.py``: the one writer allowed there)."""
     config, params, step, weights = checkpointing.load_params(workdir, checkpoint, with_kind=True)
     model = models.create(config.model, config.dtype)
     info = model_info(config, params, model, step=step, weights=weights,
-                               source=os.path.abspath(workdir), validation=run_io.last_validation(workdir))
+                      source=os.path.abspath(workdir), validation=run_io.last_validation(workdir))
     card = model_card.read(workdir)
     if card is not None and card_extra:
         card = dict(card, **card_extra)
-    data = export_bytes(config, params, model, info, platforms, card)
-    target.write(data)
-    return json.loads(zipfile.ZipFile(io.BytesIO(data)).read(INFO))
+    return export_bytes(config, params, model, info, platforms, card)
 
 
 def params_bytes(params) -> bytes:

@@ -63,7 +63,9 @@ def build(name: str, workdir: str, checkpoint: str | int = "best", force: bool =
              "lineage": card.get("lineage", [])}
     new = out + ".new"
     try:
-        header = export.export_workdir(workdir, new, checkpoint, overwrite=True, card_extra=extra)
+        data = export.workdir_bytes(workdir, checkpoint, card_extra=extra)  # not outputs.claim: it guards the
+        fsutil.atomic_write(new, data)                                      # package folder from every other writer
+        header, _ = exported.read(new)  # the file reads back whole before it replaces the shipped one
         size = os.path.getsize(new)
         if size > zoo.MAX_BYTES:
             raise ValueError(f"{name}: the exported model is {size / 2**20:.1f} MiB, over the zoo's "
