@@ -24,7 +24,9 @@ shared/data/bsds400: 88.5 min wall (~46 min at 2026-12-04's machine speed); vali
 30.57 dB after epochs 2 / 4 / 6 / 8. CBSD68, all 68, full size, the same noisy images as BM3D's rows:
 gaussian:25:noclip 30.87 (x8 self-ensemble 31.01; BM3D 30.81), poisson:30:noclip 30.11 (x8 30.24; BM3D 29.98),
 gaussian:25 30.55, poisson:30 29.46; real_nam25 39.22. docs/quality.md, "Generic photos". Shipped as the zoo
-model "photos" (jaxdenoise.load("photos")) since 2026-12-06. Measured not to pay in the hour (same day, same
+model "photos" (jaxdenoise.load("photos")) since 2026-12-06; since 2026-12-07 the zoo ships its second stage
+(the same command with --config.init_from=zoo:photos --config.learning_rate=5e-4: CBSD68 gaussian:25:noclip
+30.95, poisson:30:noclip 30.19; docs/quality.md, "Training that accumulates"). Measured not to pay in the hour (same day, same
 machine): batch 4 (0.70-0.85x the img/s of batch 8) and 96x96 patches at batch 4 (the same pixels and wall as
 this recipe after epoch 2: validation 29.88 dB against 30.21).
 
