@@ -308,6 +308,15 @@ def _damage_one(r: Runner, half: str, kind: str, rng: np.random.Generator) -> Ou
         out["silent"] += 1  # no checksums: corrupted values that are finite restore like any others
     else:
         out["notes"].append(f"{what}: evaluate did not fall back: {(ev.stderr.strip().splitlines() or [''])[-1]}")
+    if kind == DAMAGE_KINDS[0]:  # denoise.py reads checkpoints the same way: it must fall back too (once: cheap)
+        photos = os.path.join(r.base, f"damage-{kind}-photos")
+        _photos(photos, 1)
+        dn = r.script("denoise.py", "--workdir", wd, "--checkpoint", "latest", "--input", photos, "--output",
+                      os.path.join(r.base, f"damage-{kind}-out"))
+        if not (dn.returncode == 0 and "is damaged" in dn.stderr
+                and os.listdir(os.path.join(r.base, f"damage-{kind}-out"))):
+            out["notes"].append(f"{what}: denoise.py did not fall back: rc={dn.returncode}: "
+                                f"{(dn.stderr.strip().splitlines() or [''])[-1][:200]}")
     if kind == "flipped_unsealed" and not fell_back:
         return out  # the run would continue from the corrupted values: no bitwise comparison possible
     r.finish(wd, out)
