@@ -148,7 +148,6 @@ def run(workdir: str | None = None, which: str | int = "best", **fields) -> List
 @dataclasses.dataclass
 class _Images:
     """The clean images scored (this process's share), and their real noisy shots when there are."""
-    names: List[str]
     clean: List[np.ndarray]           # float32 [H, W, 3] in [0, 1]
     real: Optional[List[np.ndarray]]  # float32 noisy shots of the same sizes, or None: synthetic noise
     real_label: str
@@ -257,8 +256,7 @@ def _load_images(req: Request, config) -> _Images:
     if real is not None:
         real = [img.astype(np.float32) / 255.0 for img in real[share]]
         label = f"real:{os.path.basename(os.path.normpath(noisy))}" + (" (pairs store)" if noisy == "val" else "")
-    return _Images([n for n, _ in named], [img.astype(np.float32) / 255.0 for _, img in named], real, label,
-                   total, share.start)
+    return _Images([img.astype(np.float32) / 255.0 for _, img in named], real, label, total, share.start)
 
 
 @dataclasses.dataclass

@@ -585,7 +585,7 @@ def _evaluate(evaluator: validation.Evaluator, state, step: int, epoch: int, wri
     row = {"kind": "eval", "step": step, "epoch": epoch, **{k: float(v) for k, v in res.items()},
            "eval_s": round(time.perf_counter() - t0, 2), **({"noise_setting": setting} if setting else {})}
     writer.write(row, "val")
-    grid = evaluator.grid(validation.eval_params(state))  # all processes: the grid is computed on the mesh
+    grid = evaluator.grid(steps.eval_params(state))  # all processes: the grid is computed on the mesh
     if parallel.is_main():
         plots.save_png(grid, os.path.join(workdir, layout.GRID_FILE))
     writer.image("val/clean_noisy_denoised", grid, step)

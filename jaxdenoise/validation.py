@@ -68,12 +68,9 @@ class Evaluator:
         return plots.image_grid([self.grid_clean, noisy, out], labels=["clean", "noisy", "denoised"])
 
 
-eval_params = steps.eval_params  # the EMA when kept, else the parameters (one home: steps)
-
-
 def scores(evaluator: Evaluator, state: steps.TrainState) -> Dict[str, float]:
-    """Validation metrics of ``eval_params(state)``; with an EMA also ``raw_psnr`` of the raw parameters."""
-    res = evaluator(eval_params(state))
+    """Validation metrics of ``steps.eval_params(state)``; with an EMA also ``raw_psnr`` of the raw parameters."""
+    res = evaluator(steps.eval_params(state))
     if state.ema is not None:
         res["raw_psnr"] = evaluator(state.params)["psnr"]
     return res

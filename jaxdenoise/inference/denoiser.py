@@ -63,11 +63,11 @@ class Denoiser:
     @property
     def bytes_per_pixel(self) -> float:
         """The model's working memory per input pixel: XLA's temporaries for a ``PROBE`` x ``PROBE`` image
-        (the forward's ``temp_bytes(shape)``, ``denoise.make_apply`` and ``export.load_exported`` give it),
+        (the forward's ``temp_bytes(shape)``, which ``make_apply`` and ``exported.load_exported`` give),
         else ``DEFAULT_BYTES_PER_PIXEL``; measured once."""
         if self._bytes_per_pixel is None:
             probe = getattr(self.forward, "temp_bytes", None)
-            side = _ceil(PROBE, self.stride)
+            side = tiling.ceil_to(PROBE, self.stride)
             self._bytes_per_pixel = (probe((1, side, side, self.in_channels)) / side**2 if probe
                                      else DEFAULT_BYTES_PER_PIXEL)
         return self._bytes_per_pixel
@@ -79,7 +79,7 @@ class Denoiser:
         its batch is fitted to the budget."""
         bpp = self.bytes_per_pixel if h * w > 2**20 or tile else DEFAULT_BYTES_PER_PIXEL
         if tile is None:
-            whole = _ceil(h, BUCKET) * _ceil(w, BUCKET)
+            whole = tiling.ceil_to(h, BUCKET) * tiling.ceil_to(w, BUCKET)
             if whole <= self.max_pixels and whole * bpp <= self.memory_budget:
                 return 0, 1
             tile = self.tile
@@ -172,10 +172,6 @@ def _as_float(image) -> tuple:
                 "clip them with np.clip(x, 0, 1); Denoiser.run takes unclipped noisy floats as they are")
         raise ValueError(f"float pixels must be in [0, 1], got values in [{lo:g}, {hi:g}] ({hint})")
     return a.astype(np.float32), a.dtype
-
-
-def _ceil(n: int, m: int) -> int:
-    return -(-n // m) * m
 
 
 def _like(out: np.ndarray, dtype) -> np.ndarray:

@@ -58,7 +58,7 @@ def _even_tiles(size: int, tile: int, overlap: int, stride: int) -> Tuple[int, L
                          f"larger than the overlap {overlap}")
     n = -(-(size - overlap) // (tile - overlap))
     while True:
-        side = min(tile, _ceil_to(-(-(size + (n - 1) * overlap) // n), stride) + stride)
+        side = min(tile, ceil_to(-(-(size + (n - 1) * overlap) // n), stride) + stride)
         starts = sorted({min(size - side, (round(i * (size - side) / (n - 1)) // stride) * stride) for i in range(n)})
         if all(b - a <= side - overlap for a, b in zip(starts, starts[1:])) and starts[-1] + side == size:
             break
@@ -83,14 +83,14 @@ def denoise(apply: Apply, image: np.ndarray, stride: int, tile: int = 256, overl
     tiles give the whole image's output (``min_overlap``; tested on a randomised U-Net).
     """
     h, w = image.shape[:2]
-    m = _ceil_to(max(bucket, stride), stride)
-    if tile <= 0 or (_ceil_to(h, m) <= tile and _ceil_to(w, m) <= tile):
-        x = _pad_to(np.asarray(image, np.float32), _ceil_to(h, m), _ceil_to(w, m))
+    m = ceil_to(max(bucket, stride), stride)
+    if tile <= 0 or (ceil_to(h, m) <= tile and ceil_to(w, m) <= tile):
+        x = _pad_to(np.asarray(image, np.float32), ceil_to(h, m), ceil_to(w, m))
         return np.asarray(apply(x[None]))[0, :h, :w]
-    hp, wp = _ceil_to(h, m), _ceil_to(w, m)
+    hp, wp = ceil_to(h, m), ceil_to(w, m)
     x = _pad_to(np.asarray(image, np.float32), hp, wp)
-    tile = max(_ceil_to(tile, stride), 2 * stride)
-    overlap = _ceil_to(overlap, stride)
+    tile = max(ceil_to(tile, stride), 2 * stride)
+    overlap = ceil_to(overlap, stride)
     if 2 * overlap > tile:  # a capped overlap would blend borders that never saw their context
         raise ValueError(f"tile {tile} px cannot hold an overlap of {overlap} px on both sides: use a tile of at "
                          f"least {2 * overlap} px (or 0 for whole images)")
@@ -119,7 +119,8 @@ def denoise(apply: Apply, image: np.ndarray, stride: int, tile: int = 256, overl
     return acc[:h, :w]
 
 
-def _ceil_to(n: int, m: int) -> int:
+def ceil_to(n: int, m: int) -> int:
+    """``n`` rounded up to a multiple of ``m``."""
     return int(math.ceil(n / m) * m)
 
 
@@ -142,8 +143,8 @@ def check_tiling(tile: int, overlap: int, stride: int, receptive_field: int, wha
         raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
     if tile == 0:
         return
-    ov = _ceil_to(min_overlap(overlap, receptive_field), stride)
+    ov = ceil_to(min_overlap(overlap, receptive_field), stride)
     need = max(2 * ov, 2 * stride)
-    if max(_ceil_to(tile, stride), 2 * stride) < need:
+    if max(ceil_to(tile, stride), 2 * stride) < need:
         raise ValueError(f"--tile {tile} is too small for {what} (receptive field {receptive_field} px, overlap "
                          f"{ov} px between neighbours, on both sides of a tile): use --tile {need} or more, or --tile 0 for whole images")

@@ -124,7 +124,7 @@ class Runner:
             out["notes"].append(f"rerun failed: {(proc.stderr.strip().splitlines() or [''])[-1][:200]}")
         return False
 
-    def params(self, workdir: str):
+    def state(self, workdir: str):
         """(step, every leaf of the latest checkpoint's whole state: parameters, optimiser state, EMA, the
         run's rng; then its data position) of a workdir."""
         from jaxdenoise import checkpointing
@@ -136,7 +136,7 @@ class Runner:
     def same_as_reference(self, workdir: str) -> bool:
         """The run in ``workdir`` ended exactly as the unbroken one: the same step and whole state, bit for bit
         (not the parameters alone: a resume that lost the optimiser moments or the data position would pass)."""
-        step, leaves = self.params(workdir)
+        step, leaves = self.state(workdir)
         ref_step, ref = self.reference
         return step == ref_step and len(leaves) == len(ref) and all(
             np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b for a, b in zip(leaves, ref))
@@ -159,7 +159,7 @@ class Runner:
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"the unbroken reference run failed: {err.strip().splitlines()[-1:]}")
-        self.reference = self.params(wd)
+        self.reference = self.state(wd)
         self.timeline = (first or total / 2, total)
         self.log(f"unbroken run: {total:.1f} s (first step logged at {self.timeline[0]:.1f} s)")
 
