@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdenoise import camera, jpeg
+from jaxdenoise.fusion import materialise
 
 MAX_RATE = 2000.0  # largest Poisson rate (peak) supported by the unrolled inversion window
 _TAIL = 2.0**-25  # mass left outside the window on each side: below float32 uniform resolution
@@ -132,8 +133,10 @@ def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float, frame: Optio
             count = count + (cdf < u).astype(jnp.float32)
             p = p * lam * (1.0 / i)
             cdf = cdf + p
-        # a fusion boundary: consumers (e.g. Gaussian read noise) fused into the chain de-vectorise it
-        return jax.lax.optimization_barrier(count).reshape(shape)
+        # computed once (a fusion boundary XLA:CPU keeps): fused into each consumer (a mixture's clipped and
+        # unclipped twins, the level map, Gaussian read noise) the chain ran once per consumer and vectorised
+        # along the 3 channels, 5x the time of the four-way photo mixture (docs/benchmarks.md)
+        return materialise(count, u[0] >= 0).reshape(shape)
     j0 = _window_start(lam)
     shifted = j0 > 0
     p = _pmf_at_start(lam, j0, shifted)
@@ -151,7 +154,7 @@ def poisson_sample(key: jax.Array, lam: jax.Array, max_rate: float, frame: Optio
         carry = jax.lax.fori_loop(0, loops, lambda t, c: _shifted_steps(
             c, lam, u, j0, shifted, (1 + t * _CHUNK).astype(jnp.float32), _CHUNK), carry)
         carry = _shifted_steps(carry, lam, u, j0, shifted, 1 + loops * _CHUNK, rest)
-    return jax.lax.optimization_barrier(j0 + carry[0]).reshape(shape)
+    return materialise(j0 + carry[0], u[0] >= 0).reshape(shape)
 
 
 def _pmf_at_start(lam, j0, shifted):
@@ -245,8 +248,8 @@ def binomial_sample(key: jax.Array, n: jax.Array, p: float, n_max: int) -> jax.A
         count = count + (cdf < u).astype(jnp.float32)
         prob = prob * jnp.maximum(n - j, 0.0) * (odds / (j + 1))
         cdf = cdf + prob
-    # float32 rounding of the CDF's last steps cannot carry it past n; a fusion boundary for its consumers
-    return jax.lax.optimization_barrier(jnp.minimum(count, n)).reshape(shape)
+    # float32 rounding of the CDF's last steps cannot carry it past n; computed once for its two consumers
+    return materialise(jnp.minimum(count, n), u[0] >= 0).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------------------

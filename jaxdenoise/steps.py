@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxdenoise import losses, metrics as M, noise as noise_lib, targets
+from jaxdenoise.fusion import materialise
 from jaxdenoise.noise import NoiseModel
 
 Metrics = Dict[str, jax.Array]
@@ -100,13 +101,6 @@ def model_input(model: nn.Module, noisy: jax.Array, level: jax.Array) -> jax.Arr
 def to_float(batch: jax.Array) -> jax.Array:
     """``uint8 [..]`` in 0..255 -> ``float32`` in [0, 1] (on device: host traffic stays uint8)."""
     return batch.astype(jnp.float32) * (1.0 / 255.0)
-
-
-def materialise(tree, always: jax.Array):
-    """``tree`` itself, computed once: a conditional on ``always`` (a traced predicate that is always true,
-    which XLA cannot prove) is a fusion boundary on CPU, where ``optimization_barrier`` is not, so XLA cannot
-    fuse the computation of ``tree`` into each of its consumers."""
-    return jax.lax.cond(always, lambda a: a, lambda a: jax.tree.map(jnp.zeros_like, a), tree)
 
 
 def split_pairs(x: jax.Array) -> Tuple[jax.Array, jax.Array]:

@@ -314,6 +314,19 @@ def test_mixture_twins_share_one_draw_and_keep_their_own_clipping():
     assert 0.85 < resid.std() < 1.15, resid.std()
 
 
+@pytest.mark.parametrize("spec", ["poisson:30", "poisson_gaussian:10-60,2-15",
+                                  "poisson:5-60+gaussian:5-50+poisson:5-60:noclip+gaussian:5-50:noclip"])
+def test_the_shot_noise_chain_is_compiled_once(spec):
+    """The inversion chain runs once per draw: XLA:CPU fused it into every consumer (the noisy batch, the level
+    map, the mixture's twins), several times the sampler's cost (``fusion.materialise``). Counted in the
+    compiled program: the fused computations holding the chain (~2 multiplies per step of a window of 70-109)."""
+    import re
+    m = noise.parse(spec)
+    x, key = jnp.full((2, 8, 8, 3), 0.5, jnp.float32), jax.random.PRNGKey(0)
+    text = jax.jit(lambda k, x: m.sample(k, x)).lower(key, x).compile().as_text()
+    chains = [c for c in re.split(r"\n(?=\S)", text) if c.count(" multiply(") > 60]
+    assert len(chains) == 1, [c.split("\n")[0][:80] for c in chains]
+
 @pytest.mark.parametrize("spec", ["paper", "poisson:5-60:noclip", "gaussian:25", "poisson_gaussian:10-60,2-15",
                                   "salt_pepper:0.05", "poisson:5-60+gaussian:5-50:noclip", "poisson:300"])
 def test_a_crop_noised_in_its_frame_equals_the_crop_of_its_noisy_whole_image(spec):
