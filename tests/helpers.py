@@ -3,9 +3,10 @@ sequence every bitwise-resume test runs (``resumes_bitwise``)."""
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import numpy as np
@@ -30,16 +31,22 @@ def stop_at(monkeypatch, step: int) -> None:
     monkeypatch.setattr(train.parallel, "preemption_point", lambda s: s == step)
 
 
-def assert_same_run(a, b) -> None:
-    """Two workdirs hold the same run, bit for bit: the latest checkpoint's step, parameters, optimiser state,
-    EMA, rng and data position, and every metrics row (timings and config-change rows aside)."""
+def assert_same_state(a, b) -> None:
+    """The latest checkpoints of two workdirs are the same, bit for bit: step, parameters, optimiser state,
+    EMA, rng and data position."""
     _, ta, sa, da = checkpointing.load_state(str(a), "latest")
     _, tb, sb, db = checkpointing.load_state(str(b), "latest")
     assert sa == sb and da == db, (sa, sb, da, db)
     la, lb = jax.tree.leaves(ta), jax.tree.leaves(tb)
     assert jax.tree.structure(ta) == jax.tree.structure(tb) and len(la) > 4
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_same_run(a, b) -> None:
+    """Two workdirs hold the same run, bit for bit: the same state (``assert_same_state``) and every metrics
+    row (timings and config-change rows aside)."""
+    assert_same_state(a, b)
     rows = lambda w: [{k: v for k, v in r.items() if k not in TIMING} for r in run_io.read_rows(str(w))
                       if r["kind"] != "config"]
     assert rows(a) == rows(b) and len(rows(a)) >= 4
@@ -61,3 +68,29 @@ def resumes_bitwise(monkeypatch, config: Callable, tmp_path, stop: int, straight
     train.train_and_evaluate(config(), str(resumed))
     assert_same_run(straight, resumed)
     return straight, resumed
+
+
+def tensorboard_scalars(tb_dir) -> Dict[str, Dict[int, float]]:
+    """``{tag: {step: value}}`` of the scalars in a TensorBoard folder as TensorBoard shows them: the event
+    files read in name (time) order, and a ``SessionLog.START`` event at step S (a resumed writer's
+    ``purge_step``) dropping every event already read at steps >= S. Raises on a step logged twice for a tag
+    after purging: that is a run logging the same step twice."""
+    from tensorboardX.proto import event_pb2
+    scalars: Dict[str, Dict[int, float]] = {}
+    for name in sorted(n for n in os.listdir(tb_dir) if n.startswith("events.out.tfevents.")):
+        with open(os.path.join(tb_dir, name), "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos < len(data):  # TFRecord: u64 length, u32 crc, payload, u32 crc
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+                for steps in scalars.values():
+                    for s in [s for s in steps if s >= event.step]:
+                        del steps[s]
+            for v in (v for v in event.summary.value if v.WhichOneof("value") == "simple_value"):
+                steps = scalars.setdefault(v.tag, {})
+                assert event.step not in steps, f"{v.tag}: step {event.step} logged twice"
+                steps[event.step] = v.simple_value
+    return scalars

@@ -37,10 +37,10 @@ def copy_run(one_epoch, tmp_path):
 
 @pytest.fixture(scope="module")
 def unbroken(tmp_path_factory, cache):
-    """A 2-epoch run (steps 3 and 6 saved) and its final parameters: what every recovery must reproduce."""
+    """The workdir of a 2-epoch run (steps 3 and 6 saved): what every recovery must reproduce."""
     wd = tmp_path_factory.mktemp("unbroken") / "run"
     train.train_and_evaluate(tiny_config(cache, num_epochs=2), str(wd))
-    return final_params(wd)[0]
+    return wd
 
 
 def assert_same_params(a, b):
@@ -52,7 +52,7 @@ def tree_bytes(root):
     return fsutil.tree_digests(root)
 
 
-from tests.helpers import script  # noqa: E402 (the one subprocess runner; others import it from here)
+from tests.helpers import assert_same_state, script, tensorboard_scalars  # noqa: E402 (the one subprocess runner; others import it from here)
 
 
 def assert_one_line_error(proc, *needles):
@@ -104,16 +104,35 @@ def test_changes_that_keep_the_run_are_accepted_and_recorded(one_epoch, tmp_path
     assert saved["num_epochs"] == 2 and saved["log_every_steps"] == 1 and saved["eval_batch_size"] == 3
     changes = run_io.read_rows(str(wd), "config")
     assert changes and changes[-1]["step"] == 3 and changes[-1]["changed"]["num_epochs"] == [1, 2]
-    assert_same_params(final_params(wd)[0], unbroken)
+    assert_same_state(wd, unbroken)
 
 
 def test_init_from_forks_a_run_exactly(one_epoch, tmp_path, cache, unbroken):
+    """The README: with the same settings a fork "continues exactly as the old run would have": the whole
+    state (parameters, optimiser moments, rng, data position, step), not the parameters alone."""
     src, fork = one_epoch[0], tmp_path / "fork"
     train.train_and_evaluate(tiny_config(cache, num_epochs=2, init_from=f"{src}:3"), str(fork))
-    assert_same_params(final_params(fork)[0], unbroken)
+    assert_same_state(fork, unbroken)
     with pytest.raises(ValueError, match="model differs"):
         train.train_and_evaluate(tiny_config(cache, **{"model.latent": 5, "init_from": str(src)}),
                                  str(tmp_path / "other"))
+
+
+def test_tensorboard_after_a_resume_shows_each_step_once(one_epoch, tmp_path, cache, unbroken):
+    """A run that died after step 6 was logged but before checkpoint 6 was saved resumes from step 3: read
+    as TensorBoard reads it, tb/ holds steps 1-6 once each, the resumed values, equal to metrics.jsonl's."""
+    wd = copy_run(one_epoch, tmp_path)  # checkpoint 3; then the logs of the same run up to step 6
+    for name in ("tb", "metrics.jsonl"):
+        shutil.rmtree(wd / name) if name == "tb" else os.remove(wd / name)
+        (shutil.copytree if name == "tb" else shutil.copy)(unbroken / name, wd / name)
+    train.train_and_evaluate(tiny_config(cache, num_epochs=2), str(wd))
+    shown = tensorboard_scalars(wd / "tb")  # raises on a step logged twice
+    for kind, group in (("train", "train"), ("eval", "val")):
+        rows = run_io.read_rows(str(wd), kind)
+        assert rows and rows[-1]["step"] == 6
+        for key in ("loss", "wall_s") if kind == "train" else ("psnr", "wall_s"):
+            # wall_s differs between the dead run's steps 4-6 and the resumed ones: the resumed values show
+            assert shown[f"{group}/{key}"] == {r["step"]: pytest.approx(r[key], rel=1e-6) for r in rows}, key
 
 
 def test_a_run_that_fails_validation_leaves_no_workdir(tmp_path, cache):
