@@ -95,74 +95,80 @@ def _host_batches(config, n: int) -> list:
     return out
 
 
-def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: str = "/tmp/jaxdenoise-bench",
-        loader_batches: int = 200) -> Dict:
-    """Measure everything above for ``config``; returns a flat dict (JSON-ready)."""
-    if steps_n < 1:
-        raise ValueError(f"--steps must be >= 1 (timed train steps), got {steps_n}")
-    config_lib.validate(config)
-    mesh = parallel.make_mesh()
-    repl = NamedSharding(mesh, P())
-    k, b, size = config.steps_per_call, config.batch_size, config.data.patch or config.data.size
-    model = models.create(config.model, config.dtype)
-    tx = steps.make_optimizer(config, total_steps=10**6)
-    noise = noise_lib.parse(config.noise)
-    jitted, batch_sharding, chunks = parallel.jit_train_step(config, model, tx, noise, mesh, size)
-    state = jax.jit(lambda r: steps.init_state(model, tx, r, (size, size, 3), ema=config.ema_decay > 0),
-                    out_shardings=repl)(jax.random.PRNGKey(0))
-    rng = jax.random.PRNGKey(1)
-    fixed = bool(config.get("noise_fixed", False))
-    host = _host_batches(config, 4)
-    pool = [jax.device_put(h, batch_sharding) for h in host]
+class _Step:
+    """``config``'s train step, compiled ahead of time as train.py compiles it, called on 4 device-resident
+    random batches in turn (``_host_batches``) with its state carried from call to call."""
 
-    t0 = time.perf_counter()
-    compiled = jitted.lower(state, pool[0], rng).compile()
-    compile_s = time.perf_counter() - t0
+    def __init__(self, config):
+        self.config, self.mesh = config, parallel.make_mesh()
+        self.size = config.data.patch or config.data.size
+        self.model = models.create(config.model, config.dtype)
+        self.tx = steps.make_optimizer(config, total_steps=10**6)
+        self.noise = noise_lib.parse(config.noise)
+        jitted, self.batch_sharding, self.chunks = parallel.jit_train_step(config, self.model, self.tx, self.noise,
+                                                                           self.mesh, self.size)
+        size = self.size
+        self.state = jax.jit(lambda r: steps.init_state(self.model, self.tx, r, (size, size, 3),
+                                                        ema=config.ema_decay > 0),
+                             out_shardings=NamedSharding(self.mesh, P()))(jax.random.PRNGKey(0))
+        self.rng, self.i = jax.random.PRNGKey(1), 0
+        self.host = _host_batches(config, 4)
+        self.pool = [jax.device_put(h, self.batch_sharding) for h in self.host]
+        t0 = time.perf_counter()
+        self.compiled = jitted.lower(self.state, self.pool[0], self.rng).compile()
+        self.compile_s = time.perf_counter() - t0
 
-    holder = {"state": state, "i": 0}
-
-    def one():
-        holder["state"], m = compiled(holder["state"], pool[holder["i"] % 4], rng)
-        holder["i"] += 1
+    def __call__(self, batch=None):
+        """One call (``steps_per_call`` steps) on the next random batch, or on ``batch``; its metrics."""
+        if batch is None:
+            batch, self.i = self.pool[self.i % 4], self.i + 1
+        self.state, m = self.compiled(self.state, batch, self.rng)
         return m
-    calls = max(1, steps_n // k)
-    step_s = _time(one, calls) / k
-    train_ips = b / step_s
 
-    # noise alone: same shape, same jit boundary
+    def seconds(self, n: int) -> float:
+        """Seconds per step over ``n`` steps (``_time``: the median of 3 windows)."""
+        k = self.config.steps_per_call
+        return _time(self, max(1, n // k)) / k
+
+    def cost_per_image(self) -> tuple:
+        """(FLOPs, bytes) XLA counts for one step, per image: the timed executable itself unless it runs k
+        steps per call or calls oneDNN, whose convolutions XLA cannot count (then the FLOPs of the same step
+        with XLA's convolutions, not compiled, and the bytes of the compiled step: XLA's part only)."""
+        config, b = self.config, self.config.batch_size
+        if config.steps_per_call == 1 and not onednn.enabled(config.dtype):
+            cost = self.compiled.cost_analysis()
+        elif config.steps_per_call == 1:
+            with onednn.xla_only():
+                xla_step, _, _ = parallel.jit_train_step(config, self.model, self.tx, self.noise, self.mesh, self.size)
+                cost = dict(xla_step.lower(self.state, self.pool[0], self.rng).cost_analysis())
+            measured = self.compiled.cost_analysis()
+            cost["bytes accessed"] = (measured[0] if isinstance(measured, (list, tuple)) else measured)["bytes accessed"]
+        else:
+            single = jax.jit(steps.bind(steps.train_step, model=self.model, tx=self.tx, noise=self.noise,
+                                        chunks=self.chunks, ema_decay=float(config.ema_decay),
+                                        loss=config.get("loss", "mse")))
+            one_batch = jax.tree.map(lambda a: a[0], self.host[0])
+            cost = single.lower(self.state, one_batch, self.rng).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost.get("flops", 0.0)) / b, float(cost.get("bytes accessed", 0.0)) / b
+
+
+def _noise_seconds(step: _Step, steps_n: int) -> float:
+    """The noise model alone on a batch of the step's shape, jitted: seconds per call."""
+    b, size = step.config.batch_size, step.size
     crops = np.random.default_rng(0).integers(0, 256, (b, size, size, 3), dtype=np.uint8)
-    x = jax.device_put(jnp.asarray(crops, jnp.float32) / 255.0, NamedSharding(mesh, P("data")))
-    noise_fn = jax.jit(lambda key, x: noise(key, x))
-    noise_s = _time(lambda: noise_fn(rng, x), max(60, 3 * steps_n))  # ~3-20 ms a call: many, or VM hiccups dominate
+    x = jax.device_put(jnp.asarray(crops, jnp.float32) / 255.0, NamedSharding(step.mesh, P("data")))
+    noise_fn = jax.jit(lambda key, x: step.noise(key, x))
+    return _time(lambda: noise_fn(step.rng, x), max(60, 3 * steps_n))  # ~3-20 ms a call: many, or hiccups dominate
 
-    # cost analysis of a single step (the timed executable itself unless it runs k steps per call or calls
-    # oneDNN, whose convolutions XLA cannot count: then the same step with XLA's convolutions, not compiled)
-    if k == 1 and not onednn.enabled(config.dtype):
-        cost = compiled.cost_analysis()
-    elif k == 1:  # FLOPs of the same step with XLA's convolutions; bytes of the compiled step (XLA's part only)
-        with onednn.xla_only():
-            xla_step, _, _ = parallel.jit_train_step(config, model, tx, noise, mesh, size)
-            cost = dict(xla_step.lower(holder["state"], pool[0], rng).cost_analysis())
-        measured = compiled.cost_analysis()
-        cost["bytes accessed"] = (measured[0] if isinstance(measured, (list, tuple)) else measured)["bytes accessed"]
-    else:
-        single = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=noise, chunks=chunks,
-                                    ema_decay=float(config.ema_decay), loss=config.get("loss", "mse")))
-        one_batch = jax.tree.map(lambda a: a[0], host[0])
-        cost = single.lower(holder["state"], one_batch, rng).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", 0.0)) / b
-    nbytes = float(cost.get("bytes accessed", 0.0)) / b
-    device = jax.devices()[0]
-    peak_flops, peak_bw, peak_src = device_peaks(device, config.dtype)
-    flop_frac, byte_frac = flops * train_ips / peak_flops, nbytes * train_ips / peak_bw
-    roofline = max(flop_frac, byte_frac)
 
-    # the input path
-    paths = [store_path] if store_path else feed.resolve_stores(config, workdir)
+def _input_path(step: _Step, paths: List[str], loader_batches: int, calls: int) -> tuple:
+    """(the grain loader's images per second alone, loader -> device prefetch -> step images per second)."""
+    config, b, k = step.config, step.config.batch_size, step.config.steps_per_call
     images = store.open_splits(paths, "train")
     aug = dict(patch=config.data.patch, flips=config.data.flips, rot90=config.data.rot90,
-               num_threads=config.data.num_threads, prefetch=config.data.prefetch, fixed=fixed)
+               num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+               fixed=bool(config.get("noise_fixed", False)))
     it = iter(loader.make_loader(images, b, 0, loader_batches + 10, shard=parallel.process_shard(), **aug))
     for _ in range(5):
         next(it)
@@ -170,29 +176,42 @@ def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: st
     for _ in range(loader_batches):
         next(it)
     loader_ips = loader_batches * b / (time.perf_counter() - t0)
-
     it = iter(loader.make_loader(images, b, 0, (calls + 8) * k, shard=parallel.process_shard(), **aug))
-    prefetch = feed.DevicePrefetcher(it, batch_sharding, k)
+    prefetch = feed.DevicePrefetcher(it, step.batch_sharding, k)
+    return loader_ips, k * b / _time(lambda: step(next(prefetch)[0]), calls)
 
-    def one_from_loader():
-        batch, _ = next(prefetch)
-        holder["state"], m = compiled(holder["state"], batch, rng)
-        return m
-    e2e_ips = k * b / _time(one_from_loader, calls)
 
+def run(config, steps_n: int = 20, store_path: Optional[str] = None, workdir: str = "/tmp/jaxdenoise-bench",
+        loader_batches: int = 200) -> Dict:
+    """Measure everything above for ``config``; returns a flat dict (JSON-ready)."""
+    if steps_n < 1:
+        raise ValueError(f"--steps must be >= 1 (timed train steps), got {steps_n}")
+    config_lib.validate(config)
+    step = _Step(config)
+    k, b = config.steps_per_call, config.batch_size
+    calls = max(1, steps_n // k)
+    step_s = _time(step, calls) / k
+    train_ips = b / step_s
+    noise_s = _noise_seconds(step, steps_n)
+    flops, nbytes = step.cost_per_image()
+    device = jax.devices()[0]
+    peak_flops, peak_bw, peak_src = device_peaks(device, config.dtype)
+    flop_frac, byte_frac = flops * train_ips / peak_flops, nbytes * train_ips / peak_bw
+    paths = [store_path] if store_path else feed.resolve_stores(config, workdir)
+    loader_ips, e2e_ips = _input_path(step, paths, loader_batches, calls)
     stats = device.memory_stats() or {}
     peak_mem = stats.get("peak_bytes_in_use") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "device": f"{device.platform}:{device.device_kind}", "num_devices": mesh.devices.size,
+        "device": f"{device.platform}:{device.device_kind}", "num_devices": step.mesh.devices.size,
         "jax": jax.__version__, "model": config.model.name, "noise": config.noise, "dtype": config.dtype,
         "noise_setting": config_lib.noise_setting(config),
-        "batch_size": b, "steps_per_call": k, "micro_batches": chunks, "image_size": size,
-        "compile_s": round(compile_s, 3), "step_ms": round(1e3 * step_s, 3),
+        "batch_size": b, "steps_per_call": k, "micro_batches": step.chunks, "image_size": step.size,
+        "compile_s": round(step.compile_s, 3), "step_ms": round(1e3 * step_s, 3),
         "train_img_per_s": round(train_ips, 2), "noise_ms": round(1e3 * noise_s, 3),
         "noise_fraction": round(noise_s / step_s, 4), "loader_img_per_s": round(loader_ips, 1),
         "end_to_end_img_per_s": round(e2e_ips, 2), "end_to_end_over_step": round(e2e_ips / train_ips, 3),
         "flops_per_img": flops, "bytes_per_img": nbytes, "peak_flops": peak_flops, "peak_bytes_per_s": peak_bw,
-        "peak_source": peak_src, "roofline_fraction": round(roofline, 4),
+        "peak_source": peak_src, "roofline_fraction": round(max(flop_frac, byte_frac), 4),
         "flop_fraction": round(flop_frac, 4), "bytes_fraction": round(byte_frac, 4),
         "peak_mem_bytes": int(peak_mem), "peak_mem_source": "device" if stats else "process RSS",
         "convolutions": "oneDNN" if onednn.enabled(config.dtype) else "XLA",
@@ -228,24 +247,7 @@ def like_for_like(config):
 def step_timer(config) -> Callable[[int], float]:
     """A function ``n -> seconds per step`` timing ``config``'s compiled train step on device-resident random
     batches (``_time``: the median of 3 windows), compiled once here; for alternating with other programs."""
-    mesh = parallel.make_mesh()
-    size = config.data.patch or config.data.size
-    model = models.create(config.model, config.dtype)
-    tx = steps.make_optimizer(config, total_steps=10**6)
-    jitted, batch_sharding, _ = parallel.jit_train_step(config, model, tx, noise_lib.parse(config.noise), mesh, size)
-    state = jax.jit(lambda r: steps.init_state(model, tx, r, (size, size, 3), ema=config.ema_decay > 0),
-                    out_shardings=NamedSharding(mesh, P()))(jax.random.PRNGKey(0))
-    rng = jax.random.PRNGKey(1)
-    pool = [jax.device_put(h, batch_sharding) for h in _host_batches(config, 4)]
-    compiled = jitted.lower(state, pool[0], rng).compile()
-    holder = {"state": state, "i": 0}
-
-    def one():
-        holder["state"], m = compiled(holder["state"], pool[holder["i"] % 4], rng)
-        holder["i"] += 1
-        return m
-    k = config.steps_per_call
-    return lambda n: _time(one, max(1, n // k)) / k
+    return _Step(config).seconds
 
 
 # The peer's configuration the comparison is against: the fastest on CPU (channels_last with the same malloc

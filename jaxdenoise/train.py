@@ -96,119 +96,169 @@ def _run(config: ml_collections.ConfigDict, wd: run_io.Workdir, disk: run_io.Dis
         return changes, feed.resolve_stores(config, wd.path), feed.resolve_val_store(config, wd.path)
     changes, store_paths, val_path = parallel.main_first(check_and_prepare,
                                                          "checking the config and preparing the data")
+    data, mesh = _open_data(config, store_paths, val_path), _make_mesh(config)
+    repl = parallel.replicated(mesh)
+    # ---- model, optimiser, state, data iterator (each may still refuse the config)
+    model = models.create(config.model, config.dtype)
+    tx = steps.make_optimizer(config, data.total_steps)
+    train_step, batch_sharding, chunks = parallel.jit_train_step(config, model, tx, noise_lib.parse(config.noise),
+                                                                  mesh, data.size, data.total_steps)
+    init, init_rng = checkpointing.make_init(model, tx, config.seed, ema=config.ema_decay > 0)
+    abstract = checkpointing.abstract_like(jax.eval_shape(init, init_rng), repl)
+    data_iter = _data_iterator(config, data, batch_sharding)
+    start = _start(config, ckpt_dir, resuming, abstract)  # restored before config.json is rewritten
 
-    # ---- data: with a data.val_dir the training folders are trained on whole and that folder validates
+    wd.accept_config(config)  # process 0 writes it: from here on the workdir is a run
+    ckpt = start.ckpt or checkpointing.Checkpointer(ckpt_dir)
+    writer = None
+    try:
+        state, rng, step = _initial_state(start, init, init_rng, repl, data_iter)
+        if start.origin:
+            log(f"{start.origin} (step {step} of {data.total_steps})")
+        n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+        log(_summary(config, n_params, mesh, data, ", ".join(store_paths), chunks))
+        writer = run_io.MetricWriter(wd.path, start_step=step, enabled=parallel.is_main())
+        if changes:  # said, and kept as a "config" row of metrics.jsonl
+            log("changed since the last run: " + ", ".join(f"{f} {a} -> {b}" for f, a, b in changes))
+            writer.write({"kind": "config", "step": step, "changed": {f: [a, b] for f, a, b in changes}}, "config")
+        evaluator = validation.Evaluator(data.val, model, noise_lib.parse(config.eval_noise or config.noise),
+                                         config.eval_batch_size, config.eval_seed, mesh, config.num_grid_images)
+        if step >= data.total_steps:
+            log(f"nothing to train: the run is complete at step {step} (raise num_epochs to continue)")
+            result = _final_eval(evaluator, state, step, data.steps_per_epoch)
+        else:
+            ckpt_bytes = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract))
+            run = Loop(config, wd.path, ckpt, evaluator, writer, disk, data.steps_per_epoch, data.total_steps,
+                       config.steps_per_call, ckpt_bytes)
+            result = _loop(run, state, rng, data_iter, train_step, batch_sharding)
+    except BaseException:
+        _close_quietly(ckpt, writer)
+        raise
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    if parallel.is_main():  # what the model is and how good it is, for a person (and as JSON)
+        _write_card(wd.path, config, model, n_params, data, store_paths, start.parent_card)
+    if disk.full:  # a background writer (TensorBoard) failed after the loop's last check
+        raise OSError(errno.ENOSPC, "No space left on device", wd.path)
+    return result
+
+
+def _close_quietly(*closables) -> None:
+    """Close what a failed run opened: the error in flight is the one to report, and cleaning up may fail the
+    same way (a full disk), so failures here are dropped."""
+    for c in closables:
+        try:
+            c is not None and c.close()
+        except Exception:
+            pass
+
+
+def _write_card(workdir: str, config, model, n_params: int, data: "_Data", store_paths: List[str],
+                parent: Optional[dict]) -> None:
+    """The run's model card (``model_card``); a card that cannot be written is a warning, not a lost run."""
+    try:
+        model_card.write_after_training(workdir, model_card.facts(
+            workdir, config, n_params, model, data.train.shape[0], data.val.shape[0], store_paths, parent=parent))
+    except OSError as e:
+        log(f"warning: model card not written: {fsutil.describe(e)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """A run's images and the step counts they give."""
+    train: object           # store.Images or RaggedImages: the training images
+    val: object             # the validation images (``[N, size, size, C]`` crops of full-size photos)
+    size: int               # side of the training batches
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _open_data(config, store_paths: List[str], val_path: Optional[str]) -> _Data:
+    """The training and validation images of the prepared stores; ValueError when they cannot make a run.
+    With a ``data.val_dir`` the training folders are trained on whole and that folder validates."""
     train_images = store.open_splits(store_paths, "all" if val_path else "train")
     val_images = store.open_splits(val_path, "all") if val_path else store.open_splits(store_paths, "val")
     _check_validation(config, val_images)
     if isinstance(val_images, store.RaggedImages):  # full-size store: validate on central size x size crops
         val_images = val_images.center_crops(config.data.size)
-    size = config.data.patch or train_images.shape[1]  # side of the training batches
     spe = config.steps_per_epoch or train_images.shape[0] // config.batch_size
-    k = config.steps_per_call
     if spe == 0:
         raise ValueError(f"config: the training split ({train_images.shape[0]} images) is smaller than one batch "
                          f"of {config.batch_size}")
-    if spe % k:
-        raise ValueError(f"config: steps_per_call={k} must divide the steps per epoch ({spe})")
-    total_steps = config.num_epochs * spe
+    if spe % config.steps_per_call:
+        raise ValueError(f"config: steps_per_call={config.steps_per_call} must divide the steps per epoch ({spe})")
+    return _Data(train_images, val_images, config.data.patch or train_images.shape[1], spe, config.num_epochs * spe)
 
-    # ---- devices
+
+def _make_mesh(config):
+    """The device mesh, once the batch is known to split over it."""
     mesh = parallel.make_mesh()
     parallel.check_batch("batch_size", config.batch_size, mesh)
     if config.data.device_resident and mesh.devices.size > 1:
         raise ValueError(f"config: data.device_resident copies the whole training split to the device and needs "
                          f"exactly one; this run has {mesh.devices.size} devices: turn it off (the grain loader "
                          f"feeds each device only its rows)")
-    repl = parallel.replicated(mesh)
+    return mesh
 
-    # ---- model, optimiser, state, data iterator (each may still refuse the config)
-    model = models.create(config.model, config.dtype)
-    tx = steps.make_optimizer(config, total_steps)
-    train_noise = noise_lib.parse(config.noise)
-    train_step, batch_sharding, chunks = parallel.jit_train_step(config, model, tx, train_noise, mesh, size,
-                                                                  total_steps)
-    eval_noise = noise_lib.parse(config.eval_noise or config.noise)
-    init, init_rng = checkpointing.make_init(model, tx, config.seed, ema=config.ema_decay > 0)
-    abstract = checkpointing.abstract_like(jax.eval_shape(init, init_rng), repl)
-    if config.data.device_resident:
-        data_iter = feed.DeviceResidentBatches(train_images, config.batch_size, config.seed, batch_sharding, k)
-    else:
-        data_iter = iter(loader.make_loader(
-            train_images, config.batch_size, config.seed, total_steps,
-            shard=parallel.process_shard(), flips=config.data.flips, rot90=config.data.rot90, patch=config.data.patch,
-            num_threads=config.data.num_threads, prefetch=config.data.prefetch, fixed=config.get("noise_fixed", False)))
-    ckpt, init_weights, parent_card = None, None, None
-    if resuming:  # restored before config.json is rewritten: a run that cannot resume changes nothing
+
+def _data_iterator(config, data: _Data, batch_sharding):
+    """The training batches: the grain loader (this process's rows), or the split kept on the one device."""
+    d = config.data
+    if d.device_resident:
+        return feed.DeviceResidentBatches(data.train, config.batch_size, config.seed, batch_sharding,
+                                          config.steps_per_call)
+    return iter(loader.make_loader(
+        data.train, config.batch_size, config.seed, data.total_steps, shard=parallel.process_shard(), flips=d.flips,
+        rot90=d.rot90, patch=d.patch, num_threads=d.num_threads, prefetch=d.prefetch,
+        fixed=config.get("noise_fixed", False)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """Where a run starts: its own latest checkpoint (resuming), another run's (``init_from`` a workdir), an
+    exported model's weights (``init_from`` a zoo name or ``.jaxdn``), or nothing (a fresh state)."""
+    ckpt: Optional[checkpointing.Checkpointer] = None   # this run's, opened to resume
+    tree: Optional[dict] = None                         # the restored state tree
+    data_state: Optional[dict] = None                   # the restored data position
+    origin: Optional[str] = None                        # said in the log
+    init_weights: Optional[dict] = None                 # an exported model's parameters
+    parent_card: Optional[dict] = None                  # that model's card: the lineage the new card continues
+
+
+def _start(config, ckpt_dir: str, resuming: bool, abstract) -> _Start:
+    """Restore what the run starts from; a run that cannot resume fails here and changes nothing."""
+    weights_path = _weights_file(config) if config.init_from else None
+    parent_card = exported.read_card(weights_path) if weights_path else None
+    if resuming:
         ckpt = checkpointing.Checkpointer(ckpt_dir)
         try:
             step, tree, data_state = ckpt.restore_intact(abstract, "latest", with_data=True, log=log)
         except BaseException:
             ckpt.close()
             raise
-        origin = f"resumed from {ckpt.directory}/{step}"
-    elif config.init_from and _weights_file(config):  # weights only: optimiser, EMA, step and data start fresh
-        weights_path = _weights_file(config)
-        tree, data_state = None, None
-        init_weights, parent_card = exported.read_params(weights_path), exported.read_card(weights_path)
-        origin = f"started from the weights of {config.init_from} ({weights_path}; optimiser, EMA and step fresh)"
-    elif config.init_from:
+        return _Start(ckpt, tree, data_state, f"resumed from {ckpt.directory}/{step}", parent_card=parent_card)
+    if weights_path:  # weights only: optimiser, EMA, step and data start fresh
+        return _Start(origin=f"started from the weights of {config.init_from} ({weights_path}; optimiser, EMA and "
+                             f"step fresh)", init_weights=exported.read_params(weights_path), parent_card=parent_card)
+    if config.init_from:
         tree, data_state, origin = _restore_init_from(config, abstract)
-    else:
-        tree, data_state, origin = None, None, None
-    if resuming and config.init_from and _weights_file(config):  # the card's lineage starts with that file's
-        parent_card = exported.read_card(_weights_file(config))
+        return _Start(tree=tree, data_state=data_state, origin=origin)
+    return _Start()
 
-    wd.accept_config(config)  # process 0 writes it: from here on the workdir is a run
-    ckpt = ckpt or checkpointing.Checkpointer(ckpt_dir)
-    writer = None
-    try:
-        if tree is None:
-            tree = jax.jit(init, out_shardings=repl)(init_rng)
-            if init_weights is not None:
-                tree = dict(tree, train_state=_with_weights(tree["train_state"], init_weights, repl))
-        state, rng = tree["train_state"], tree["rng"]
-        if data_state is not None:
-            data_iter.set_state(_data_position(data_state, int(state.step)))
-        step = int(state.step)
-        if origin:
-            log(f"{origin} (step {step} of {total_steps})")
-        n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-        log(_summary(config, n_params, mesh, train_images.shape[0], val_images.shape[0], spe, total_steps,
-                     ", ".join(store_paths), chunks))
-        writer = run_io.MetricWriter(wd.path, start_step=step, enabled=parallel.is_main())
-        if changes:
-            log("changed since the last run: " + ", ".join(f"{f} {a} -> {b}" for f, a, b in changes))
-            writer.write({"kind": "config", "step": step, "changed": {f: [a, b] for f, a, b in changes}}, "config")
-        evaluator = validation.Evaluator(val_images, model, eval_noise, config.eval_batch_size, config.eval_seed, mesh,
-                              config.num_grid_images)
-        ckpt_bytes = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract))
-        if step >= total_steps:
-            log(f"nothing to train: the run is complete at step {step} (raise num_epochs to continue)")
-            result = _final_eval(evaluator, state, step, spe)
-        else:
-            run = Loop(config, wd.path, ckpt, evaluator, writer, disk, spe, total_steps, k, ckpt_bytes)
-            result = _loop(run, state, rng, data_iter, train_step, batch_sharding)
-    except BaseException:
-        for close in (ckpt.close, writer.close if writer else None):
-            try:  # the error in flight is the one to report; cleaning up may fail the same way
-                close and close()
-            except Exception:
-                pass
-        raise
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    if parallel.is_main():  # what the model is and how good it is, for a person (and as JSON)
-        try:
-            model_card.write_after_training(wd.path, model_card.facts(
-                wd.path, config, n_params, model, train_images.shape[0], val_images.shape[0], store_paths,
-                parent=parent_card))
-        except OSError as e:
-            log(f"warning: model card not written: {fsutil.describe(e)}")
-    if disk.full:  # a background writer (TensorBoard) failed after the loop's last check
-        raise OSError(errno.ENOSPC, "No space left on device", wd.path)
-    return result
+
+def _initial_state(start: _Start, init, init_rng, sharding, data_iter):
+    """(train state, rng, step) the loop starts from; the data iterator set to the restored position."""
+    tree = start.tree
+    if tree is None:
+        tree = jax.jit(init, out_shardings=sharding)(init_rng)
+        if start.init_weights is not None:
+            tree = dict(tree, train_state=_with_weights(tree["train_state"], start.init_weights, sharding))
+    state, rng = tree["train_state"], tree["rng"]
+    step = int(state.step)
+    if start.data_state is not None:
+        data_iter.set_state(_data_position(start.data_state, step))
+    return state, rng, step
 
 
 def _check_data_paths(config, workdir: str) -> None:
@@ -359,7 +409,7 @@ def _data_position(data_state: dict, step: int) -> dict:
     return data_state
 
 
-def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path, chunks) -> str:
+def _summary(config, n_params: int, mesh, data: _Data, store_path: str, chunks: int) -> str:
     dev = mesh.devices.flat[0]
     procs = f" in {jax.process_count()} processes" if parallel.multi_process() else ""
     return "\n".join([
@@ -369,9 +419,9 @@ def _summary(config, n_params, mesh, n_train, n_val, spe, total, store_path, chu
         + (f" weight_decay={config.weight_decay:g}" if config.weight_decay else "")
         + f", loss={config.loss}, batch={config.batch_size}"
         + (f" (gradient in {chunks} micro-batches)" if chunks > 1 else ""),
-        f"  devices: {mesh.devices.size} x {dev.platform} ({dev.device_kind}){procs}; data: {n_train} train / {n_val} val "
+        f"  devices: {mesh.devices.size} x {dev.platform} ({dev.device_kind}){procs}; data: {data.train.shape[0]} train / {data.val.shape[0]} val "
         f"images from {store_path}",
-        f"  {config.num_epochs} epochs x {spe} steps = {total} steps; eval every {config.eval_every_epochs} "
+        f"  {config.num_epochs} epochs x {data.steps_per_epoch} steps = {data.total_steps} steps; eval every {config.eval_every_epochs} "
         f"epoch(s); PSNR/SSIM: {metrics_lib.CONVENTION}",
     ])
 
