@@ -35,10 +35,10 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)
-    res = files.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, FLAGS.tile,
-                                      FLAGS.overlap, FLAGS.batch, FLAGS["keep-format"].value, FLAGS.overwrite,
-                                      noise_level=FLAGS["noise-level"].value, model=FLAGS.model,
-                                      ensemble=FLAGS.ensemble)
+    res = files.denoise_paths(FLAGS.workdir, FLAGS.input, FLAGS.output, FLAGS.checkpoint, tile=FLAGS.tile,
+                              overlap=FLAGS.overlap, batch=FLAGS.batch, keep_format=FLAGS["keep-format"].value,
+                              overwrite=FLAGS.overwrite, noise_level=FLAGS["noise-level"].value, model=FLAGS.model,
+                              ensemble=FLAGS.ensemble)
     print(f"wrote {len(res['written'])} image(s) to {FLAGS.output}; skipped {len(res['skipped'])}")
     for s in res["skipped"]:
         to = f" -> {s['output']}" if "output" in s else ""

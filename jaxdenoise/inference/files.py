@@ -4,6 +4,7 @@ The pixels go through ``denoiser.Denoiser``; this module is the naming and encod
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
@@ -32,14 +33,31 @@ EXISTS = "exists (use --overwrite to replace it)"
 FOREIGN = "exists and jaxdenoise did not write it: never replaced"  # appeared after the names were chosen
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What ``denoise_paths`` denoises, with what, where and how (``scripts/denoise.py``'s flags)."""
+    workdir: Optional[str]
+    input_path: str
+    output_dir: str
+    which: str | int = "best"
+    model: Optional[str] = None
+    tile: Optional[int] = None
+    overlap: int = 32
+    batch: int = 8
+    ensemble: int = 1
+    noise_level: Optional[str] = None
+    keep_format: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
 def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, which: str | int = "best",
-                  tile: Optional[int] = None, overlap: int = 32, batch: int = 8, keep_format: bool = False,
-                  overwrite: bool = False, progress: bool = True, noise_level: str | None = None,
-                  model: Optional[str] = None, ensemble: int = 1) -> Dict:
+                  **options) -> Dict:
     """Denoise a file, or every image under a folder, into ``output_dir``; subfolders mirror the input's.
 
     The denoiser: a training run's ``workdir`` (checkpoint ``which``), or ``model``, a zoo model's name or an
-    exported ``.jaxdn`` file (``inference.load``); exactly one of the two.
+    exported ``.jaxdn`` file (``inference.load``); exactly one of the two. ``options``: the fields of ``Job``
+    after these four (an unknown one is a TypeError naming it).
 
     Names: each input ``dir/stem.ext`` first asks for ``dir/stem.png``. With ``keep_format`` it keeps its
     own name if ``ext`` names its real format (from the magic bytes), else the format's usual extension is
@@ -58,7 +76,7 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     input folder, files under it are not inputs (a rerun does not denoise its own outputs); when it is the
     input folder itself, every file there is an input, earlier outputs included.
 
-    noise_level: for a non-blind model, the noise of the photos as a fixed-value spec (``with_level``);
+    tile, overlap, batch: ``Denoiser.__call__``'s (None: tiles by the memory budget). noise_level: for a non-blind model, the noise of the photos as a fixed-value spec (``with_level``);
     None estimates a Gaussian level per image. Blind models ignore it. ensemble: average over this many flips
     and rotations of each photo (1, 2, 4, 8: ``denoiser.self_ensemble``), at as many times the cost.
 
@@ -66,65 +84,82 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     "output": output path (only for EXISTS)}]}``. Raises ValueError (one line) for bad arguments and for an
     output folder that cannot be created or written.
     """
-    from tqdm import tqdm
-
-    from jaxdenoise.data import imageio
-    if bool(workdir) == bool(model):
-        raise ValueError("give either --workdir (a training run) or --model (a zoo name or an exported file), "
-                         f"not {'both' if workdir else 'neither'}")
-    if batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {batch}")
-    from jaxdenoise.inference.denoiser import check_ensemble
-    check_ensemble(ensemble, "--ensemble")
-    if (tile is not None and tile < 0) or overlap < 0:
-        raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
-    if not input_path:
-        raise ValueError("--input is required: an image file or a folder of images")
-    out_root = _check_output(output_dir)
-    root, files = _list_inputs(input_path, out_root)
+    job = Job(workdir, input_path, output_dir, which, **options)
+    _check_job(job)
+    out_root = _check_output(job.output_dir)
+    root, files = _list_inputs(job.input_path, out_root)
     if not files:
-        raise ValueError(f"--input {input_path} holds no files")
-    formats = {rel: _sniff(os.path.join(root, rel)) if keep_format else "png" for rel in files}
-    names = _output_names(root, files, out_root, formats, keep_format)
-    if noise_level:
-        from jaxdenoise import noise as noise_lib
-        noise_lib.level_map(noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails before any work
-    written, skipped, created = [], [], []
+        raise ValueError(f"--input {job.input_path} holds no files")
+    formats = {rel: _sniff(os.path.join(root, rel)) if job.keep_format else "png" for rel in files}
+    names = _output_names(root, files, out_root, formats, job.keep_format)
+    created = []
     try:
         _makedirs(out_root, created)  # now, so that a folder that cannot be made fails before any work
-        den = _load_denoiser(workdir, model, which, tile, overlap)
+        den = _load_denoiser(job.workdir, job.model, job.which, job.tile, job.overlap)
+        noise_level = job.noise_level
         if noise_level and den.blind:
             print(f"note: --noise-level {noise_level} is not used: the model is blind (3 input channels)",
                   file=sys.stderr)
             noise_level = None
-        for rel in tqdm(files, desc="denoising", unit="img", disable=not progress or len(files) < 2, file=sys.stderr):
-            dst = os.path.join(out_root, names[rel])
-            if os.path.lexists(dst) and not (overwrite and marks.ours(dst)):  # only to save the work: the write re-checks
-                skipped.append({"path": rel, "output": dst, "reason": EXISTS if marks.ours(dst) else FOREIGN})
-                continue
-            try:
-                image = imageio.load_rgb(os.path.join(root, rel))
-            except imageio.ImageReadError as e:
-                skipped.append({"path": rel, "reason": str(e)})
-                continue
-            data = _encode(den(image, noise_level, tile=tile, batch=batch, ensemble=ensemble), formats[rel])
-            _makedirs(os.path.dirname(dst), created)  # output folders appear with their first image
-            try:
-                ok = fsutil.atomic_write(dst, data, overwrite=overwrite)
-            except OSError as e:
-                raise ValueError(fsutil.describe(e, dst)) from e
-            if ok:
-                written.append(dst)
-            else:  # appeared while we worked
-                skipped.append({"path": rel, "output": dst, "reason": EXISTS})
+        written, skipped = _denoise_each(job, den, noise_level, root, files, formats,
+                                         {rel: os.path.join(out_root, n) for rel, n in names.items()}, created)
     finally:
         fsutil.remove_empty(created)  # a failed or empty run leaves no folder it made
     unreadable = [s for s in skipped if s["reason"] not in (EXISTS, FOREIGN)]
     if not written and len(unreadable) == len(files):  # nothing could be read: a wrong --input
         first = unreadable[0]
-        raise ValueError(f"--input {input_path}: no readable image among its {len(files)} file(s) (the first, "
+        raise ValueError(f"--input {job.input_path}: no readable image among its {len(files)} file(s) (the first, "
                          f"{first['path']}: {first['reason']})")
     return {"written": written, "skipped": skipped}
+
+
+def _check_job(job: Job) -> None:
+    """A one-line ValueError for bad settings, before any work."""
+    from jaxdenoise.inference.denoiser import check_ensemble
+    if bool(job.workdir) == bool(job.model):
+        raise ValueError("give either --workdir (a training run) or --model (a zoo name or an exported file), "
+                         f"not {'both' if job.workdir else 'neither'}")
+    if job.batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {job.batch}")
+    check_ensemble(job.ensemble, "--ensemble")
+    if (job.tile is not None and job.tile < 0) or job.overlap < 0:
+        raise ValueError(f"--tile and --overlap must be >= 0, got {job.tile} and {job.overlap}")
+    if not job.input_path:
+        raise ValueError("--input is required: an image file or a folder of images")
+    if job.noise_level:
+        from jaxdenoise import noise as noise_lib
+        noise_lib.level_map(job.noise_level, np.zeros((1, 1, 1, 3), np.float32))  # a bad spec fails here
+
+
+def _denoise_each(job: Job, den, noise_level: Optional[str], root: str, files: List[str],
+                  formats: Dict[str, Optional[str]], outputs: Dict[str, str], created: list) -> Tuple[list, list]:
+    """Denoise ``files`` (relative to ``root``) into their ``outputs`` paths, one at a time: (written output
+    paths, skipped ``{"path", "reason"[, "output"]}``). Output folders are made with their first image."""
+    from tqdm import tqdm
+
+    from jaxdenoise.data import imageio
+    written, skipped = [], []
+    for rel in tqdm(files, desc="denoising", unit="img", disable=not job.progress or len(files) < 2, file=sys.stderr):
+        dst = outputs[rel]
+        if os.path.lexists(dst) and not (job.overwrite and marks.ours(dst)):  # only to save the work: the write re-checks
+            skipped.append({"path": rel, "output": dst, "reason": EXISTS if marks.ours(dst) else FOREIGN})
+            continue
+        try:
+            image = imageio.load_rgb(os.path.join(root, rel))
+        except imageio.ImageReadError as e:
+            skipped.append({"path": rel, "reason": str(e)})
+            continue
+        data = _encode(den(image, noise_level, tile=job.tile, batch=job.batch, ensemble=job.ensemble), formats[rel])
+        _makedirs(os.path.dirname(dst), created)
+        try:
+            ok = fsutil.atomic_write(dst, data, overwrite=job.overwrite)
+        except OSError as e:
+            raise ValueError(fsutil.describe(e, dst)) from e
+        if ok:
+            written.append(dst)
+        else:  # appeared while we worked
+            skipped.append({"path": rel, "output": dst, "reason": EXISTS})
+    return written, skipped
 
 
 def _check_output(output_dir: str) -> str:
