@@ -13,6 +13,7 @@ its reason, like a bad file.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing as mp
 import os
@@ -126,78 +127,63 @@ def match_pairs(src: str, src_flag: str = "--src") -> Tuple[List[Tuple[str, str]
     return pairs, skipped
 
 
-def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.2, seed: int = 0,
-                   mode: str = "resize", workers: Optional[int] = None, progress: bool = True,
-                   max_side: int = 0, cache: bool = False, pairs: bool = False, src_flag: str = "--src") -> Dict:
-    """Read every image under ``src`` through Wand, resize to ``size``, split, and write a store to ``out``.
+@dataclasses.dataclass(frozen=True)
+class Preparation:
+    """How ``prepare_folder`` turns a folder into a store (``scripts/prepare_data.py``'s flags).
 
-    mode "full" keeps each image at its own size (a full-size store, for patch training): images whose
-    longer side exceeds ``max_side`` (0 = no cap) are shrunk to it, aspect kept; images shorter than
-    ``size`` on their short side are skipped with that reason.
+    size: the side of a resized image, or the shortest side kept at full size; val_fraction, seed: the split
+    (a hash of each file's path); mode: "resize", "center_crop" or "full" (each image at its own size, a
+    full-size store for patch training: a longer side above ``max_side``, 0 = no cap, is shrunk to it, aspect
+    kept; images shorter than ``size`` on their short side are skipped with that reason). pairs: the folder
+    holds real pairs (module docstring): a full-size store of 6-channel images (mode "full"); the split hashes
+    the clean file's path. workers: processes (None: every core); progress: a bar on stderr; cache: the
+    store is one training makes for itself (``ensure_prepared`` rebuilding it); src_flag: how the user named
+    the folder in error messages (training: ``--config.data.dir``)."""
+    size: int = 128
+    val_fraction: float = 0.2
+    seed: int = 0
+    mode: str = "resize"
+    max_side: int = 0
+    pairs: bool = False
+    workers: Optional[int] = None
+    progress: bool = True
+    cache: bool = False
+    src_flag: str = "--src"
 
-    Returns the manifest. Raises ValueError (one line) for bad arguments, for an ``out`` that overlaps
-    ``src`` and for one that is not an empty folder or a store of ours (``store.check_replaceable``), and for
-    a store that training keeps for itself (a built-in store, a data cache: ``"cache": true`` in its manifest)
-    unless ``cache`` (``ensure_prepared`` rebuilding it); bad files are skipped, not raised.
 
-    ``pairs``: ``src`` holds real pairs (module docstring): a full-size store of 6-channel images (``mode``
-    must be "full"); the split hashes the clean file's path. ``src_flag``: how the user named ``src`` in
-    error messages (training: ``--config.data.dir``).
+def prepare_folder(src: str, out: str, **options) -> Dict:
+    """Read every image under ``src`` through Wand, resize (``Preparation(**options)``), split, and write a
+    store to ``out``.
+
+    Returns the manifest. Raises ValueError (one line) for bad options, for an ``out`` that overlaps ``src``
+    and for one that is not an empty folder or a store of ours (``store.check_replaceable``), and for a store
+    that training keeps for itself (a built-in store, a data cache: ``"cache": true`` in its manifest) unless
+    ``cache``; bad files are skipped, not raised; an unknown option is a TypeError naming it.
     """
-    from jaxdenoise import outputs
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if not imageio.MIN_SIDE <= size <= imageio.MAX_SIZE:
-        raise ValueError(f"--size must be in [{imageio.MIN_SIDE}, {imageio.MAX_SIZE}], got {size}")
-    if mode not in ("resize", "center_crop", "full"):
-        raise ValueError(f"unknown resize mode {mode!r}: use 'resize', 'center_crop' or 'full'")
-    if mode == "full" and max_side and max_side < size:
-        raise ValueError(f"--max-side {max_side} is smaller than --size {size}")
-    if pairs and mode != "full":
-        raise ValueError(f"real pairs are kept at their own size (resizing would blur the noise): use mode 'full', "
-                         f"got {mode!r}")
-    if workers is not None and workers < 1:
-        raise ValueError(f"--workers must be >= 1 (0 on the command line: every core), got {workers}")
-    if not str(src).strip() or not str(out).strip():
-        raise ValueError(f"{src_flag} and --out need a path, got an empty value")
-    src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
-    if not os.path.isdir(src_abs):
-        raise ValueError(f"{src_flag} {src} " + ("is a file, not a folder" if os.path.exists(src_abs) else "does not exist"))
-    inside = outputs.protected(os.path.dirname(out_abs))
-    if inside:  # e.g. --out RUN/checkpoints/store, or a store inside a store
-        raise ValueError(f"--out {out}: its folder {inside}: choose a folder outside it")
-    if fsutil.is_within(out_abs, src_abs):
-        raise ValueError(f"--out {out} lies inside {src_flag} {src}: choose a folder outside the source")
-    if fsutil.is_within(src_abs, out_abs):
-        raise ValueError(f"--out {out} contains {src_flag} {src}: choose a folder outside the source")
-    store.check_replaceable(out_abs)  # now, not after listing a large source (the writer checks again)
-    if store.is_store(out_abs) and not cache:
-        m = store.read_manifest(out_abs)
-        if m.get("cache") or m.get("source") == "builtin":  # a run reads it: replacing it would change its data
-            raise ValueError(f"--out {out} is a data cache that training made for itself (from {m.get('source')}): "
-                             f"choose another folder")
+    p = Preparation(**options)
+    src_abs, out_abs = _check_preparation(p, src, out)
     skipped = []
-    if pairs:
-        matched, skipped = match_pairs(src_abs, src_flag)
+    if p.pairs:
+        matched, skipped = match_pairs(src_abs, p.src_flag)
         files = [c for c, _ in matched]
-        tasks = [(src_abs, c, n, size, mode, max_side) for c, n in matched]
+        tasks = [(src_abs, c, n, p.size, p.mode, p.max_side) for c, n in matched]
         if not files:
-            raise ValueError(f"{src_flag} {src}: no file in noisy/ has a clean reference of the same name in clean/")
+            raise ValueError(f"{p.src_flag} {src}: no file in noisy/ has a clean reference of the same name in clean/")
     else:
         files = list_files(src_abs)
-        tasks = [(src_abs, f, size, mode, max_side) for f in files]
+        tasks = [(src_abs, f, p.size, p.mode, p.max_side) for f in files]
     if not files:
         raise ValueError(f"no files under {src}")
-    val_set = {f for f in files if is_val(f, seed, val_fraction)}
+    val_set = {f for f in files if is_val(f, p.seed, p.val_fraction)}
     unpaired = len(skipped)
-    workers = workers or os.cpu_count() or 1
+    workers = p.workers or os.cpu_count() or 1
     t0 = time.perf_counter()
-    with store.StoreWriter(out_abs, size, {"train": len(files) - len(val_set), "val": len(val_set)},
-                           ragged=mode == "full", channels=6 if pairs else 3) as writer:
-        bar = _progress(len(files), "preparing", progress)
+    with store.StoreWriter(out_abs, p.size, {"train": len(files) - len(val_set), "val": len(val_set)},
+                           ragged=p.mode == "full", channels=6 if p.pairs else 3) as writer:
+        bar = _progress(len(files), "preparing", p.progress)
         # spawn, not fork: the caller may have JAX's threads running
         with mp.get_context("spawn").Pool(workers) as pool:
-            for rel, arr, png, reason in pool.imap(_work_pair if pairs else _work, tasks, chunksize=8):
+            for rel, arr, png, reason in pool.imap(_work_pair if p.pairs else _work, tasks, chunksize=8):
                 if reason is None:
                     writer.add("val" if rel in val_set else "train", arr, rel, png)
                 else:
@@ -206,20 +192,58 @@ def prepare_folder(src: str, out: str, size: int = 128, val_fraction: float = 0.
         bar.close()
         if len(skipped) - unpaired == len(files):  # an empty store would only fail later, in training
             first = skipped[unpaired]
-            raise ValueError(f"{src_flag} {src}: none of its {len(files)} files could be kept (the first, {first['path']}: "
-                             f"{first['reason']})")
-        extra = {"max_side": max_side} if mode == "full" else {}
-        extra.update({"cache": True} if cache else {})
-        manifest = writer.close(seed=seed, val_fraction=val_fraction, mode=mode, source=src_abs, **extra,
+            raise ValueError(f"{p.src_flag} {src}: none of its {len(files)} files could be kept (the first, "
+                             f"{first['path']}: {first['reason']})")
+        extra = {"max_side": p.max_side} if p.mode == "full" else {}
+        extra.update({"cache": True} if p.cache else {})
+        manifest = writer.close(seed=p.seed, val_fraction=p.val_fraction, mode=p.mode, source=src_abs, **extra,
                                 split_rule="sha256(f'{seed}/{relpath}') < val_fraction", skipped=skipped)
     dt = time.perf_counter() - t0
     done = manifest["train_count"] + manifest["val_count"]
-    print(f"prepared {done} {'pairs' if pairs else 'images'} ({manifest['train_count']} train / "
+    print(f"prepared {done} {'pairs' if p.pairs else 'images'} ({manifest['train_count']} train / "
           f"{manifest['val_count']} val) "
-          + (f"at full size (short side >= {size}, long side <= {max_side or 'any'})" if mode == "full"
-             else f"at {size}x{size}") + f" in {dt:.1f} s ({done / max(dt, 1e-9):.0f} img/s, {workers} processes); "
-          f"skipped {len(skipped)}" + (f" (see {out}/manifest.json)" if skipped else ""), file=sys.stderr)
+          + (f"at full size (short side >= {p.size}, long side <= {p.max_side or 'any'})" if p.mode == "full"
+             else f"at {p.size}x{p.size}") + f" in {dt:.1f} s ({done / max(dt, 1e-9):.0f} img/s, {workers} "
+          f"processes); skipped {len(skipped)}" + (f" (see {out}/manifest.json)" if skipped else ""), file=sys.stderr)
     return manifest
+
+
+def _check_preparation(p: Preparation, src: str, out: str) -> Tuple[str, str]:
+    """(real path of ``src``, of ``out``), or a one-line ValueError before any file is read."""
+    from jaxdenoise import outputs
+    if not 0.0 <= p.val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {p.val_fraction}")
+    if not imageio.MIN_SIDE <= p.size <= imageio.MAX_SIZE:
+        raise ValueError(f"--size must be in [{imageio.MIN_SIDE}, {imageio.MAX_SIZE}], got {p.size}")
+    if p.mode not in ("resize", "center_crop", "full"):
+        raise ValueError(f"unknown resize mode {p.mode!r}: use 'resize', 'center_crop' or 'full'")
+    if p.mode == "full" and p.max_side and p.max_side < p.size:
+        raise ValueError(f"--max-side {p.max_side} is smaller than --size {p.size}")
+    if p.pairs and p.mode != "full":
+        raise ValueError(f"real pairs are kept at their own size (resizing would blur the noise): use mode 'full', "
+                         f"got {p.mode!r}")
+    if p.workers is not None and p.workers < 1:
+        raise ValueError(f"--workers must be >= 1 (0 on the command line: every core), got {p.workers}")
+    if not str(src).strip() or not str(out).strip():
+        raise ValueError(f"{p.src_flag} and --out need a path, got an empty value")
+    src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
+    if not os.path.isdir(src_abs):
+        raise ValueError(f"{p.src_flag} {src} " + ("is a file, not a folder" if os.path.exists(src_abs)
+                                                   else "does not exist"))
+    inside = outputs.protected(os.path.dirname(out_abs))
+    if inside:  # e.g. --out RUN/checkpoints/store, or a store inside a store
+        raise ValueError(f"--out {out}: its folder {inside}: choose a folder outside it")
+    if fsutil.is_within(out_abs, src_abs):
+        raise ValueError(f"--out {out} lies inside {p.src_flag} {src}: choose a folder outside the source")
+    if fsutil.is_within(src_abs, out_abs):
+        raise ValueError(f"--out {out} contains {p.src_flag} {src}: choose a folder outside the source")
+    store.check_replaceable(out_abs)  # now, not after listing a large source (the writer checks again)
+    if store.is_store(out_abs) and not p.cache:
+        m = store.read_manifest(out_abs)
+        if m.get("cache") or m.get("source") == "builtin":  # a run reads it: replacing it would change its data
+            raise ValueError(f"--out {out} is a data cache that training made for itself (from {m.get('source')}): "
+                             f"choose another folder")
+    return src_abs, out_abs
 
 
 def _progress(total: int, desc: str, enabled: bool):
