@@ -20,6 +20,7 @@ the device-resident path.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Optional
 
@@ -64,15 +65,15 @@ class _BatchReader:
     """Batch index -> uint8 batch (picklable, stateless: grain threads call it in any order)."""
 
     def __init__(self, images: np.ndarray, batch_size: int, seed: int, shard: grain.sharding.ShardOptions,
-                 flips: bool, rot90: bool, patch: int = 0, fixed: bool = False):
+                 view: "View"):
         self.images = images
-        self.fixed = fixed
+        self.fixed = view.fixed
         self.ragged = isinstance(images, store.RaggedImages)
         self.n = images.shape[0]
         self.batch_size = batch_size
         self.steps_per_epoch = self.n // batch_size
         self.seed = seed
-        self.flips, self.rot90, self.patch = flips, rot90, patch
+        self.flips, self.rot90, self.patch = view.flips, view.rot90, view.patch
         if batch_size % shard.shard_count:
             raise ValueError(f"batch_size {batch_size} is not divisible by {shard.shard_count} processes")
         self.local = batch_size // shard.shard_count
@@ -131,17 +132,28 @@ class _BatchReader:
         return {"image": batch, "meta": meta}
 
 
+@dataclasses.dataclass(frozen=True)
+class View:
+    """What each example of a batch is. patch: a random ``patch`` x ``patch`` crop of each image (0 = whole
+    images), so batches are ``[B, patch, patch, 3]``; flips, rot90: random flips and quarter turns; fixed:
+    fixed-noise batches instead (dicts of whole images and their meta: the module docstring)."""
+    patch: int = 0
+    flips: bool = False
+    rot90: bool = False
+    fixed: bool = False
+
+
 def make_loader(images: np.ndarray, batch_size: int, seed: int, num_batches: int, *,
-                shard: Optional[grain.sharding.ShardOptions] = None, flips: bool = False, rot90: bool = False,
-                num_threads: int = 0, prefetch: int = 8, patch: int = 0, fixed: bool = False) -> grain.IterDataset:
+                shard: Optional[grain.sharding.ShardOptions] = None, num_threads: int = 0, prefetch: int = 8,
+                **view) -> grain.IterDataset:
     """An ``IterDataset`` of ``num_batches`` uint8 batches; iterate it, ``get_state`` / ``set_state`` its iterator.
 
-    images: ``uint8 [N, H, W, 3]`` (a memmap from ``store.open_split``). patch: a random ``patch`` x
-    ``patch`` crop of each image (0 = whole images), so batches are ``[B, patch, patch, 3]``. fixed:
-    fixed-noise batches instead (dicts of whole images and their meta: the module docstring). Raises
-    ValueError (one line) when the split is empty or smaller than one batch, or the patch larger than the
-    images. num_threads 0: min(8, cores).
+    images: ``uint8 [N, H, W, 3]`` (a memmap from ``store.open_split``); ``view``: the fields of ``View``
+    (an unknown one is a TypeError naming it). Raises ValueError (one line) when the split is empty or
+    smaller than one batch, or the patch larger than the images. num_threads 0: min(8, cores).
     """
+    v = View(**view)
+    patch, fixed, rot90 = v.patch, v.fixed, v.rot90
     n = images.shape[0]
     if n == 0:
         raise ValueError("the training split is empty")
@@ -162,7 +174,7 @@ def make_loader(images: np.ndarray, batch_size: int, seed: int, num_batches: int
     if rot90 and not patch and images.shape[1] != images.shape[2]:
         raise ValueError("rot90 augmentation needs square images")
     shard = shard or grain.sharding.ShardOptions(0, 1)
-    reader = _BatchReader(images, batch_size, seed, shard, flips, rot90, patch, fixed)
+    reader = _BatchReader(images, batch_size, seed, shard, v)
     ds = grain.MapDataset.range(num_batches).map(reader)
     threads = num_threads or min(8, os.cpu_count() or 1)
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
