@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from jaxdenoise import config as config_lib, fsutil, layout, marks
 
@@ -65,13 +65,15 @@ def stage(card: Dict[str, Any]) -> Dict[str, Any]:
             "date": card.get("date")}
 
 
-def facts(workdir: str, config, n_params: int, model, n_train: Optional[int] = None, n_val: Optional[int] = None,
-          stores: Sequence[str] = (), step: Optional[int] = None, trained_here: bool = True,
+def facts(workdir: str, config, n_params: int, model, images: Tuple[Optional[int], Optional[int]] = (None, None),
+          stores: Sequence[str] = (), later_at: Optional[int] = None,
           parent: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The card's facts from a run's config, its model and metrics.jsonl. trained_here: this process ran the
-    training (its hardware is the run's); False for a card made later, which then says so. parent: the card
-    of the model ``config.init_from`` started from (an exported file's): its lineage, then this run, make
-    this card's ``lineage`` (every stage of the weights, first to last)."""
+    """The card's facts from a run's config, its model and metrics.jsonl. images: (training, validation)
+    image counts. later_at: None when this process ran the training (its hardware is the run's, its steps the
+    last logged step); for a card made after training, the checkpoint's step (the card then says the hardware
+    was not recorded). parent: the card of the model ``config.init_from`` started from (an exported file's):
+    its lineage, then this run, make this card's ``lineage`` (every stage of the weights, first to last)."""
+    trained_here, (n_train, n_val) = later_at is None, images
     from jaxdenoise import run_io
     try:
         rows = run_io.read_rows(workdir)
@@ -93,7 +95,7 @@ def facts(workdir: str, config, n_params: int, model, n_train: Optional[int] = N
         "noise": {"train": config.noise, "eval": config.eval_noise or config.noise,
                   "setting": config_lib.noise_setting(config),
                   "target": config.get("target", "clean"), "loss": config.loss},
-        "training": {"steps": step if step is not None else (rows[-1].get("step") if rows else None),
+        "training": {"steps": later_at if later_at is not None else (rows[-1].get("step") if rows else None),
                      "epochs": config.num_epochs, "batch": config.batch_size,
                      "optimizer": f"{config.optimizer} lr {config.learning_rate:g} ({config.schedule})",
                      "ema_decay": config.ema_decay, "wall_minutes": round(max(
@@ -144,8 +146,7 @@ def _card_from_workdir(workdir: str) -> Dict[str, Any]:
     config = checkpointing.read_run_config(workdir)
     model = models.create(config.model, config.dtype)
     _, params, step = checkpointing.load_params(workdir, "latest")
-    return facts(workdir, config, sum(int(x.size) for x in jax.tree.leaves(params)), model, step=step,
-                 trained_here=False)
+    return facts(workdir, config, sum(int(x.size) for x in jax.tree.leaves(params)), model, later_at=step)
 
 
 def _ours(path: str, is_markdown: bool) -> bool:

@@ -159,7 +159,7 @@ def _write_card(workdir: str, config, model, n_params: int, data: "_Data", store
     """The run's model card (``model_card``); a card that cannot be written is a warning, not a lost run."""
     try:
         model_card.write_after_training(workdir, model_card.facts(
-            workdir, config, n_params, model, data.train.shape[0], data.val.shape[0], store_paths, parent=parent))
+            workdir, config, n_params, model, (data.train.shape[0], data.val.shape[0]), store_paths, parent=parent))
     except OSError as e:
         log(f"warning: model card not written: {fsutil.describe(e)}")
 
