@@ -306,8 +306,7 @@ def compare_torch_inference(config, peer: str, passes: int = 2, repeats: int = 3
     img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
     model = models.create(config.model, config.dtype)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, model.in_channels)))["params"]
-    den = denoiser.Denoiser(denoiser.make_apply(model, params), stride=model.stride, in_channels=model.in_channels,
-                            receptive_field=model.receptive_field)
+    den = denoiser.Denoiser(denoiser.make_apply(model, params), denoiser.Geometry.of(model))
     den.run(img)  # compile
     mp, name, rows = h * w / 1e6, config.model.name, []
     for i in range(passes):
@@ -409,8 +408,7 @@ def run_inference(config, names: List[str], repeats: int = 3) -> List[Dict]:
                 cfg.model = models.default_config(name)
         model = models.create(cfg.model, cfg.dtype)
         params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, model.in_channels)))["params"]
-        kw = dict(stride=model.stride, in_channels=model.in_channels, receptive_field=model.receptive_field)
-        den = denoiser.Denoiser(denoiser.make_apply(model, params), **kw)
+        den = denoiser.Denoiser(denoiser.make_apply(model, params), denoiser.Geometry.of(model))
         info = export.model_info(cfg, params, model)
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:

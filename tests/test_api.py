@@ -65,8 +65,8 @@ def test_tiles_equal_the_whole_image_on_a_model_with_structure_and_memory_picks_
     model = models.create(models.default_config("unet", widths=(8, 16, 16)))
     params = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))["params"]
     params = jax.tree.map(lambda p: p + 0.2 * jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
-    den = denoiser.Denoiser(denoiser.make_apply(model, params), stride=model.stride, in_channels=3,
-                            receptive_field=model.receptive_field, overlap=model.receptive_field // 2)
+    den = denoiser.Denoiser(denoiser.make_apply(model, params), denoiser.Geometry.of(model),
+                            overlap=model.receptive_field // 2)
     img = np.random.default_rng(5).random((136, 200, 3)).astype(np.float32)
     whole = den.run(img, tile=0)
     assert whole.std() > 0.05  # structure, not a constant
@@ -76,12 +76,11 @@ def test_tiles_equal_the_whole_image_on_a_model_with_structure_and_memory_picks_
     assert den.bytes_per_pixel > 0
     bpp = den.bytes_per_pixel
     assert den.plan(136, 200) == (0, 1)
-    small = denoiser.Denoiser(den.forward, stride=4, in_channels=3, receptive_field=model.receptive_field,
-                              tile=112, overlap=16, memory_budget=int(112 * 112 * bpp * 2.5))
+    small = denoiser.Denoiser(den.forward, denoiser.Geometry(4, 3, model.receptive_field), tile=112, overlap=16, memory_budget=int(112 * 112 * bpp * 2.5))
     assert small.plan(2000, 2000) == (112, 2)  # over 1 MP: the probed figure decides
     np.testing.assert_allclose(small.run(img), whole, atol=2e-5)  # budget-driven tiles: the same image
     with pytest.raises(ValueError, match="memory_budget"):
-        denoiser.Denoiser(den.forward, stride=4, in_channels=3, receptive_field=9, memory_budget=0)
+        denoiser.Denoiser(den.forward, denoiser.Geometry(4, 3, 9), memory_budget=0)
 
 
 @pytest.mark.parametrize("image,needle", [

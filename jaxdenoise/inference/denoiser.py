@@ -18,7 +18,7 @@ memory per pixel is XLA's own figure for the compiled model (``memory_analysis``
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,17 +40,33 @@ PROBE = 256  # side of the probe image whose compiled memory gives the bytes per
 BUCKET = 64  # whole images are padded to multiples of this: a folder of mixed sizes compiles a few shapes
 
 
+class Geometry(NamedTuple):
+    """What inference needs of a model's shape: inputs padded to multiples of ``stride``; ``in_channels`` 3
+    (blind) or 4 (a non-blind model, whose 4th channel is the noise-level map); the ``receptive_field`` in px
+    (tiles overlap by enough of it to equal the whole image)."""
+    stride: int
+    in_channels: int
+    receptive_field: int
+
+    @classmethod
+    def of(cls, model) -> "Geometry":
+        """A Flax model's (``models.create``: it has the three attributes)."""
+        return cls(int(model.stride), int(model.in_channels), int(model.receptive_field))
+
+
 class Denoiser:
     """Denoise images with one trained model.
 
-    forward: ``float32 [B, h, w, C] -> float32 [B, h, w, 3]`` in [0, 1] (h, w multiples of ``stride``; C is
-    ``in_channels``: 3, or 4 for a non-blind model, whose 4th channel is the noise-level map).
-    info: what the model is (``load`` fills it: model, parameters, stride, training noise, scores).
+    forward: ``float32 [B, h, w, C] -> float32 [B, h, w, 3]`` in [0, 1] (h, w multiples of the geometry's
+    ``stride``; C its ``in_channels``). info: what the model is (``load`` fills it: model, parameters,
+    stride, training noise, scores). max_pixels, memory_budget, tile: when an image runs whole, and the
+    tiles otherwise (module docstring); overlap: of the tiles, in px.
     """
 
-    def __init__(self, forward: Callable[[np.ndarray], Any], *, stride: int, in_channels: int, receptive_field: int,
+    def __init__(self, forward: Callable[[np.ndarray], Any], geometry: Geometry, *,
                  info: Optional[Dict[str, Any]] = None, max_pixels: int = MAX_PIXELS, tile: int = TILE,
                  overlap: int = 32, memory_budget: int = MEMORY_BUDGET):
+        stride, in_channels, receptive_field = geometry
         if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
             raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}")
         if isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, np.integer)) or memory_budget < 1:

@@ -34,7 +34,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from jaxdenoise import marks
-from jaxdenoise.inference.denoiser import Denoiser, temp_bytes
+from jaxdenoise.inference.denoiser import Denoiser, Geometry, temp_bytes
 
 FORMAT = marks.EXPORT_FORMAT
 INFO, FUNCTION, CARD_MD, CARD_JSON = marks.EXPORT_HEADER, "function.bin", "MODEL_CARD.md", "model_card.json"
@@ -117,5 +117,5 @@ def load_exported(path: str, **kw):
     header = dict(header, source=os.path.abspath(path))
     forward = lambda x: call(np.asarray(x, np.float32))
     forward.temp_bytes = lambda shape: temp_bytes(exported.call, shape)
-    return Denoiser(forward, stride=header["stride"],
-                    in_channels=header["in_channels"], receptive_field=header["receptive_field"], info=header, **kw)
+    geometry = Geometry(header["stride"], header["in_channels"], header["receptive_field"])
+    return Denoiser(forward, geometry, info=header, **kw)

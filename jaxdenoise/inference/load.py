@@ -12,7 +12,7 @@ import os
 
 from jaxdenoise import checkpointing, models, run_io, zoo
 from jaxdenoise.inference import exported
-from jaxdenoise.inference.denoiser import Denoiser, make_apply
+from jaxdenoise.inference.denoiser import Denoiser, Geometry, make_apply
 from jaxdenoise.inference.export import model_info
 
 
@@ -47,8 +47,7 @@ def load_run(workdir: str, checkpoint: str | int = "best", **kw) -> Denoiser:
     model = models.create(config.model, config.dtype)
     info = model_info(config, params, model, step=step, weights=weights, source=path)
     info["validation"] = run_io.last_validation(path)
-    return Denoiser(make_apply(model, params), stride=model.stride, in_channels=model.in_channels,
-                    receptive_field=model.receptive_field, info=info, **kw)
+    return Denoiser(make_apply(model, params), Geometry.of(model), info=info, **kw)
 
 
 def load_zoo(name: str, **kw) -> Denoiser:
