@@ -71,49 +71,54 @@ def main(argv):
                 config.data.dir = FLAGS.store
             else:
                 config.data.source = "builtin"
-    if FLAGS.layers:
-        rows = benchmark.layer_times(config.batch_size, config.data.patch or config.data.size,
-                                     torch_too=FLAGS["compare-torch"].value)
-        print(benchmark.format_layer_table(rows))
-        if target:
-            target.write(marks.json_text(rows))
-        return
-    if FLAGS.inference:
-        from jaxdenoise import models
-        names = {"config": [config.model.name], "all": sorted(models.REGISTRY)}.get(",".join(FLAGS.inference),
-                                                                                    FLAGS.inference)
-        for n in names:
-            if n not in models.REGISTRY:
-                raise ValueError(f"--inference: unknown model {n!r}: choose from {', '.join(sorted(models.REGISTRY))}, "
-                                 f"config or all")
-        rows = benchmark.run_inference(config, names)
-        if peer:
-            rows += benchmark.compare_torch_inference(config, peer, FLAGS.passes)
-        print(benchmark.format_inference_table(rows))
-        if target:
-            target.write(marks.json_text(rows))
-        return
-    if FLAGS.models:
-        from jaxdenoise import models
-        names = sorted(models.REGISTRY) if FLAGS.models == ["all"] else FLAGS.models
-        for n in names:
-            if n not in models.REGISTRY:
-                raise ValueError(f"--models: unknown model {n!r}: choose from {', '.join(sorted(models.REGISTRY))} or all")
-        results = benchmark.run_models(config, names, FLAGS.steps, FLAGS.store)
-        if not parallel.is_main():
-            return
-        print(benchmark.format_models_table(results))
-        if target:
-            target.write(marks.json_text(results))
-        return
-    res = benchmark.run(config, FLAGS.steps, FLAGS.store)
+    # one measurement per invocation: the layers, inference, every model's step, or this config's step
+    measure = _layers if FLAGS.layers else _inference if FLAGS.inference else _models if FLAGS.models else _step
+    table, result = measure(config, peer)
     if not parallel.is_main():  # the measurements ran on every process; process 0 reports them
         return
-    if peer:
-        res.update(benchmark.compare_torch(config, peer, FLAGS.steps, FLAGS.passes, FLAGS["torch-device"].value))
-    print(benchmark.format_table(res))
+    print(table)
     if target:
-        target.write(marks.json_text(res))
+        target.write(marks.json_text(result))
+
+
+def _layers(config, peer):
+    """Each U-Net convolution alone (XLA, oneDNN, and PyTorch with --compare-torch)."""
+    rows = benchmark.layer_times(config.batch_size, config.data.patch or config.data.size, torch_too=bool(peer))
+    return benchmark.format_layer_table(rows), rows
+
+
+def _inference(config, peer):
+    """Whole-image and tiled inference of --inference's models (and the peer's, with --compare-torch)."""
+    names = _model_names({"config": [config.model.name]}.get(",".join(FLAGS.inference), FLAGS.inference),
+                         "--inference", ", config or all")
+    rows = benchmark.run_inference(config, names)
+    if peer:
+        rows += benchmark.compare_torch_inference(config, peer, FLAGS.passes)
+    return benchmark.format_inference_table(rows), rows
+
+
+def _models(config, peer):
+    """The train step of each of --models' models, at the config's batch."""
+    results = benchmark.run_models(config, _model_names(FLAGS.models, "--models", " or all"), FLAGS.steps, FLAGS.store)
+    return benchmark.format_models_table(results), results
+
+
+def _step(config, peer):
+    """The config's train step, input path and roofline (beside the peer's, with --compare-torch)."""
+    res = benchmark.run(config, FLAGS.steps, FLAGS.store)
+    if peer and parallel.is_main():
+        res.update(benchmark.compare_torch(config, peer, FLAGS.steps, FLAGS.passes, FLAGS["torch-device"].value))
+    return benchmark.format_table(res), res
+
+
+def _model_names(names, flag: str, also: str):
+    """Registered model names (``["all"]``: every one); a one-line error naming ``flag`` for an unknown one."""
+    from jaxdenoise import models
+    names = sorted(models.REGISTRY) if list(names) == ["all"] else list(names)
+    for n in names:
+        if n not in models.REGISTRY:
+            raise ValueError(f"{flag}: unknown model {n!r}: choose from {', '.join(sorted(models.REGISTRY))}{also}")
+    return names
 
 
 def run() -> None:
