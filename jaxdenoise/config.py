@@ -274,12 +274,29 @@ def _check_data(c) -> tuple:
 def _check_noise_and_targets(c, dirs, real) -> None:
     """Real pairs, noisy photos alone, a validation folder apart from the training ones, fixed noise, the
     device-resident loader, and the sizes the model's stride (and neighbor2neighbor's halving) need."""
-    pairs = bool(c.data.get("pairs"))
+    pairs, val_dir = bool(c.data.get("pairs")), c.data.get("val_dir", "")
+    _check_real_noise(c, pairs, val_dir)
+    if val_dir:
+        _check_val_dir(c, val_dir, dirs, real)
+    if c.noise_fixed:
+        _need(c.noise != "none" and not pairs, "noise_fixed=True fixes synthetic noise: with noise='none' (real "
+                                              "noisy photos) the noise is already fixed")
+        _need(c.data.resize_mode != "full", "noise_fixed=True needs a fixed-size store (data.resize_mode='resize' or "
+                                           "'center_crop'): each image's noise is drawn once over the whole stored "
+                                           "image, then cropped")
+        _need(not c.data.device_resident, "noise_fixed=True needs the grain loader: set data.device_resident=False")
+    _need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
+         "data.device_resident does not support data.flips / data.rot90 / data.patch")
+    _check_sizes(c)
+    _need(isinstance(c.init_from, str), f"init_from must be a path string, got {c.init_from!r}")
+
+
+def _check_real_noise(c, pairs: bool, val_dir: str) -> None:
+    """Real noisy/clean pairs (``data.pairs``) and noisy photos alone (``noise='none'``): what each needs."""
     _need(not pairs or c.data.source == "dir", "data.pairs needs data.source='dir' (folders with clean/ and noisy/)")
     _need(not pairs or c.data.resize_mode == "full",
          f"data.pairs keeps real pairs at their own size (resizing would blur the noise): set data.resize_mode='full' "
          f"and data.patch, got data.resize_mode={c.data.resize_mode!r}")
-    val_dir = c.data.get("val_dir", "")
     noisy_only = not pairs and c.noise == "none"  # data.dir holds noisy photos alone, no clean reference
     for field in ("noise", "eval_noise"):
         spec = c[field] or (c.noise if field == "eval_noise" else "")
@@ -306,24 +323,22 @@ def _check_noise_and_targets(c, dirs, real) -> None:
     _need(not ((pairs or noisy_only) and models.create(c.model).in_channels != 3),
          ("data.pairs" if pairs else "noise='none'") + ": a non-blind model needs the noise level of each input, "
          "which real shots do not carry: use a blind model")
-    if val_dir:
-        _need(c.data.source == "dir", "data.val_dir needs data.source='dir'")
-        rv = os.path.realpath(val_dir)
-        for d, rd in zip(dirs, real):
-            _need(rv != rd, f"data.val_dir={val_dir!r} is also in data.dir: validation images must not be trained on")
-            _need(not _inside(rv, rd), f"data.val_dir={val_dir!r} lies inside data.dir folder {d}: its images would "
-                                      f"be trained on")
-            _need(not _inside(rd, rv), f"data.val_dir={val_dir!r} holds data.dir folder {d}: its images would be "
-                                      f"validated on and trained on")
-    if c.noise_fixed:
-        _need(c.noise != "none" and not pairs, "noise_fixed=True fixes synthetic noise: with noise='none' (real "
-                                              "noisy photos) the noise is already fixed")
-        _need(c.data.resize_mode != "full", "noise_fixed=True needs a fixed-size store (data.resize_mode='resize' or "
-                                           "'center_crop'): each image's noise is drawn once over the whole stored "
-                                           "image, then cropped")
-        _need(not c.data.device_resident, "noise_fixed=True needs the grain loader: set data.device_resident=False")
-    _need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
-         "data.device_resident does not support data.flips / data.rot90 / data.patch")
+
+
+def _check_val_dir(c, val_dir: str, dirs, real) -> None:
+    """A validation folder apart from every training folder (resolved paths: not equal, inside or holding)."""
+    _need(c.data.source == "dir", "data.val_dir needs data.source='dir'")
+    rv = os.path.realpath(val_dir)
+    for d, rd in zip(dirs, real):
+        _need(rv != rd, f"data.val_dir={val_dir!r} is also in data.dir: validation images must not be trained on")
+        _need(not _inside(rv, rd), f"data.val_dir={val_dir!r} lies inside data.dir folder {d}: its images would "
+                                  f"be trained on")
+        _need(not _inside(rd, rv), f"data.val_dir={val_dir!r} holds data.dir folder {d}: its images would be "
+                                  f"validated on and trained on")
+
+
+def _check_sizes(c) -> None:
+    """The sizes the model's stride (and neighbor2neighbor's halving) need."""
     _need(c.data.patch >= 0, f"data.patch must be >= 0 (0 = whole images), got {c.data.patch}")
     stride = models.create(c.model).stride
     for field in ("size", "patch"):
@@ -334,4 +349,3 @@ def _check_noise_and_targets(c, dirs, real) -> None:
         _need(side % (2 * stride) == 0, f"target='neighbor2neighbor' trains on half-size sub-images: the training "
                                        f"side ({side}) must be a multiple of {2 * stride}, twice the stride of "
                                        f"model {c.model.name!r}")
-    _need(isinstance(c.init_from, str), f"init_from must be a path string, got {c.init_from!r}")

@@ -56,6 +56,25 @@ def initialize(distributed: str = "off", coordinator_address: Optional[str] = No
             raise ValueError("--num_processes/--process_id need --coordinator_address HOST:PORT (or "
                              "--distributed=auto under a cluster scheduler)")
         return False
+    _check_join(distributed, address, n, pid, heartbeat_timeout_seconds, initialization_timeout)
+    who = f"process {pid} of {n}" if pid is not None and n is not None else "a process"
+    print(f"joining the run at {address or 'the address the cluster gives'} as {who}; waiting up to "
+          f"{initialization_timeout} s for every process (--initialization_timeout)...", file=sys.stderr, flush=True)
+    joined = _watchdog(initialization_timeout, address, n, pid)
+    try:
+        jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=pid,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                                   initialization_timeout=initialization_timeout + 5,
+                                   coordinator_bind_address=_bind_address(address, pid))
+    finally:
+        joined.set()
+    _joined = True
+    return True
+
+
+def _check_join(distributed: str, address: Optional[str], n: Optional[int], pid: Optional[int],
+                heartbeat_timeout_seconds: int, initialization_timeout: int) -> None:
+    """One-line ValueErrors for a multi-process run that cannot be joined as given."""
     if address is not None:
         check_address(address)
     if distributed == "off" and (n is None or pid is None):
@@ -69,30 +88,23 @@ def initialize(distributed: str = "off", coordinator_address: Optional[str] = No
                         ("--initialization_timeout", initialization_timeout)):
         if not 1 <= value <= 86400:  # jax aborts natively on a non-positive timeout; above a day is a typo
             raise ValueError(f"{flag} must be in [1, 86400] seconds, got {value}")
-    who = f"process {pid} of {n}" if pid is not None and n is not None else "a process"
-    print(f"joining the run at {address or 'the address the cluster gives'} as {who}; waiting up to "
-          f"{initialization_timeout} s for every process (--initialization_timeout)...", file=sys.stderr, flush=True)
-    # jax ends the process natively (a C++ check failure) when the others do not all join in time: a watchdog
-    # ends it first, with one line, a moment before jax's own deadline
+
+
+def _watchdog(timeout: int, address: Optional[str], n: Optional[int], pid: Optional[int]) -> threading.Event:
+    """An event to set once joined. jax ends the process natively (a C++ check failure) when the others do
+    not all join in time: unless the event is set within ``timeout`` s, this ends it first, with one line, a
+    moment before jax's own deadline."""
     joined = threading.Event()
 
-    def watchdog():
-        if not joined.wait(initialization_timeout):
-            print(f"error: could not join the run within {initialization_timeout} s: " + (
+    def watch():
+        if not joined.wait(timeout):
+            print(f"error: could not join the run within {timeout} s: " + (
                 f"the coordinator {address} did not answer, or " if pid else "") +
                 f"not all {n or 'the'} processes connected; check --coordinator_address, --num_processes and that "
                 f"every process was started (--initialization_timeout sets the wait)", file=sys.stderr, flush=True)
             os._exit(1)
-    threading.Thread(target=watchdog, daemon=True, name="join-watchdog").start()
-    try:
-        jax.distributed.initialize(coordinator_address=address, num_processes=n, process_id=pid,
-                                   heartbeat_timeout_seconds=heartbeat_timeout_seconds,
-                                   initialization_timeout=initialization_timeout + 5,
-                                   coordinator_bind_address=_bind_address(address, pid))
-    finally:
-        joined.set()
-    _joined = True
-    return True
+    threading.Thread(target=watch, daemon=True, name="join-watchdog").start()
+    return joined
 
 
 def check_address(address: str) -> None:
