@@ -163,7 +163,14 @@ def png_with_size() -> Callable[[bytes, int, int], bytes]:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
+def cache(tmp_path_factory):
+    """One data cache per test worker: the built-in stores (``configs/tiny.py``'s and others) are prepared
+    once and shared. Tests read them; none changes a file in it."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, cache):
     """A finished 1-epoch tiny run (``tests.test_train.tiny_config``, checkpoint at step 3) and what it printed.
     Shared by the whole session: tests read it, or copy it before they change anything."""
     import contextlib
@@ -173,7 +180,7 @@ def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("trained")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        train.train_and_evaluate(tiny_config(base / "cache", num_epochs=1), str(base / "run"))
+        train.train_and_evaluate(tiny_config(cache, num_epochs=1), str(base / "run"))
     return base / "run", out.getvalue()
 
 

@@ -85,11 +85,6 @@ def test_registry_passes_fields_and_models_check_their_own():
         config_lib.validate(c)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 def _tiny(cache, name, **kw):
     c = tiny_config(cache, noise="gaussian:50", **kw)  # strong noise: a few steps show a clear gain
     c.model = models.default_config(name, **TINY[name])

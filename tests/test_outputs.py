@@ -20,11 +20,6 @@ from tests.test_train import tiny_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.fixture()
 def run(run_dir, tmp_path):
     """A copy of the session's trained run (tests here may try to damage it)."""

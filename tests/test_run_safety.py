@@ -13,14 +13,9 @@ import numpy as np
 import pytest
 
 from jaxdenoise import checkpointing, cli, config as config_lib, errors, fsutil, run_io, train
-from tests.test_train import final_params, tiny_config
+from tests.test_train import TINY_CONFIG, final_params, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +61,9 @@ def assert_one_line_error(proc, *needles):
 
 
 def tiny_args(wd, cache, *extra):
-    c = tiny_config(cache)
-    args = ["--config", os.path.join(REPO, "configs", "demo.py"), "--workdir", str(wd),
-            f"--config.data.cache_dir={cache}", f"--config.data.size={c.data.size}",
-            f"--config.data.builtin_train_crops={c.data.builtin_train_crops}",
-            f"--config.data.builtin_val_crops={c.data.builtin_val_crops}", "--config.model.widths=(8,4)",
-            f"--config.batch_size={c.batch_size}", f"--config.steps_per_epoch={c.steps_per_epoch}",
-            "--config.num_epochs=1", "--config.data.flips=False"]
-    return args + list(extra)
+    """``train.py``'s arguments for ``tiny_config(cache, num_epochs=1)``."""
+    return ["--config", TINY_CONFIG, "--workdir", str(wd), f"--config.data.cache_dir={cache}",
+            "--config.num_epochs=1", *extra]
 
 
 # ---------------------------------------------------------------------------------------------------------

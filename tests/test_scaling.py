@@ -29,9 +29,8 @@ TIMEOUT = 240
 # the other test worker's processes share the cores (a CI run once saw no step within 240 s)
 START_TIMEOUT = 420
 # 3 epochs x 6 steps of 8 images (2 per device on 4 devices); a log row per step, a checkpoint per epoch
-TINY = {"data.size": 16, "data.builtin_train_crops": 8, "data.builtin_val_crops": 2, "model.widths": (8, 4),
-        "batch_size": 8, "steps_per_epoch": 6, "num_epochs": 3, "log_every_steps": 1,
-        "checkpoint_every_steps": 0, "eval_batch_size": 4, "data.flips": False, "noise": "poisson:30"}
+TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
+TINY = {"steps_per_epoch": 6, "num_epochs": 3, "log_every_steps": 1}  # configs/tiny.py's run, 18 steps long
 
 
 def _free_port() -> int:
@@ -50,14 +49,14 @@ def _cmd(wd, cache, **over):
     fields = {**TINY, "data.cache_dir": str(cache), **over}
     text = lambda v: "(" + ",".join(map(str, v)) + ")" if isinstance(v, tuple) else v
     return ([sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config",
-             os.path.join(REPO, "configs", "demo.py"), "--workdir", str(wd)]
+             TINY_CONFIG, "--workdir", str(wd)]
             + [f"--config.{k}={text(v)}" for k, v in fields.items()])
 
 
 def _train_here(wd, cache, **over):
     """The same run as ``_cmd`` would start, in this process (one CPU device): no start-up cost."""
     from jaxdenoise import train
-    c = config_lib.load_file(os.path.join(REPO, "configs", "demo.py"))
+    c = config_lib.load_file(TINY_CONFIG)
     for k, v in {**TINY, "data.cache_dir": str(cache), **over}.items():
         node, *path = c, *k.split(".")
         for p in path[:-1]:
@@ -144,11 +143,6 @@ def _max_diff(a, b) -> float:
 
 def _evals(wd):
     return [r for r in run_io.read_rows(str(wd)) if r["kind"] == "eval"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")

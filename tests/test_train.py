@@ -19,22 +19,13 @@ from tests.helpers import assert_same_run, resumes_bitwise, script, stop_at  # n
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")  # the tiny run, shared with the fault suite
+
+
 def tiny_config(cache_dir, **overrides):
-    c = config_lib.base_config()
-    c.data.source = "builtin"
-    c.data.size = 16
+    """``configs/tiny.py`` with its data cache in ``cache_dir`` and ``{"a.b": value}`` overrides."""
+    c = config_lib.load_file(TINY_CONFIG)
     c.data.cache_dir = str(cache_dir)
-    c.data.builtin_train_crops = 8     # 64 training crops
-    c.data.builtin_val_crops = 2       # 6 validation images
-    c.model.widths = (8, 4)
-    c.batch_size = 8
-    c.steps_per_epoch = 3
-    c.num_epochs = 2
-    c.eval_batch_size = 4              # 6 images: a padded last batch
-    c.log_every_steps = 2
-    c.checkpoint_every_steps = 0
-    c.num_grid_images = 2
-    c.noise = "poisson:30"
     return set_fields(c, overrides)
 
 
@@ -47,11 +38,6 @@ def set_fields(c, overrides):
             node = node[p]
         node[last] = v
     return c
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
 
 
 def final_params(workdir, which="latest"):
@@ -290,9 +276,7 @@ def test_command_line_rejects_unknown_fields(tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_exits_nonzero(tmp_path, cache):
     wd = tmp_path / "run"
-    args = ["--config", os.path.join(REPO, "configs", "demo.py"), "--workdir", str(wd),
-            f"--config.data.cache_dir={cache}", "--config.data.size=16", "--config.data.builtin_train_crops=8",
-            "--config.data.builtin_val_crops=2", "--config.model.widths=(8,4)", "--config.batch_size=8",
+    args = ["--config", TINY_CONFIG, "--workdir", str(wd), f"--config.data.cache_dir={cache}",
             "--config.steps_per_epoch=100000", "--config.num_epochs=1", "--config.log_every_steps=1"]
     env = dict(os.environ, PYTHONPATH=REPO)
 

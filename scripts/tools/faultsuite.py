@@ -40,12 +40,10 @@ from jaxdenoise import fsutil, layout
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAMAGE_KINDS = ("truncated", "zeroed", "manifest_deleted", "flipped_64_bytes", "flipped_unsealed")
 
-# The tiny run: 3 epochs x 6 steps; evaluation each epoch, a checkpoint every 2 steps, a log row per step.
-TINY = {
-    "data.size": 16, "data.builtin_train_crops": 8, "data.builtin_val_crops": 2, "model.widths": "(8,4)",
-    "batch_size": 8, "steps_per_epoch": 6, "num_epochs": 3, "log_every_steps": 1, "checkpoint_every_steps": 2,
-    "data.flips": False, "noise": "poisson:30", "eval_noise": "",
-}
+# The tests' tiny run (configs/tiny.py), 3 epochs x 6 steps; evaluation each epoch, a checkpoint every 2 steps,
+# a log row per step.
+TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
+TINY = {"steps_per_epoch": 6, "num_epochs": 3, "log_every_steps": 1, "checkpoint_every_steps": 2}
 
 
 class Outcome(dict):
@@ -93,8 +91,8 @@ class Runner:
 
     def train_args(self, workdir: str, **overrides) -> List[str]:
         fields = {**TINY, "data.cache_dir": self.cache, **overrides}
-        return ([sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config",
-                 os.path.join(REPO, "configs", "demo.py"), "--workdir", workdir]
+        return ([sys.executable, os.path.join(REPO, "scripts", "train.py"), "--config", TINY_CONFIG,
+                 "--workdir", workdir]
                 + [f"--config.{k}={v}" for k, v in fields.items()])
 
     def script(self, name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
