@@ -172,7 +172,8 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, cache):
     """A finished 1-epoch tiny run (``tests.test_train.tiny_config``, checkpoint at step 3) and what it printed.
-    Shared by the whole session: tests read it, or copy it before they change anything."""
+    Shared by the whole session: tests read it, or copy it before they change anything (checked at the end:
+    a test that changed a file of it fails the session's teardown)."""
     import contextlib
 
     from jaxdenoise import train
@@ -181,13 +182,27 @@ def trained(tmp_path_factory, cache):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         train.train_and_evaluate(tiny_config(cache, num_epochs=1), str(base / "run"))
-    return base / "run", out.getvalue()
+    before = tree_hashes(str(base / "run"))
+    yield base / "run", out.getvalue()
+    after = tree_hashes(str(base / "run"))
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared run (copy it first): {changed}"
 
 
 @pytest.fixture(scope="session")
 def run_dir(trained) -> str:
     """The shared trained run's workdir, as a string."""
     return str(trained[0])
+
+
+@pytest.fixture()
+def own_run(run_dir, tmp_path_factory) -> str:
+    """A copy of the shared trained run, for a test that writes into it (an evaluation adds its table to
+    the run's model card); outside the test's ``tmp_path``, which it may use as an image folder."""
+    import shutil
+    wd = tmp_path_factory.mktemp("own_run") / "run"
+    shutil.copytree(run_dir, wd)
+    return str(wd)
 
 
 # The files that take longest (minutes of subprocesses each) run first: with ``--dist loadfile`` a worker

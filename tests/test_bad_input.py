@@ -85,16 +85,16 @@ def test_evaluate_refuses_what_it_used_to_score_wrongly(run_dir, tmp_path):
 
 
 @pytest.mark.imagemagick
-def test_duplicate_names_on_either_side_of_a_pair_are_refused(run_dir, tmp_path, capsys):
+def test_duplicate_names_on_either_side_of_a_pair_are_refused(own_run, tmp_path, capsys):
     clean, noisy = _pair_folders(tmp_path / "c", ["a.png", "a.jpg"], ["a.png"])
     with pytest.raises(ValueError, match=r"--data \S+: 2 files share the name 'a' \(a.jpg, a.png\)"):
-        evaluate.run(run_dir, "best", data=clean, noisy=noisy)
+        evaluate.run(own_run, "best", data=clean, noisy=noisy)
     clean, noisy = _pair_folders(tmp_path / "n", ["a.png"], ["a.png", "a.bmp"])
     with pytest.raises(ValueError, match=r"--noisy \S+: 2 files share the name 'a'"):
-        evaluate.run(run_dir, "best", data=clean, noisy=noisy)
+        evaluate.run(own_run, "best", data=clean, noisy=noisy)
     # identical noisy and clean files are said, not scored at 100 dB in silence
     clean, noisy = _pair_folders(tmp_path / "same", ["a.png"], ["a.png"])
-    evaluate.run(run_dir, "best", data=clean, noisy=noisy, noise_level="poisson:30")
+    evaluate.run(own_run, "best", data=clean, noisy=noisy, noise_level="poisson:30")
     err = capsys.readouterr().err
     assert "noisy a.png is identical to its clean reference a.png" in err
     assert "--noise-level poisson:30 is not used: the models are blind" in err
@@ -102,7 +102,7 @@ def test_duplicate_names_on_either_side_of_a_pair_are_refused(run_dir, tmp_path,
     clean, noisy = _pair_folders(tmp_path / "mixed", ["a.png", "b.png", "c.png"], ["a.png"])
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(os.path.join(noisy, "b.png"))
     Image.fromarray(np.asarray(Image.open(os.path.join(clean, "c.png")).convert("L"))).save(os.path.join(noisy, "c.png"))
-    rows = evaluate.run(run_dir, "best", data=clean, noisy=noisy)
+    rows = evaluate.run(own_run, "best", data=clean, noisy=noisy)
     out = capsys.readouterr().out
     assert "skipped b.png / b.png: the noisy shot is 16x16, the clean reference 24x24" in out
     assert "skipped c.png / c.png: the noisy shot is greyscale, the clean reference colour" in out

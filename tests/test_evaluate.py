@@ -33,10 +33,10 @@ def photo_dir(tmp_path_factory):
 
 
 @pytest.mark.imagemagick
-def test_evaluate_writes_rows_and_is_deterministic(run_dir, photo_dir, tmp_path):
+def test_evaluate_writes_rows_and_is_deterministic(own_run, photo_dir, tmp_path):
     kw = dict(data=str(photo_dir), noise_specs=["poisson:30", "gaussian:25"], baselines=["nlm"],
               grid_path=str(tmp_path / "grid.png"))
-    rows = evaluate.run(run_dir, "best", **kw)
+    rows = evaluate.run(own_run, "best", **kw)
     assert [(r["noise"], r["method"].split(" ")[0]) for r in rows] == [
         ("poisson:30", "noisy"), ("poisson:30", "paper"), ("poisson:30", "nlm"),
         ("gaussian:25", "noisy"), ("gaussian:25", "paper"), ("gaussian:25", "nlm")]
@@ -50,13 +50,13 @@ def test_evaluate_writes_rows_and_is_deterministic(run_dir, photo_dir, tmp_path)
     assert set(back[0]) == {"noise", "method", "psnr", "ssim", "sec_per_mp", "images"}
     assert (tmp_path / "grid.png").is_file()
     with pytest.raises(ValueError, match=r"--grid .*grid.png exists: use --overwrite"):
-        evaluate.run(run_dir, "best", **kw)  # a rerun names a file that now exists: refused before any work
-    again = evaluate.run(run_dir, "best", overwrite=True, **kw)
+        evaluate.run(own_run, "best", **kw)  # a rerun names a file that now exists: refused before any work
+    again = evaluate.run(own_run, "best", overwrite=True, **kw)
     assert [(r["psnr"], r["ssim"]) for r in again] == [(r["psnr"], r["ssim"]) for r in rows]
 
 
-def test_evaluate_defaults_to_the_validation_split(run_dir):
-    rows = evaluate.run(run_dir, "latest")
+def test_evaluate_defaults_to_the_validation_split(own_run):
+    rows = evaluate.run(own_run, "latest")
     assert len(rows) == 2 and rows[0]["images"] == 6
     text = evaluate.format_table(rows)
     assert "noisy input" in text and "data range 1" in text
@@ -108,7 +108,7 @@ def test_plot_is_written(run_dir, tmp_path):
 
 
 @pytest.mark.imagemagick
-def test_timing_excludes_compilation_for_every_image_shape(run_dir, tmp_path, monkeypatch):
+def test_timing_excludes_compilation_for_every_image_shape(own_run, tmp_path, monkeypatch):
     """sec_per_mp over images of mixed sizes: every bucket shape is compiled before the clock starts."""
     import jax
     for name, (h, w) in {"a.png": (37, 53), "b.png": (40, 70), "c.png": (90, 30)}.items():
@@ -132,7 +132,7 @@ def test_timing_excludes_compilation_for_every_image_shape(run_dir, tmp_path, mo
     monkeypatch.setattr(evaluate, "time", Clock)
     jax.monitoring.register_event_duration_secs_listener(on_event)
     try:
-        rows = evaluate.run(run_dir, "best", data=str(tmp_path), noise_specs=["gaussian:25"], tile=0)
+        rows = evaluate.run(own_run, "best", data=str(tmp_path), noise_specs=["gaussian:25"], tile=0)
     finally:
         jax.monitoring.unregister_event_duration_listener(on_event)
     assert {evaluate._bucket_shape(img.shape) for _, img in evaluate.load_folder(str(tmp_path))[0]} == {
@@ -153,9 +153,9 @@ def test_grids_name_their_columns_on_the_image():
         plots.image_grid(cols, labels=["a", "b"])
 
 
-def test_a_long_evaluation_says_how_far_it_got_in_a_log(run_dir, monkeypatch, capsys):
+def test_a_long_evaluation_says_how_far_it_got_in_a_log(own_run, monkeypatch, capsys):
     monkeypatch.setattr(evaluate, "PROGRESS_EVERY", 2)  # pytest's stderr is not a terminal: lines, not a bar
-    rows = evaluate.run(run_dir, "best", noise_specs=["poisson:30"])
+    rows = evaluate.run(own_run, "best", noise_specs=["poisson:30"])
     err = capsys.readouterr().err
     n = rows[0]["images"]
     for method in ("noisy input", rows[1]["method"]):

@@ -223,7 +223,7 @@ def test_estimate_sigma_reads_gaussian_noise():
 
 
 @pytest.mark.imagemagick
-def test_real_noise_pairs_are_scored_by_name(tmp_path, run_dir, capsys):
+def test_real_noise_pairs_are_scored_by_name(tmp_path, own_run, capsys):
     clean_dir, noisy_dir = tmp_path / "clean", tmp_path / "noisy"
     clean_dir.mkdir()
     noisy_dir.mkdir()
@@ -237,14 +237,14 @@ def test_real_noise_pairs_are_scored_by_name(tmp_path, run_dir, capsys):
         mse = np.mean((img / 255.0 - noisy / 255.0) ** 2)
         expected.append(10 * np.log10(1 / mse))
     (noisy_dir / "stray.bmp").write_bytes((noisy_dir / f"{_photos()[0][0]}.bmp").read_bytes())
-    rows = evaluate.run(run_dir, "latest", data=str(clean_dir), noisy=str(noisy_dir), baselines=["nlm"])
+    rows = evaluate.run(own_run, "latest", data=str(clean_dir), noisy=str(noisy_dir), baselines=["nlm"])
     assert [r["method"].split(" ")[0] for r in rows] == ["noisy", rows[1]["method"].split(" ")[0], "nlm"]
     assert all(r["noise"] == "real:noisy" and r["images"] == 2 for r in rows)
     np.testing.assert_allclose(rows[0]["psnr"], np.mean(expected), atol=0.01)
     assert rows[2]["psnr"] > rows[0]["psnr"]  # NLM at the estimated level removes noise
     assert "no clean reference for noisy stray.bmp" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no noisy file"):
-        evaluate.run(run_dir, "latest", data=str(clean_dir), noisy=str(tmp_path))
+        evaluate.run(own_run, "latest", data=str(clean_dir), noisy=str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["unet", "dncnn", "nafnet"])
