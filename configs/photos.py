@@ -1,7 +1,7 @@
-"""The generic-photo comparison: one recipe, four models, the same CPU budget for each.
+"""The generic-photo comparison: one recipe, five models, the same CPU budget for each.
 
     python scripts/train.py --config configs/photos.py:unet --workdir runs/photos_unet \
-        --config.data.dir=/path/to/bsds400          # the model after ':': paper | unet | dncnn | nafnet
+        --config.data.dir=/path/to/bsds400          # the model after ':': paper | unet | dncnn | nafnet | drunet
 
 Every model gets the same data (full-size photos, short side >= 256, each folder split 90/10, random 64x64
 patches with flips and rotations), the same blind noise (shot noise of peak 5-60 and Gaussian sigma 5-50,
@@ -15,6 +15,9 @@ CPU-2 (2 cores) for that model, measured (``STEPS``). Each model keeps its paper
     dncnn   DnCNN-B, 17 layers of width 64, residual, Adam 1e-3, MSE
     nafnet  NAFNet width 16, 1-1-1 blocks and 1 in the middle (configs/nafnet_faces.py's), AdamW 1e-3
             with betas 0.9 / 0.9, the PSNR loss
+    drunet  DRUNet's layout at the CPU size: widths 32/64/128, 2 residual blocks per level, strided conv
+            down and transposed conv up, no biases, orthogonal init at gain 0.2, residual output; Adam 1e-3,
+            MSE (its paper's L1 is for the long GPU schedule; the comparison keeps one loss per recipe)
 
 Measured results (CBSD68, all 68, beside BM3D on the same noisy images; the learning curves): docs/quality.md,
 "Generic photos".
@@ -24,13 +27,15 @@ import os
 from jaxdenoise import models
 from jaxdenoise.config import load_file
 
-MODELS = ("paper", "unet", "dncnn", "nafnet")
+MODELS = ("paper", "unet", "dncnn", "nafnet", "drunet")
 # steps that fill ~15 minutes of training (validations aside) on CPU-2 (2 cores): 870 s at each model's
 # loader-to-step rate measured by scripts/benchmark.py (--config configs/photos.py:MODEL, 2026-12-02):
 # paper 111.6, unet 34.0, nafnet 16.4, dncnn 8.3 img/s, plus ~30 s of set-up and compilation. Kept as
 # measured: since the one-patch CPU micro-batches (2026-12-06, docs/benchmarks.md) the same steps take less
 # (U-Net ~1.6x, DnCNN ~2.7x faster on CPU-2's Xeon), so the comparison's figures stand per step, not per minute.
-STEPS = {"paper": 6000, "unet": 1800, "dncnn": 450, "nafnet": 900}
+# DRUNet (added 2026-12-07): not yet measured; its steps are the U-Net's scaled by their multiply-adds per
+# pixel (~1.9x the U-Net's: models/drunet.py), to be replaced by its measured rate before its row is compared.
+STEPS = {"paper": 6000, "unet": 1800, "dncnn": 450, "nafnet": 900, "drunet": 960}
 EPOCHS = 6
 
 
@@ -48,6 +53,8 @@ def get_config(model="unet"):
         c.model = models.default_config("paper")
     elif model == "dncnn":
         c.model = models.default_config("dncnn", depth=17, width=64)
+    elif model == "drunet":
+        c.model = models.default_config("drunet")
     elif model == "nafnet":
         nafnet = load_file(os.path.join(os.path.dirname(__file__), "nafnet_faces.py"))
         c.model = nafnet.model

@@ -13,7 +13,7 @@ from jaxdenoise.data import builtin
 # Steps within which each model's training loss must fall below the identity's (the noisy input's): the
 # residual models from their first steps; the paper's autoencoder is not residual (it starts at a grey
 # image, sigmoid(.)) and passes the identity at ~180 steps (docs/quality.md).
-FIRST_STEPS = {"paper": 200, "unet": 60, "dncnn": 60, "nafnet": 60}
+FIRST_STEPS = {"paper": 200, "unet": 60, "dncnn": 60, "nafnet": 60, "drunet": 60}
 # the documented default of each model; DnCNN at its 17 layers (depth is what stalled it) but width 32
 FIRST_STEPS_MODEL = {"dncnn": dict(depth=17, width=32)}
 

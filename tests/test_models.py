@@ -16,9 +16,10 @@ from jaxdenoise.models.nafnet import pixel_shuffle
 from tests.test_train import tiny_config
 
 # parameters of each model's documented default (module docstrings, docs/quality.md)
-DEFAULT_PARAMS = {"paper": 51_494, "unet": 518_563, "dncnn": 557_443, "nafnet": 288_691}
+DEFAULT_PARAMS = {"paper": 51_494, "unet": 518_563, "dncnn": 557_443, "nafnet": 288_691, "drunet": 1_042_112}
 TINY = {"unet": dict(widths=(8, 16)), "dncnn": dict(depth=4, width=8),
-        "nafnet": dict(width=8, enc_blocks=(1,), middle_blocks=1, dec_blocks=(1,))}
+        "nafnet": dict(width=8, enc_blocks=(1,), middle_blocks=1, dec_blocks=(1,)),
+        "drunet": dict(widths=(8, 16), blocks=1)}
 
 
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))
@@ -39,7 +40,7 @@ def test_every_model_declares_its_geometry_and_keeps_shapes(name):
         assert out.shape == xs.shape and bool(jnp.all(jnp.isfinite(out)))
 
 
-@pytest.mark.parametrize("name", ["unet", "dncnn"])
+@pytest.mark.parametrize("name", ["unet", "dncnn", "drunet"])
 def test_receptive_field_bounds_what_one_pixel_changes(name):
     model = models.create(models.default_config(name, **TINY[name]))
     n = 48
@@ -54,6 +55,43 @@ def test_receptive_field_bounds_what_one_pixel_changes(name):
     extent = changed.max(0) - changed.min(0) + 1
     assert extent.max() > 1  # the field is not trivial
     assert extent.max() <= model.receptive_field, (extent, model.receptive_field)
+
+
+def test_drunets_2x2_down_and_up_are_flaxs_strided_conv_and_transposed_conv():
+    """The space-to-depth matmul and the matmul-then-depth-to-space equal nn.Conv / nn.ConvTranspose with a
+    2x2 kernel, stride 2, 'VALID', on the same parameters, forward and gradients."""
+    import flax.linen as nn
+
+    from jaxdenoise.models import drunet
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 12, 3))
+    p = {"params": {"kernel": jax.random.normal(jax.random.PRNGKey(1), (2, 2, 3, 5))}}
+    pairs = [(drunet.Down2x2(5), nn.Conv(5, (2, 2), strides=2, padding="VALID", use_bias=False)),
+             (drunet.Up2x2(5), nn.ConvTranspose(5, (2, 2), strides=(2, 2), padding="VALID", use_bias=False))]
+    for ours, flax_ in pairs:
+        np.testing.assert_allclose(ours.apply(p, x), flax_.apply(p, x), atol=1e-5)
+        loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+        for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), (0, 1))(p, x)),
+                        jax.tree.leaves(jax.grad(loss(flax_), (0, 1))(p, x)), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_drunet_exports_and_loads_back_equal(tmp_path):
+    """The new model's exported file (``export.export_bytes``, read back without flax) gives the model's own
+    output."""
+    import ml_collections
+
+    from jaxdenoise.inference import export, exported
+    cfg = models.default_config("drunet", **TINY["drunet"])
+    model = models.create(cfg)
+    img = np.asarray(_photos()[0][1][:64, :64], np.float32) / 255.0  # a whole bucket: both pad alike
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(img[None, :16, :16]))["params"]
+    path = tmp_path / "drunet.jaxdn"
+    path.write_bytes(export.export_bytes(ml_collections.ConfigDict(dict(model=cfg)), params, model,
+                                         {"stride": model.stride}, platforms=("cpu",)))
+    den = exported.load_exported(str(path))
+    whole = tiling.denoise(denoiser.make_apply(model, params), img, model.stride, tile=0)
+    np.testing.assert_allclose(den.run(img, tile=0), whole, atol=1e-5)
+    assert den.receptive_field == model.receptive_field and den.stride == model.stride
 
 
 def test_pixel_shuffle_matches_torch_channel_order():
@@ -94,7 +132,7 @@ def _tiny(cache, name, **kw):
     return c
 
 
-@pytest.mark.parametrize("name", ["unet", "dncnn", "nafnet"])
+@pytest.mark.parametrize("name", ["unet", "dncnn", "nafnet", "drunet"])
 def test_each_new_model_learns_to_beat_its_noisy_input(tmp_path, cache, name):
     ema = 0.9 if name == "unet" else 0.0
     c = _tiny(cache, name, num_epochs=1, steps_per_epoch=40, ema_decay=ema)
@@ -247,7 +285,7 @@ def test_real_noise_pairs_are_scored_by_name(tmp_path, own_run, capsys):
         evaluate.run(own_run, "latest", data=str(clean_dir), noisy=str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["unet", "dncnn", "nafnet"])
+@pytest.mark.parametrize("name", ["unet", "dncnn", "nafnet", "drunet"])
 def test_new_models_denoise_in_tiles_and_run_in_bfloat16(name):
     """Tiled inference (origins on the model's stride, overlap from its receptive field) matches whole-image
     inference; the bfloat16 model gives the float32 model's output to bfloat16 precision."""

@@ -21,13 +21,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdenoise.models.dncnn import DnCNN
+from jaxdenoise.models.drunet import DRUNet
 from jaxdenoise.models.nafnet import NAFNet
 from jaxdenoise.models.paper import PaperAutoencoder
 from jaxdenoise.models.unet import UNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
-REGISTRY: Dict[str, type] = {"paper": PaperAutoencoder, "unet": UNet, "dncnn": DnCNN, "nafnet": NAFNet}
+REGISTRY: Dict[str, type] = {"paper": PaperAutoencoder, "unet": UNet, "dncnn": DnCNN, "nafnet": NAFNet,
+                             "drunet": DRUNet}
 
 _NOT_FIELDS = ("parent", "name", "dtype")
 

@@ -193,20 +193,23 @@ HE_NORMAL = nn.initializers.he_normal()
 
 class _Kernel3x3(nn.Module):
     """A 3x3 layer with flax's Conv/ConvTranspose parameters (kernel ``[3, 3, Cin, features]`` from
-    ``kernel_init``, lecun-normal by default as flax's; bias ``[features]`` zeros), computing
-    ``op(x, kernel) + bias`` in ``dtype``; subclasses set ``op``."""
+    ``kernel_init``, lecun-normal by default as flax's; bias ``[features]`` zeros, unless ``use_bias`` is
+    off), computing ``op(x, kernel) + bias`` in ``dtype``; subclasses set ``op``."""
     features: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
+    use_bias: bool = True
     op = None  # staticmethod (x, kernel) -> y; not a dataclass field
 
     @nn.compact
     def __call__(self, x):
         cin = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (3, 3, cin, self.features), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        return self.op(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+        y = self.op(x.astype(self.dtype), kernel.astype(self.dtype))
+        if not self.use_bias:
+            return y
+        return y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(self.dtype)
 
 
 class Conv3x3(_Kernel3x3):
