@@ -7,6 +7,7 @@ decides when to fetch them.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -112,12 +113,23 @@ def split_pairs(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
     return x, x
 
 
-# Over 60 lines and 14 parameters: one traced computation (noise, target, forward, loss, gradient, update, EMA)
-# read in order; the keyword-only ones are static settings bound once by ``bind``, never passed per call.
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """How ``train_step`` trains (static: bound once by ``bind``, never passed per call; the fields are
+    ``train_step``'s docstring's)."""
+    chunks: int = 1
+    ema_decay: float = 0.0
+    loss: str = "mse"
+    target: str = "clean"
+    total_steps: int = 0
+    gamma: float = targets.N2N_GAMMA
+    patch: int = 0
+    alpha: float = targets.R2R_ALPHA
+
+
+# Over 60 lines: one traced computation (noise, target, forward, loss, gradient, update, EMA) read in order.
 def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation, noise: NoiseModel, chunks: int = 1,
-               ema_decay: float = 0.0, loss: str = "mse", target: str = "clean", total_steps: int = 0,
-               gamma: float = targets.N2N_GAMMA, patch: int = 0, alpha: float = targets.R2R_ALPHA
+               tx: optax.GradientTransformation, noise: NoiseModel, settings: StepSettings = StepSettings()
                ) -> Tuple[TrainState, Metrics]:
     """One optimisation step. batch: ``uint8 [B, H, W, 3]`` (or ``[B, H, W, 6]`` real pairs: ``split_pairs``),
     or a fixed-noise batch (a dict of whole images and their meta: ``fixed_noisy``, cropped to ``patch``);
@@ -137,9 +149,10 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
 
     Returns the new state and scalar metrics: loss (the configured loss, mean over images), psnr (denoised
     vs clean, mean over images; neighbor2neighbor at gamma 0: of its half-size sub-images, ``targets.loss_fn``),
-    noisy_psnr (input vs clean), grad_norm.
+    noisy_psnr (input vs clean), grad_norm. The settings below are ``settings``' fields.
     """
-    per_image_loss = losses.get(loss)
+    chunks, target, patch, alpha = settings.chunks, settings.target, settings.patch, settings.alpha
+    per_image_loss = losses.get(settings.loss)
     key = jax.random.fold_in(rng, state.step)
     if isinstance(batch, dict):  # noise_fixed: each image's noise drawn from its index, then cropped and turned
         parts = fixed_noisy(noise, rng, batch, patch, second=target == "noise2noise",
@@ -155,9 +168,9 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
     if target == "recorrupted":  # a fresh split of the one noisy shot every step; its input is noisier
         noisy, reference = targets.recorrupted(jax.random.fold_in(key, 1), noise, noisy, drawn, alpha)
         level = level / jnp.sqrt(1.0 - alpha)  # noise variance / (1 - alpha): Gaussian and shot noise alike
-    progress = state.step.astype(jnp.float32) / max(total_steps, 1)
+    progress = state.step.astype(jnp.float32) / max(settings.total_steps, 1)
     objective = targets.loss_fn(target, per_image_loss, lambda p, x, lv: model.apply(
-        {"params": p}, model_input(model, x, lv)), gamma)
+        {"params": p}, model_input(model, x, lv)), settings.gamma)
 
     def loss_fn(params, noisy, level, reference, k, clean):
         value, out = objective(params, noisy, level, reference, k, progress, clean)
@@ -196,7 +209,7 @@ def train_step(state: TrainState, batch: jax.Array, rng: jax.Array, *, model: nn
         "noisy_psnr": jnp.mean(M.psnr_per_image(noisy, clean)),
         "grad_norm": optax.tree.norm(grads),
     }
-    ema = None if state.ema is None else ema_update(state.ema, params, state.step, ema_decay)
+    ema = None if state.ema is None else ema_update(state.ema, params, state.step, settings.ema_decay)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema), metrics
 
 
@@ -366,6 +379,16 @@ def eval_step(params, batch: jax.Array, index: jax.Array, rng: jax.Array, *, mod
     }
 
 
+_STEP_ARGS = ("model", "tx", "noise", "unroll")  # train_step's and multi_train_step's own keywords
+
+
 def bind(fn: Callable, **static) -> Callable:
-    """``fn`` with its keyword-only (static) arguments fixed, ready for ``jax.jit``."""
+    """``fn`` with its keyword-only (static) arguments fixed, ready for ``jax.jit``. For ``train_step`` and
+    ``multi_train_step`` the ``StepSettings`` fields may be given by name (``chunks=2, loss="l1"``): they are
+    gathered into its ``settings``."""
+    if fn in (train_step, multi_train_step):
+        fields = {k: v for k, v in static.items() if k not in _STEP_ARGS}
+        static = {k: v for k, v in static.items() if k in _STEP_ARGS}
+        if fields:
+            static["settings"] = StepSettings(**fields)
     return functools.partial(fn, **static)
