@@ -17,6 +17,15 @@ preparation, on a CPU shared with a BM3D evaluation:
 validation 29.57 dB (noisy 20.56) at gaussian:25; CBSD68 (first 20 images, full size): 28.95 dB at
 gaussian:25 (BM3D 30.55, NLM 27.49), 27.98 dB at poisson:30 (BM3D 29.58). Far from DnCNN's published
 31.24 at sigma 25: 80 JPEG photos and 14 CPU minutes, against 400 images x 50 epochs on a GPU.
+
+Its first steps (issue 37 reported +0.18 dB over the noisy input after 60 steps at batch 8, against 3-5 dB for
+the U-Net and NAFNet configs): not reproduced. 2026-12-07, CPU-2, `--config.data.dir=shared/data/bsds400
+--config.batch_size=8 --config.num_epochs=1 --config.steps_per_epoch=60`: validation 21.67 dB (EMA; raw
+21.33) against the noisy 20.57, +1.10 dB; configs/unet_photos.py under the same command +0.71 (20.88 against
+20.17). A /tmp script with this optimiser on 64x64 built-in crops (60 steps, raw weights, 32 held-out crops
+at gaussian:25): DnCNN +0.80, the U-Net's recipe +0.18, and DnCNN with a 10-step warm-up +0.01 (a fast start
+stalls this plain 17-layer stack: the 100-step warm-up stays). Sixty steps say little about either model;
+the equal-wall-time comparison (configs/photos.py) is the measure.
 """
 import os
 
