@@ -33,9 +33,9 @@ MODELS = ("paper", "unet", "dncnn", "nafnet", "drunet")
 # paper 111.6, unet 34.0, nafnet 16.4, dncnn 8.3 img/s, plus ~30 s of set-up and compilation. Kept as
 # measured: since the one-patch CPU micro-batches (2026-12-06, docs/benchmarks.md) the same steps take less
 # (U-Net ~1.6x, DnCNN ~2.7x faster on CPU-2's Xeon), so the comparison's figures stand per step, not per minute.
-# DRUNet (added 2026-12-07): not yet measured; its steps are the U-Net's scaled by their multiply-adds per
-# pixel (~1.9x the U-Net's: models/drunet.py), to be replaced by its measured rate before its row is compared.
-STEPS = {"paper": 6000, "unet": 1800, "dncnn": 450, "nafnet": 900, "drunet": 960}
+# DRUNet (added 2026-12-07): the U-Net's steps times the ratio of their rates measured back to back that day
+# (benchmark.py --config configs/photos.py:MODEL, end to end: unet 46.9, drunet 28.4 img/s on CPU-2's Xeon).
+STEPS = {"paper": 6000, "unet": 1800, "dncnn": 450, "nafnet": 900, "drunet": 1092}
 EPOCHS = 6
 
 
