@@ -313,7 +313,7 @@ def test_cli_describes_errors_in_one_line():
 
 
 def test_evaluate_prints_the_table_when_the_grid_cannot_be_written(one_epoch, tmp_path):
-    wd = one_epoch[0]
+    wd = copy_run(one_epoch, tmp_path)  # the evaluation adds its table to the run's model card
     (tmp_path / "file").write_text("x")
     proc = script("evaluate.py", "--workdir", str(wd), "--grid", str(tmp_path / "file" / "grid.png"))
     assert proc.returncode == 0, proc.stderr
