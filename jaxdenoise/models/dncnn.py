@@ -30,13 +30,13 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import HE_NORMAL, Conv3x3, whole
+from jaxdenoise.models.layers import Conv3x3, HE_NORMAL, LevelInput, whole
 
 # the last conv's initialiser: He's scale times 0.1 (a small first residual; see the module docstring)
 LAST_INIT = nn.initializers.variance_scaling(2.0 * 0.1 ** 2, "fan_in", "truncated_normal")
 
 
-class DnCNN(nn.Module):
+class DnCNN(LevelInput, nn.Module):
     """``float [B, H, W, 3]`` in [0, 1] -> ``float32 [B, H, W, 3]`` (noisy minus predicted noise); any H, W."""
     depth: int = 17
     width: int = 64
@@ -46,11 +46,6 @@ class DnCNN(nn.Module):
     # whole batch at once (steps.micro_batch_chunks), not in cache-sized micro-batches
     conv_bound = True
     stride = 1  # no down-sampling; not a field
-
-    @property
-    def in_channels(self) -> int:
-        """3 (blind), or 4 with ``noise_level``: the image and its noise-level map (``noise.level_map``)."""
-        return 4 if self.noise_level else 3
 
     @property
     def receptive_field(self) -> int:

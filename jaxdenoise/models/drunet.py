@@ -30,43 +30,50 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import Conv3x3, whole
+from jaxdenoise.models.layers import Conv3x3, LevelInput, check_level_widths, whole
 
 # KAIR's init for DRUNet: torch.nn.init.orthogonal_(weight, gain=0.2) on the [out, in * kh * kw] matrix; flax's
 # orthogonal on [kh * kw * in, out] (columns: the outputs) is the same distribution
 ORTHOGONAL_02 = nn.initializers.orthogonal(scale=0.2)
 
 
-class Down2x2(nn.Module):
-    """``nn.Conv(features, (2, 2), strides=2, padding="VALID")``: ``[B, H, W, C]`` -> ``[B, H/2, W/2, features]``,
-    as a space-to-depth reshape and one matmul (kernel ``[2, 2, C, features]``; no bias)."""
+class _Kernel2x2(nn.Module):
+    """A 2x2, stride-2 layer: kernel ``[2, 2, C, features]`` from ``kernel_init``, no bias; subclasses set
+    ``op(x, kernel)``."""
     features: int
     dtype: Any = jnp.float32
     kernel_init: Any = ORTHOGONAL_02
+    op = None  # staticmethod (x, kernel) -> y; not a dataclass field
 
     @nn.compact
     def __call__(self, x):
-        b, h, w, c = x.shape
-        kernel = self.param("kernel", self.kernel_init, (2, 2, c, self.features), jnp.float32).astype(self.dtype)
-        blocks = x.astype(self.dtype).reshape(b, h // 2, 2, w // 2, 2, c)
-        return jnp.einsum("bhiwjc,ijco->bhwo", blocks, kernel)
+        kernel = self.param("kernel", self.kernel_init, (2, 2, x.shape[-1], self.features), jnp.float32)
+        return self.op(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
-class Up2x2(nn.Module):
+def _down(x, kernel):
+    b, h, w, c = x.shape
+    return jnp.einsum("bhiwjc,ijco->bhwo", x.reshape(b, h // 2, 2, w // 2, 2, c), kernel)
+
+
+def _up(x, kernel):
+    b, h, w, _ = x.shape
+    y = jnp.einsum("bhwc,ijco->bhiwjo", x, kernel[::-1, ::-1])
+    return y.reshape(b, 2 * h, 2 * w, kernel.shape[-1])
+
+
+class Down2x2(_Kernel2x2):
+    """``nn.Conv(features, (2, 2), strides=2, padding="VALID")``: ``[B, H, W, C]`` -> ``[B, H/2, W/2, features]``,
+    as a space-to-depth reshape and one matmul (kernel ``[2, 2, C, features]``; no bias)."""
+    op = staticmethod(_down)
+
+
+class Up2x2(_Kernel2x2):
     """``nn.ConvTranspose(features, (2, 2), strides=(2, 2), padding="VALID")``: ``[B, H, W, C]`` ->
     ``[B, 2H, 2W, features]``, output pixel ``(2h + i, 2w + j)`` = ``x[h, w] @ kernel[1 - i, 1 - j]`` (flax's
     orientation; PyTorch's ConvTranspose2d takes ``weight[..., i, j]``), as one matmul and a depth-to-space
     reshape (kernel ``[2, 2, C, features]``; no bias)."""
-    features: int
-    dtype: Any = jnp.float32
-    kernel_init: Any = ORTHOGONAL_02
-
-    @nn.compact
-    def __call__(self, x):
-        b, h, w, c = x.shape
-        kernel = self.param("kernel", self.kernel_init, (2, 2, c, self.features), jnp.float32).astype(self.dtype)
-        y = jnp.einsum("bhwc,ijco->bhiwjo", x.astype(self.dtype), kernel[::-1, ::-1])
-        return y.reshape(b, 2 * h, 2 * w, self.features)
+    op = staticmethod(_up)
 
 
 class ResBlock(nn.Module):
@@ -80,7 +87,7 @@ class ResBlock(nn.Module):
         return x + conv("conv_b")(nn.relu(conv("conv_a")(x)))
 
 
-class DRUNet(nn.Module):
+class DRUNet(LevelInput, nn.Module):
     """``float [B, H, W, 3]`` in [0, 1] (or 4 channels with ``noise_level``) -> ``float32 [B, H, W, 3]``."""
     widths: Sequence[int] = (32, 64, 128)
     blocks: int = 2
@@ -96,11 +103,6 @@ class DRUNet(nn.Module):
         return 2 ** (len(self.widths) - 1)
 
     @property
-    def in_channels(self) -> int:
-        """3 (blind), or 4 with ``noise_level``: the image and its noise-level map (``noise.level_map``)."""
-        return 4 if self.noise_level else 3
-
-    @property
     def receptive_field(self) -> int:
         """Side in pixels of the input window one output pixel sees (an upper bound: the head and tail convs,
         each block's two 3x3 convs at its level's scale, each 2x2 down- and up-sampling)."""
@@ -112,9 +114,7 @@ class DRUNet(nn.Module):
 
     @staticmethod
     def check(fields) -> None:
-        widths = list(fields.get("widths", ()))
-        if not widths or not all(whole(w, 1) for w in widths) or len(widths) > 6:
-            raise ValueError(f"model.widths must be 1 to 6 positive ints (channels per level), got {widths}")
+        check_level_widths(fields)
         if not whole(fields.get("blocks", 2), 1):
             raise ValueError(f"model.blocks must be >= 1 (residual blocks per level), got {fields.get('blocks')}")
 

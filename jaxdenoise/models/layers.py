@@ -230,6 +230,22 @@ class ConvTranspose2x(_Kernel3x3):
     op = staticmethod(conv_transpose_2x)
 
 
+class LevelInput:
+    """For a model with a ``noise_level`` field (FFDNet-style: the noise-level map as a 4th input channel)."""
+
+    @property
+    def in_channels(self) -> int:
+        """3 (blind), or 4 with ``noise_level``: the image and its noise-level map (``noise.level_map``)."""
+        return 4 if self.noise_level else 3
+
+
+def check_level_widths(fields) -> None:
+    """A one-line ValueError unless ``widths`` is 1 to 6 positive ints (channels per level of a U-shape)."""
+    widths = list(fields.get("widths", ()))
+    if not widths or not all(whole(w, 1) for w in widths) or len(widths) > 6:
+        raise ValueError(f"model.widths must be 1 to 6 positive ints (channels per level), got {widths}")
+
+
 def whole(value, minimum: int) -> bool:
     """True for an int (not a bool, not a float such as 8.5) that is at least ``minimum``: model fields that
     count channels, layers or blocks."""

@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import TORCH_DEFAULT, Conv3x3, whole
+from jaxdenoise.models.layers import Conv3x3, LevelInput, TORCH_DEFAULT, whole
 
 
 class NAFBlock(nn.Module):
@@ -69,7 +69,7 @@ def pixel_shuffle(x: jax.Array, r: int = 2) -> jax.Array:
     return x.transpose(0, 1, 4, 2, 5, 3).reshape(b, h * r, w * r, c // (r * r))
 
 
-class NAFNet(nn.Module):
+class NAFNet(LevelInput, nn.Module):
     """``float [B, H, W, 3]`` in [0, 1] -> ``float32 [B, H, W, 3]``; H, W multiples of ``stride``."""
     width: int = 16
     enc_blocks: Sequence[int] = (1, 1, 1)
@@ -83,11 +83,6 @@ class NAFNet(nn.Module):
     @property
     def stride(self) -> int:
         return 2 ** len(self.enc_blocks)
-
-    @property
-    def in_channels(self) -> int:
-        """3 (blind), or 4 with ``noise_level``: the image and its noise-level map (``noise.level_map``)."""
-        return 4 if self.noise_level else 3
 
     @property
     def receptive_field(self) -> int:

@@ -26,10 +26,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, max_pool_2x2, whole
+from jaxdenoise.models.layers import Conv3x3, ConvTranspose2x, LevelInput, check_level_widths, max_pool_2x2
 
 
-class UNet(nn.Module):
+class UNet(LevelInput, nn.Module):
     """``float [B, H, W, 3]`` in [0, 1] -> ``float32 [B, H, W, 3]``; H, W multiples of ``stride``.
 
     widths: channels per level, top to bottom (depth = len(widths)). residual: predict the noise.
@@ -48,11 +48,6 @@ class UNet(nn.Module):
         return 2 ** (len(self.widths) - 1)
 
     @property
-    def in_channels(self) -> int:
-        """3 (blind), or 4 with ``noise_level``: the image and its noise-level map (``noise.level_map``)."""
-        return 4 if self.noise_level else 3
-
-    @property
     def receptive_field(self) -> int:
         """Side in pixels of the input window that one output pixel sees (convs, pools, up-convs)."""
         rf, scale = 1, 1
@@ -67,9 +62,7 @@ class UNet(nn.Module):
 
     @staticmethod
     def check(fields) -> None:
-        widths = list(fields.get("widths", ()))
-        if not widths or not all(whole(w, 1) for w in widths) or len(widths) > 6:
-            raise ValueError(f"model.widths must be 1 to 6 positive ints (channels per level), got {widths}")
+        check_level_widths(fields)
 
     @nn.compact
     def __call__(self, x):
