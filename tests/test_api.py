@@ -76,7 +76,8 @@ def test_tiles_equal_the_whole_image_on_a_model_with_structure_and_memory_picks_
     assert den.bytes_per_pixel > 0
     bpp = den.bytes_per_pixel
     assert den.plan(136, 200) == (0, 1)
-    small = denoiser.Denoiser(den.forward, denoiser.Geometry(4, 3, model.receptive_field), tile=112, overlap=16, memory_budget=int(112 * 112 * bpp * 2.5))
+    small = denoiser.Denoiser(den.forward, denoiser.Geometry(4, 3, model.receptive_field), tile=112, overlap=16,
+                              memory_budget=int(112 * 112 * bpp * 2.5))
     assert small.plan(2000, 2000) == (112, 2)  # over 1 MP: the probed figure decides
     np.testing.assert_allclose(small.run(img), whole, atol=2e-5)  # budget-driven tiles: the same image
     with pytest.raises(ValueError, match="memory_budget"):

@@ -47,7 +47,8 @@ def tree_bytes(root):
     return fsutil.tree_digests(root)
 
 
-from tests.helpers import assert_same_state, script, tensorboard_scalars  # noqa: E402 (the one subprocess runner; others import it from here)
+# noqa: E402 below: the one subprocess runner (others import it from here)
+from tests.helpers import assert_same_state, script, tensorboard_scalars  # noqa: E402
 
 
 def assert_one_line_error(proc, *needles):
