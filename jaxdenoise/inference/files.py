@@ -76,10 +76,9 @@ def denoise_paths(workdir: Optional[str], input_path: str, output_dir: str, whic
     input folder, files under it are not inputs (a rerun does not denoise its own outputs); when it is the
     input folder itself, every file there is an input, earlier outputs included.
 
-    tile, overlap, batch: ``Denoiser.__call__``'s (None: tiles by the memory budget). noise_level: for a
-    non-blind model, the noise of the photos as a fixed-value spec (``with_level``); None estimates a
-    Gaussian level per image. Blind models ignore it. ensemble: average over this many flips and rotations of
-    each photo (1, 2, 4, 8: ``denoiser.self_ensemble``), at as many times the cost.
+    tile, overlap, batch: ``Denoiser.__call__``'s. noise_level: for a non-blind model, the photos' noise as a
+    fixed-value spec (``with_level``); None estimates a Gaussian level per image; blind models ignore it.
+    ensemble: average over this many flips and turns of each photo (1, 2, 4, 8: ``self_ensemble``).
 
     Returns ``{"written": [output paths], "skipped": [{"path": input relative path, "reason": one line,
     "output": output path (only for EXISTS)}]}``. Raises ValueError (one line) for bad arguments and for an
