@@ -92,17 +92,28 @@ def _shift_free(max_rate: float) -> bool:
     return max_rate - 6.0 * math.sqrt(max_rate) < _SHIFT_MIN
 
 
+def poisson_isf(q: float, lam):
+    """The smallest k with P(X > k) <= q for X ~ Poisson(lam) (0 < q < 1, lam > 0; array or scalar): what
+    ``scipy.stats.poisson.isf`` returns, by its own formula (``ppf(1 - q)`` from ``pdtrik``, then one step down
+    where the CDF allows), from ``scipy.special`` alone: ``scipy.stats`` costs every process that samples shot
+    noise a second more to import, ``scipy.special`` a third of that (tests/test_noise.py compares the two)."""
+    from scipy import special
+    p = 1.0 - q
+    k = np.ceil(special.pdtrik(p, lam))
+    below = np.maximum(k - 1, 0)
+    return np.where(special.pdtr(below, lam) >= p, below, k)
+
+
 @functools.lru_cache(maxsize=None)
 def window_width(max_rate: float) -> int:
     """Number of support points W covering [j0(lam), ppf(1 - 2**-25; lam)] for every lam <= max_rate.
 
     Computed once per spec on the host with scipy (a dependency of jax), on a fine grid of rates.
     """
-    from scipy.stats import poisson
     if max_rate <= 0:
         return 1
     lams = np.unique(np.concatenate([np.linspace(1e-6, max_rate, 2048), [max_rate]]))
-    top = poisson.isf(_TAIL, lams)  # smallest k with P(X > k) <= tail
+    top = poisson_isf(_TAIL, lams)  # smallest k with P(X > k) <= tail
     # +3: rates between grid points, and the left tail below a shifted start (6 sigma, ~1e-9 << _TAIL)
     return int(np.max(top - _window_start(lams, np))) + 3
 
@@ -213,8 +224,7 @@ _BINOMIAL_LOG_START = 80.0  # -log of the smallest start probability (1 - p)**n 
 @functools.lru_cache(maxsize=None)
 def max_count(max_rate: float) -> int:
     """The largest count ``poisson_sample`` gives at rates up to ``max_rate`` (beyond it: below 2**-25)."""
-    from scipy.stats import poisson
-    return int(poisson.isf(_TAIL, max_rate)) + 1
+    return int(poisson_isf(_TAIL, max_rate)) + 1
 
 
 @functools.lru_cache(maxsize=None)

@@ -277,6 +277,14 @@ def test_window_width_grows_like_the_standard_deviation():
         assert stats.poisson.sf(j0 + noise.window_width(rate) - 1, rate) < 2**-25
 
 
+def test_the_poisson_quantile_is_scipy_stats_own():
+    """noise.poisson_isf (scipy.special alone, cheaper to import) gives scipy.stats' answer, ties included."""
+    rng = np.random.default_rng(0)
+    lams = np.concatenate([np.linspace(1e-6, 3000.0, 40001), rng.random(20000) * 5, 10 ** rng.uniform(-6, 4, 20000)])
+    for q in (2.0**-25, 1e-3, 0.5, 0.9):
+        np.testing.assert_array_equal(noise.poisson_isf(q, lams), stats.poisson.isf(q, lams), err_msg=str(q))
+
+
 def test_mixture_picks_one_component_per_image():
     m = noise.parse("poisson:30+gaussian:25")
     assert m.kind == "mix" and [p.kind for p in m.parts] == ["poisson", "gaussian"]
