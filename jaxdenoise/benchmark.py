@@ -23,7 +23,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -297,12 +297,13 @@ def compare_torch(config, peer: str, steps_n: int, passes: int = 3, device: str 
             "ratio_like_for_like_vs_torch": round(med["like_for_like"] / med["torch"], 3)}
 
 
-def compare_torch_inference(config, peer: str, passes: int = 2, repeats: int = 3) -> List[Dict]:
-    """Whole-image inference of ``config``'s model (fresh weights, the ``INFERENCE_SHAPE`` photo, best of
-    ``repeats`` after a warm-up) beside the peer's (``--inference HxW``, ``TORCH_BEST``), alternated over
-    ``passes`` rounds: one row per side and round, then the medians' ratio."""
+def compare_torch_inference(config, peer: str, passes: int = 2, repeats: int = 3,
+                            shape: Optional[Tuple[int, int]] = None) -> List[Dict]:
+    """Whole-image inference of ``config``'s model (fresh weights, a ``shape`` image: ``INFERENCE_SHAPE`` by
+    default, best of ``repeats`` after a warm-up) beside the peer's (``--inference HxW``, ``TORCH_BEST``),
+    alternated over ``passes`` rounds: one row per side and round, then the medians' ratio."""
     from jaxdenoise.inference import denoiser
-    h, w = INFERENCE_SHAPE
+    h, w = shape or INFERENCE_SHAPE
     img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
     model = models.create(config.model, config.dtype)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, model.in_channels)))["params"]
@@ -391,13 +392,14 @@ def format_models_table(results: List[Dict]) -> str:
 INFERENCE_SHAPE = (512, 768)
 
 
-def run_inference(config, names: List[str], repeats: int = 3) -> List[Dict]:
-    """Seconds per megapixel (and MP/s) of each model's ``Denoiser`` on a ``INFERENCE_SHAPE`` image: whole,
+def run_inference(config, names: List[str], repeats: int = 3, shape: Optional[Tuple[int, int]] = None) -> List[Dict]:
+    """Seconds per megapixel (and MP/s) of each model's ``Denoiser`` on a ``shape`` image (height, width:
+    ``INFERENCE_SHAPE`` by default; the GPU check's dry run takes a small one): whole,
     in tiles of 256 and 512 px (overlap 32, or half the receptive field), and the ``.jaxdn`` export of the same
     weights run whole; best of ``repeats`` after a warm-up call. Fresh weights: speed does not depend on them.
     ``names``: registered models; the config's own model keeps its fields, the others get their defaults."""
     from jaxdenoise.inference import denoiser, export, exported
-    h, w = INFERENCE_SHAPE
+    h, w = shape or INFERENCE_SHAPE
     img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
     mp = h * w / 1e6
     out = []

@@ -39,6 +39,8 @@ flags.DEFINE_list("models", [], "benchmark these registered models (or 'all') at
                   "with the rest of --config, and print one row each")
 flags.DEFINE_list("inference", [], "instead of training steps: inference speed (s/MP whole, tiled and exported) "
                   "of these models (or 'config': the config's model; 'all': every registered one)")
+flags.DEFINE_string("inference-size", "512x768", "HxW of the --inference image (a photo of Kodak's size by "
+                    "default; small for a quick check of every path)")
 flags.DEFINE_bool("layers", False, "instead of training steps: each U-Net convolution's forward and both gradients "
                   "timed alone (ms), with XLA's convolutions, oneDNN's and PyTorch's (with --compare-torch), at the "
                   "config's batch and patch side")
@@ -87,13 +89,25 @@ def _layers(config, peer):
     return benchmark.format_layer_table(rows), rows
 
 
+def _inference_size():
+    """--inference-size as (height, width), or one line naming the flag."""
+    given = FLAGS["inference-size"].value
+    try:
+        h, w = (int(v) for v in given.lower().split("x"))
+    except ValueError:
+        h = w = 0
+    if h < 16 or w < 16:
+        raise ValueError(f"--inference-size must be HxW, both >= 16 (e.g. 512x768), got {given!r}")
+    return h, w
+
+
 def _inference(config, peer):
     """Whole-image and tiled inference of --inference's models (and the peer's, with --compare-torch)."""
     names = _model_names({"config": [config.model.name]}.get(",".join(FLAGS.inference), FLAGS.inference),
                          "--inference", ", config or all")
-    rows = benchmark.run_inference(config, names)
+    rows = benchmark.run_inference(config, names, shape=_inference_size())
     if peer:
-        rows += benchmark.compare_torch_inference(config, peer, FLAGS.passes)
+        rows += benchmark.compare_torch_inference(config, peer, FLAGS.passes, shape=_inference_size())
     return benchmark.format_inference_table(rows), rows
 
 

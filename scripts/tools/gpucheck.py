@@ -334,7 +334,7 @@ def step_unet(c: Check) -> Optional[str]:
         over = {"batch_size": batch, "data.size": size, "data.patch": 0, "dtype": dtype, "steps_per_epoch": 0}
         r = _bench(c, f"unet_{dtype}", over, config="unet_faces.py")
         inf = _bench(c, f"unet_{dtype}_inference", {"dtype": dtype}, config="unet_faces.py",
-                     extra=["--inference", "config"])
+                     extra=["--inference", "config"] + (["--inference-size", "64x96"] if c.dry else []))
         whole = next((row["s_per_mp"] for row in inf or [] if row["case"] == "whole"), None)
         row = {"dtype": dtype, "batch": batch, "size": size, "jax_img_per_s": r and r.get("train_img_per_s"),
                "jax_s_per_mp": whole, "torch_img_per_s": None, "torch_s_per_mp": None}
