@@ -33,7 +33,8 @@ def test_every_model_learns_from_its_first_steps_at_the_configs_rate(name):
     c.warmup_steps = 10
     tx = steps.make_optimizer(c, total_steps=1000)
     nz = noise.parse("poisson:10")
-    state = steps.init_state(model, tx, jax.random.PRNGKey(0), (32, 32, 3))
+    # jitted as training does (checkpointing.make_init): op by op, NAFNet's initialisers alone cost ~13 s here
+    state = jax.jit(lambda r: steps.init_state(model, tx, r, (32, 32, 3)))(jax.random.PRNGKey(0))
     fn = jax.jit(steps.bind(steps.train_step, model=model, tx=tx, noise=nz))
     identity = jax.jit(lambda b, s: jnp.mean(jnp.square(nz.sample(jax.random.fold_in(jax.random.PRNGKey(1), s),
                                                                       steps.to_float(b))[0] - steps.to_float(b))))
