@@ -166,7 +166,7 @@ def _input_path(step: _Step, paths: List[str], loader_batches: int, calls: int) 
     """(the grain loader's images per second alone, loader -> device prefetch -> step images per second)."""
     config, b, k = step.config, step.config.batch_size, step.config.steps_per_call
     images = store.open_splits(paths, "train")
-    aug = dict(patch=config.data.patch, flips=config.data.flips, rot90=config.data.rot90,
+    aug = dict(patch=config.data.patch, flips=config.data.flips, rot90=config.data.rot90, channels=config.data.channels,
                num_threads=config.data.num_threads, prefetch=config.data.prefetch,
                fixed=bool(config.get("noise_fixed", False)))
     it = iter(loader.make_loader(images, b, 0, loader_batches + 10, shard=parallel.process_shard(), **aug))

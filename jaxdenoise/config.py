@@ -74,6 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.patch = 0                # train on random patch x patch crops (0 = whole images)
     c.data.flips = False            # random flips (training only)
     c.data.rot90 = False            # random 90-degree rotations (training only)
+    c.data.channels = False         # each training image's R, G, B in a random one of their 6 orders (colour
+    #                                 augmentation, training only)
     c.data.num_threads = 0          # grain read threads (0 = min(8, cores))
     c.data.prefetch = 8             # grain prefetch buffer (batches)
     c.data.device_resident = False  # keep the training split on the device, gather batches there
@@ -285,8 +287,10 @@ def _check_noise_and_targets(c, dirs, real) -> None:
                                            "'center_crop'): each image's noise is drawn once over the whole stored "
                                            "image, then cropped")
         _need(not c.data.device_resident, "noise_fixed=True needs the grain loader: set data.device_resident=False")
-    _need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch)),
-         "data.device_resident does not support data.flips / data.rot90 / data.patch")
+    _need(not (c.data.device_resident and (c.data.flips or c.data.rot90 or c.data.patch or c.data.channels)),
+         "data.device_resident does not support data.flips / data.rot90 / data.patch / data.channels")
+    _need(not (c.noise_fixed and c.data.channels), "data.channels does not combine with noise_fixed=True (each "
+                                                   "image's noise is fixed in its stored colours)")
     _check_sizes(c)
     _need(isinstance(c.init_from, str), f"init_from must be a path string, got {c.init_from!r}")
 

@@ -91,7 +91,8 @@ def facts(workdir: str, config, n_params: int, model, images: Tuple[Optional[int
                   "blind": model.in_channels == 3},
         "data": {"source": d.source, "folders": d.dir or "built-in photos", "train_images": n_train,
                  "val_images": n_val, "val_dir": d.get("val_dir", ""), "size_mode": d.resize_mode, "size": d.size,
-                 "patch": d.patch, "flips": d.flips, "rot90": d.rot90, "stores": list(stores)},
+                 "patch": d.patch, "flips": d.flips, "rot90": d.rot90, "channels": d.channels,
+                 "stores": list(stores)},
         "noise": {"train": config.noise, "eval": config.eval_noise or config.noise,
                   "setting": config_lib.noise_setting(config),
                   "target": config.get("target", "clean"), "loss": config.loss},
@@ -192,6 +193,7 @@ def markdown(card: Dict[str, Any]) -> str:
               f"| data | {d['folders']}: {counts}; {d['size_mode']} {d['size']}"
               + (f", {d['patch']}x{d['patch']} patches" if d.get("patch") else "")
               + (", flips" if d.get("flips") else "") + (", rotations" if d.get("rot90") else "")
+              + (", channel orders" if d.get("channels") else "")
               + (f"; validated on {d['val_dir']}" if d.get("val_dir") else "") + " |",
               f"| noise | `{n['train']}` ({n['setting']}), target `{n['target']}`, loss `{n['loss']}`; validated "
               f"at `{n['eval']}` |",

@@ -210,7 +210,7 @@ def _data_iterator(config, data: _Data, batch_sharding):
                                           config.steps_per_call)
     return iter(loader.make_loader(
         data.train, config.batch_size, config.seed, data.total_steps, shard=parallel.process_shard(), flips=d.flips,
-        rot90=d.rot90, patch=d.patch, num_threads=d.num_threads, prefetch=d.prefetch,
+        rot90=d.rot90, channels=d.channels, patch=d.patch, num_threads=d.num_threads, prefetch=d.prefetch,
         fixed=config.get("noise_fixed", False)))
 
 

@@ -128,16 +128,37 @@ def test_flips_only_and_rot90_only():
     assert seen_f == flips and seen_r == rots
 
 
+def test_channel_orders_permute_each_images_colours_and_change_no_other_draw():
+    """data.channels: each image's R, G, B in one of their 6 orders, drawn per image and per batch index (the same
+    with 2 threads, another with another seed); the images, crops, flips and turns are those without it."""
+    imgs = _images()
+    imgs[..., 2] = 200  # three distinguishable channels: index, pattern, constant
+    kw = dict(seed=5, flips=True, rot90=True)
+    plain, a = _batches(imgs, **kw), _batches(imgs, channels=True, **kw)
+    assert all(np.array_equal(x, y) for x, y in zip(a, _batches(imgs, channels=True, threads=2, **kw), strict=True))
+    seen = set()
+    for aug, raw in zip(a, plain, strict=True):
+        for img, ref in zip(aug, raw, strict=True):
+            order = [next(c for c in range(3) if np.array_equal(img[..., j], ref[..., c])) for j in range(3)]
+            assert sorted(order) == [0, 1, 2]
+            seen.add(tuple(order))
+    assert seen == {tuple(o) for o in loader.CHANNEL_ORDERS.tolist()}, seen
+    other = _batches(imgs, channels=True, seed=6, flips=True, rot90=True)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, other, strict=True))
+    with pytest.raises(ValueError, match="data.channels does not combine with noise_fixed"):
+        loader.make_loader(imgs, B, 0, 1, channels=True, fixed=True)
+
+
 @pytest.mark.parametrize("aug", [False, True])
 def test_shards_concatenate_to_the_global_batch(aug):
     images, b, seed, steps = _images(), 6, 9, 12
-    glob = _batches(images, batch_size=b, seed=seed, num_batches=steps, flips=aug, rot90=aug)
-    shards = [_batches(images, batch_size=b, seed=seed, num_batches=steps, flips=aug, rot90=aug,
+    glob = _batches(images, batch_size=b, seed=seed, num_batches=steps, flips=aug, rot90=aug, channels=aug)
+    shards = [_batches(images, batch_size=b, seed=seed, num_batches=steps, flips=aug, rot90=aug, channels=aug,
                        shard=grain.sharding.ShardOptions(i, 2)) for i in range(2)]
     for step in range(steps):
         assert shards[0][step].shape == (b // 2, S, S, 3)
         np.testing.assert_array_equal(np.concatenate([shards[0][step], shards[1][step]]), glob[step])
-    three = [_batches(images, batch_size=b, seed=seed, num_batches=steps, flips=aug, rot90=aug,
+    three = [_batches(images, batch_size=b, seed=seed, num_batches=steps, flips=aug, rot90=aug, channels=aug,
                       shard=grain.sharding.ShardOptions(i, 3)) for i in range(3)]
     for step in range(steps):
         np.testing.assert_array_equal(np.concatenate([s[step] for s in three]), glob[step])

@@ -296,6 +296,9 @@ def test_fixed_noise_config_checks():
     c = set_fields(config_lib.base_config(), {"noise_fixed": True, "data.device_resident": True})
     with pytest.raises(ValueError, match="noise_fixed=True needs the grain loader"):
         config_lib.validate(c)
+    c = set_fields(config_lib.base_config(), {"noise_fixed": True, "data.channels": True})
+    with pytest.raises(ValueError, match="data.channels does not combine with noise_fixed=True"):
+        config_lib.validate(c)
     c = set_fields(config_lib.base_config(), {"noise_fixed": True})
     config_lib.validate(c)
 

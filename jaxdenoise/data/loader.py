@@ -6,7 +6,8 @@ Shape of the pipeline (grain ``MapDataset``, random access, so any position can 
     range(num_batches).map(batch k)        batch k of epoch e = k // steps_per_epoch takes the next B
                                            indices of epoch e's permutation (drop_remainder per epoch)
         -> this process's shard of the B indices (grain.sharding.ShardOptions)
-        -> read from the memmapped store, optional random patch crops, flips and 90-degree rotations
+        -> read from the memmapped store, optional random patch crops, flips and 90-degree rotations,
+           and permutations of the colour channels
            (all seeded by (seed, batch index): a restored iterator position replays the same crops)
     .to_iter_dataset(ReadOptions(num_threads, prefetch_buffer_size))
 
@@ -52,6 +53,9 @@ def augment(batch: np.ndarray, hflip: np.ndarray, vflip: np.ndarray, rot: np.nda
 
 
 _CROP_SALT = 0xC209
+_CHANNEL_SALT = 0xC0102
+# the 6 orders of the R, G, B channels; a colour augmentation (data.channels) gives each image one of them
+CHANNEL_ORDERS = np.array([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
 
 
 def crop_origins(rng: np.random.Generator, sizes: np.ndarray, patch: int) -> np.ndarray:
@@ -73,7 +77,7 @@ class _BatchReader:
         self.batch_size = batch_size
         self.steps_per_epoch = self.n // batch_size
         self.seed = seed
-        self.flips, self.rot90, self.patch = view.flips, view.rot90, view.patch
+        self.flips, self.rot90, self.patch, self.channels = view.flips, view.rot90, view.patch, view.channels
         if batch_size % shard.shard_count:
             raise ValueError(f"batch_size {batch_size} is not divisible by {shard.shard_count} processes")
         self.local = batch_size // shard.shard_count
@@ -107,6 +111,8 @@ class _BatchReader:
         if self.flips or self.rot90:
             hflip, vflip, rot = self._draws(k)
             batch = augment(batch, hflip[part], vflip[part], rot[part])
+        if self.channels:
+            batch = np.take_along_axis(batch, CHANNEL_ORDERS[self._channel_draws(k)[part]][:, None, None, :], axis=-1)
         return batch
 
     def _read_whole(self, idx: np.ndarray) -> np.ndarray:
@@ -122,6 +128,11 @@ class _BatchReader:
         draws = rng.integers(0, 2, (2, self.batch_size)).astype(bool) & self.flips
         return draws[0], draws[1], rng.integers(0, 4, self.batch_size) * self.rot90
 
+    def _channel_draws(self, k: int) -> np.ndarray:
+        """int [B]: each image's channel order (a row of ``CHANNEL_ORDERS``) in the whole global batch ``k``, from a
+        stream of its own, so that turning the augmentation on changes no other draw."""
+        return np.random.default_rng([self.seed, _CHANNEL_SALT, int(k)]).integers(0, len(CHANNEL_ORDERS), self.batch_size)
+
     def _fixed(self, k: int, idx: np.ndarray, part: slice, ys: np.ndarray, xs: np.ndarray) -> dict:
         """A fixed-noise batch: whole stored images, and their meta (``META_FIELDS``): crops and turns are left to
         the device, with the noise (``steps.fixed_noisy``)."""
@@ -135,11 +146,13 @@ class _BatchReader:
 @dataclasses.dataclass(frozen=True)
 class View:
     """What each example of a batch is. patch: a random ``patch`` x ``patch`` crop of each image (0 = whole
-    images), so batches are ``[B, patch, patch, 3]``; flips, rot90: random flips and quarter turns; fixed:
+    images), so batches are ``[B, patch, patch, 3]``; flips, rot90: random flips and quarter turns; channels:
+    each image's R, G, B in one of their 6 orders, drawn per image (a colour augmentation); fixed:
     fixed-noise batches instead (dicts of whole images and their meta: the module docstring)."""
     patch: int = 0
     flips: bool = False
     rot90: bool = False
+    channels: bool = False
     fixed: bool = False
 
 
@@ -171,6 +184,9 @@ def make_loader(images: np.ndarray, batch_size: int, seed: int, num_batches: int
     if fixed and isinstance(images, store.RaggedImages):
         raise ValueError("config: noise_fixed=True needs a fixed-size store (data.resize_mode='resize' or "
                          "'center_crop'), not a full-size one")
+    if fixed and v.channels:
+        raise ValueError("config: data.channels does not combine with noise_fixed=True (each image's noise is fixed "
+                         "in its stored colours)")
     if rot90 and not patch and images.shape[1] != images.shape[2]:
         raise ValueError("rot90 augmentation needs square images")
     shard = shard or grain.sharding.ShardOptions(0, 1)
