@@ -74,8 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.patch = 0                # train on random patch x patch crops (0 = whole images)
     c.data.flips = False            # random flips (training only)
     c.data.rot90 = False            # random 90-degree rotations (training only)
-    c.data.channels = False         # each training image's R, G, B in a random one of their 6 orders (colour
-    #                                 augmentation, training only)
+    c.data.channels = False         # random order of each image's R, G, B (colour augmentation, training only)
     c.data.num_threads = 0          # grain read threads (0 = min(8, cores))
     c.data.prefetch = 8             # grain prefetch buffer (batches)
     c.data.device_resident = False  # keep the training split on the device, gather batches there

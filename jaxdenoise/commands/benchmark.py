@@ -105,9 +105,10 @@ def _inference(config, peer):
     """Whole-image and tiled inference of --inference's models (and the peer's, with --compare-torch)."""
     names = _model_names({"config": [config.model.name]}.get(",".join(FLAGS.inference), FLAGS.inference),
                          "--inference", ", config or all")
-    rows = benchmark.run_inference(config, names, shape=_inference_size())
+    shape = _inference_size()
+    rows = benchmark.run_inference(config, names, shape=shape)
     if peer:
-        rows += benchmark.compare_torch_inference(config, peer, FLAGS.passes, shape=_inference_size())
+        rows += benchmark.compare_torch_inference(config, peer, FLAGS.passes, shape=shape)
     return benchmark.format_inference_table(rows), rows
 
 

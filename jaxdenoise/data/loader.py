@@ -131,7 +131,8 @@ class _BatchReader:
     def _channel_draws(self, k: int) -> np.ndarray:
         """int [B]: each image's channel order (a row of ``CHANNEL_ORDERS``) in the whole global batch ``k``, from a
         stream of its own, so that turning the augmentation on changes no other draw."""
-        return np.random.default_rng([self.seed, _CHANNEL_SALT, int(k)]).integers(0, len(CHANNEL_ORDERS), self.batch_size)
+        rng = np.random.default_rng([self.seed, _CHANNEL_SALT, int(k)])
+        return rng.integers(0, len(CHANNEL_ORDERS), self.batch_size)
 
     def _fixed(self, k: int, idx: np.ndarray, part: slice, ys: np.ndarray, xs: np.ndarray) -> dict:
         """A fixed-noise batch: whole stored images, and their meta (``META_FIELDS``): crops and turns are left to
